@@ -1,0 +1,48 @@
+# The two commands of the README's Quick start: `make run` and `make test`.
+# Everything the project needs is installed from here (a fresh machine has none of it).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: run test install dev peers services bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Runtime dependencies only; the stamp makes a second `make run` start at once.
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Test dependencies (pytest, SeaweedFS's `weed`, dicomweb-client) on top.
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+# Independent DICOM peers the tests talk to: DCMTK (echoscu, storescu, storescp, dcmdump).
+peers:
+	@command -v storescu >/dev/null 2>&1 && command -v dcmdump >/dev/null 2>&1 || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dcmtk )
+
+# PostgreSQL and RabbitMQ run on the machine already; start them if they have stopped.
+services:
+	@bash deploy/dev/ensure-services.sh
+
+run: install
+	$(BIN)/relay up --demo
+
+test: dev peers services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: dev peers
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache test-artifacts

@@ -1,0 +1,197 @@
+"""The `relay` command: run the edge, the county API, the workers, or all on one machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from relay.config import Settings, load_settings
+from relay.logging import setup_logging
+
+log = logging.getLogger("relay.cli")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def _handler(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+    return stop
+
+
+def _county(settings: Settings, *, migrate: bool = True) -> Any:
+    from relay.county.context import County
+    from relay.county.db.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate:
+        upgrade(settings.resolved_database_url)
+    return County(settings)
+
+
+def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.edge.agent import edge_status, run_edge
+
+    if args.edge_command == "status":
+        print(json.dumps(edge_status(settings), ensure_ascii=False, indent=2, default=str))
+        return 0
+    setup_logging(settings.log_level, process="edge")
+    run_edge(settings, stop=_stop_on_signals())
+    return 0
+
+
+def cmd_county(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from reader_portal.app import create_app
+
+    setup_logging(settings.log_level, process="county")
+    app = create_app(_county(settings, migrate=not args.no_migrate))
+    uvicorn.run(app, host=settings.county_host, port=settings.county_port, log_config=None,
+                access_log=False)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.county.worker import register_tasks, worker_argv
+
+    setup_logging(settings.log_level, process="worker")
+    county = _county(settings, migrate=False)
+    register_tasks(county.celery, county)
+    county.celery.worker_main(worker_argv(settings, concurrency=args.concurrency,
+                                          loglevel=settings.log_level))
+    return 0
+
+
+def cmd_db(settings: Settings, _args: argparse.Namespace) -> int:
+    _county(settings, migrate=True)
+    print("database is at the latest schema")
+    return 0
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.county.auth import service
+    from relay.county.db.engine import session_scope
+    from relay.county.errors import RelayError
+    from relay.dicom.vocab import Role
+
+    if not args.password_stdin:
+        print("use --password-stdin: passwords are never taken from the command line", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\r\n")
+    county = _county(settings)
+    try:
+        with session_scope(county.sessions) as session:
+            user = service.create_user(session=session, username=args.name, password=password,
+                                       role=Role(args.role), site_name=args.site,
+                                       display_name=args.display_name or "")
+            session.commit()
+    except RelayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"created user {user.username} ({user.role})")
+    return 0
+
+
+def cmd_sites(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.county.auth import service
+    from relay.county.db.engine import session_scope
+    from relay.county.errors import RelayError
+
+    county = _county(settings)
+    try:
+        with session_scope(county.sessions) as session:
+            site, token = service.create_site(session=session, name=args.name,
+                                              display_name=args.display_name or "")
+            session.commit()
+    except RelayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"created site {site.name}; put this in the edge's RELAY_EDGE_SITE_TOKEN (shown once):")
+    print(token)
+    return 0
+
+
+def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.send import dicom_files, send_files
+
+    files = dicom_files([Path(p) for p in args.paths])
+    results = send_files(files, host=args.host or settings.edge_host,
+                         port=args.port or settings.edge_port,
+                         called_ae=args.called_ae or settings.edge_ae_title,
+                         calling_ae=args.calling_ae, priority=1 if args.stat else 0)
+    failed = [r for r in results if r.status != 0]
+    for r in results:
+        print(f"{r.path}: {'OK' if r.status == 0 else f'status {r.status!r}'}")
+    return 1 if failed else 0
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.up import run_up
+
+    setup_logging(settings.log_level, process="up")
+    return run_up(settings, demo=args.demo, stop=_stop_on_signals())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="edge + county API + worker on this machine (embedded defaults)")
+    up.add_argument("--demo", action="store_true", help="create demo logins and send sample_dicom/")
+    up.set_defaults(func=cmd_up)
+    edge = sub.add_parser("edge", help="run the township edge agent")
+    edge.add_argument("edge_command", nargs="?", choices=["run", "status"], default="run")
+    edge.set_defaults(func=cmd_edge)
+    county = sub.add_parser("county", help="run the county HTTP API and portal")
+    county.add_argument("--no-migrate", action="store_true",
+                        help="do not upgrade the schema at start (when several replicas start)")
+    county.set_defaults(func=cmd_county)
+    worker = sub.add_parser("worker", help="run a county Celery worker")
+    worker.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
+    worker.set_defaults(func=cmd_worker)
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("db_command", choices=["upgrade"])
+    db.set_defaults(func=cmd_db)
+    users = sub.add_parser("users", help="manage logins")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    create = users_sub.add_parser("create", help="create a login")
+    create.add_argument("name")
+    create.add_argument("--role", required=True, choices=["admin", "radiologist", "technician"])
+    create.add_argument("--site", help="the township site (required for a technician)")
+    create.add_argument("--display-name")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.set_defaults(func=cmd_users)
+    sites = sub.add_parser("sites", help="manage township sites")
+    sites_sub = sites.add_subparsers(dest="sites_command", required=True)
+    screate = sites_sub.add_parser("create", help="register a site and print its edge credential")
+    screate.add_argument("name")
+    screate.add_argument("--display-name")
+    screate.set_defaults(func=cmd_sites)
+    send = sub.add_parser("send", help="C-STORE DICOM files or folders to an edge (as a modality)")
+    send.add_argument("paths", nargs="+")
+    send.add_argument("--host")
+    send.add_argument("--port", type=int)
+    send.add_argument("--called-ae")
+    send.add_argument("--calling-ae", default="RELAY_SEND")
+    send.add_argument("--stat", action="store_true", help="send with C-STORE priority HIGH")
+    send.set_defaults(func=cmd_send)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    started = time.monotonic()
+    code: int = args.func(settings, args)
+    log.debug("%s finished in %.1fs", args.command, time.monotonic() - started)
+    return code

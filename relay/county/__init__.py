@@ -1,0 +1,1 @@
+"""County store: ingest, index, reading queue, workers."""

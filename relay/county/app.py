@@ -1,0 +1,63 @@
+"""The county HTTP application: ingest for edges, JSON API and portal for people."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+import relay
+from relay.county.auth.endpoints import router as auth_router
+from relay.county.context import County
+from relay.county.errors import install_error_handler
+from relay.county.ingest.endpoints import router as ingest_router
+from relay.county.worklist.endpoints import router as worklist_router
+
+log = logging.getLogger(__name__)
+
+
+def _check_backends(county: County) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        with county.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        county.store.check()
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"error: {type(exc).__name__}"
+    return checks
+
+
+def create_app(county: County) -> FastAPI:
+    """Build the app around an already configured County."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        county.close()
+
+    app = FastAPI(title="County imaging relay", version=relay.__version__, lifespan=lifespan)
+    app.state.county = county
+    install_error_handler(app)
+    app.include_router(auth_router)
+    app.include_router(ingest_router)
+    app.include_router(worklist_router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> JSONResponse:
+        """Liveness and backend reachability; the only route without authentication."""
+        checks = await run_in_threadpool(_check_backends, county)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks,
+                             "version": relay.__version__}, status_code=200 if ok else 503)
+
+    return app

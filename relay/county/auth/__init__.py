@@ -1,0 +1,1 @@
+"""Logins, bearer tokens and township site credentials."""

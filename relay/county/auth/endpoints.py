@@ -1,0 +1,53 @@
+"""POST /api/auth/token: OAuth2 password form in, bearer token out."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel
+
+from relay.county.auth import service
+from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    role: str
+
+
+class MeOut(BaseModel):
+    username: str
+    role: str
+    site_id: int | None
+
+
+@router.post("/token", response_model=TokenOut)
+def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, county: CountyDep
+) -> TokenOut:
+    """Exchange a username and password for a bearer token."""
+    try:
+        user = service.authenticate(session=session, username=form.username, password=form.password)
+    except Exception:
+        log.info("login failed user_len=%d", len(form.username))
+        raise
+    ttl = timedelta(hours=county.settings.token_ttl_hours)
+    token = service.issue_token(session=session, user=user, ttl=ttl)
+    session.commit()
+    log.info("login user_id=%d role=%s", user.id, user.role)
+    return TokenOut(access_token=token, expires_in=int(ttl.total_seconds()), role=user.role)
+
+
+@router.get("/me", response_model=MeOut)
+def me(principal: PrincipalDep) -> MeOut:
+    """Who the bearer token belongs to."""
+    return MeOut(username=principal.username, role=principal.role.value, site_id=principal.site_id)

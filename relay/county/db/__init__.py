@@ -1,0 +1,1 @@
+"""The county index: SQLAlchemy models, engine, migrations."""

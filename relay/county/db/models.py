@@ -1,0 +1,182 @@
+"""Tables of the county index.
+
+Natural keys carry unique constraints (SOP/Series/Study Instance UID, site name,
+patient ID + issuer): idempotency rests on them, not on isolation levels. All times
+are UTC (``DateTime(timezone=True)``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+UID = String(64)
+SHA256 = String(64)
+UTC = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Site(Base):
+    """A township hospital whose edge may upload; its credential is stored hashed."""
+
+    __tablename__ = "sites"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    token_sha256: Mapped[str] = mapped_column(SHA256, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+
+
+class User(Base):
+    """A person who logs in: administrator, reader or township technician."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    role: Mapped[str] = mapped_column(String(32))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+
+
+class ApiToken(Base):
+    """A bearer token issued at login, stored as its SHA-256 so a database leak is not a login."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(SHA256, unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    expires_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class Patient(Base):
+    """A patient as one issuer of patient IDs knows them (a township's own ID namespace)."""
+
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer", name="uq_patients_id_issuer"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(512), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+
+
+class Study(Base):
+    """One study, as the county index knows it; ``state`` is the latest transition."""
+
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(UID, unique=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_time: Mapped[str] = mapped_column(String(32), default="")
+    description: Mapped[str] = mapped_column(String(256), default="")
+    modalities: Mapped[str] = mapped_column(String(64), default="")
+    priority: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    updated_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class Series(Base):
+    __tablename__ = "series"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    body_part: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Instance(Base):
+    """One instance the county holds. Row written at ingest; ``indexed_at`` set by the worker."""
+
+    __tablename__ = "instances"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sha256: Mapped[str] = mapped_column(SHA256)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_uid: Mapped[str] = mapped_column(UID)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID, default="")
+    object_key: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    priority: Mapped[str] = mapped_column(String(16))
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    edge_received_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTC)
+    series_pk: Mapped[int | None] = mapped_column(ForeignKey("series.id"), nullable=True)
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    indexed_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+
+
+class QuarantinedInstance(Base):
+    """Bytes that arrived under a SOP Instance UID the county already holds with other bytes."""
+
+    __tablename__ = "quarantined_instances"
+    __table_args__ = (UniqueConstraint("sop_uid", "sha256", name="uq_quarantine_uid_sha"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(UID)
+    sha256: Mapped[str] = mapped_column(SHA256)
+    object_key: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    received_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class StudyTransition(Base):
+    """One state change of a study; turnaround times are computed from these rows."""
+
+    __tablename__ = "study_transitions"
+    __table_args__ = (Index("ix_study_transitions_study_at", "study_pk", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTC)
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ReadingItem(Base):
+    """A study's place on the reading queue: one per study."""
+
+    __tablename__ = "reading_items"
+    __table_args__ = (Index("ix_reading_items_rank_queued", "priority_rank", "queued_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), unique=True)
+    priority_rank: Mapped[int] = mapped_column(Integer)
+    queued_at: Mapped[datetime] = mapped_column(UTC)
+    assigned_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)

@@ -1,0 +1,1 @@
+"""Ingest: an edge uploads one instance; the county verifies, stores and indexes it."""

@@ -1,0 +1,1 @@
+"""Studies: index metadata from stored instances, record state transitions."""

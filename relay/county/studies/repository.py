@@ -1,0 +1,63 @@
+"""Queries of the studies domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from relay.county.db.models import Instance, Patient, ReadingItem, Series, Study, StudyTransition
+from relay.county.db.upsert import insert_ignore
+
+
+def instance_for_update(session: Session, instance_id: int) -> Instance | None:
+    return session.get(Instance, instance_id, with_for_update=True)
+
+
+def upsert_patient(session: Session, values: dict[str, object]) -> int:
+    pk, _ = insert_ignore(session, Patient, values, keys=["patient_id", "issuer"])
+    return pk
+
+
+def upsert_study(session: Session, values: dict[str, object]) -> tuple[int, bool]:
+    return insert_ignore(session, Study, values, keys=["study_uid"])
+
+
+def upsert_series(session: Session, values: dict[str, object]) -> int:
+    pk, _ = insert_ignore(session, Series, values, keys=["series_uid"])
+    return pk
+
+
+def add_transition(session: Session, *, study_pk: int, state: str, at: datetime, detail: str = "") -> None:
+    session.add(StudyTransition(study_pk=study_pk, state=state, at=at, detail=detail))
+
+
+def enqueue_reading(session: Session, *, study_pk: int, priority_rank: int, at: datetime) -> bool:
+    _, inserted = insert_ignore(
+        session, ReadingItem,
+        {"study_pk": study_pk, "priority_rank": priority_rank, "queued_at": at},
+        keys=["study_pk"])
+    return inserted
+
+
+def escalate_priority(session: Session, *, study_pk: int, priority: str, rank: int, at: datetime) -> None:
+    """Raise a study's priority (never lower it) when a more urgent instance arrives."""
+    session.execute(update(ReadingItem).where(ReadingItem.study_pk == study_pk,
+                                              ReadingItem.priority_rank > rank)
+                    .values(priority_rank=rank))
+    session.execute(update(Study).where(Study.id == study_pk).values(priority=priority, updated_at=at))
+
+
+def study_modalities(session: Session, study_pk: int) -> list[str]:
+    rows = session.execute(select(Series.modality).where(Series.study_pk == study_pk).distinct())
+    return sorted(m for (m,) in rows if m)
+
+
+def touch_study(session: Session, *, study_pk: int, modalities: str, at: datetime) -> None:
+    session.execute(update(Study).where(Study.id == study_pk).values(modalities=modalities, updated_at=at))
+
+
+def count_indexed(session: Session, study_uid: str) -> int:
+    return int(session.execute(select(func.count()).select_from(Instance).where(
+        Instance.study_uid == study_uid, Instance.indexed_at.is_not(None))).scalar_one())

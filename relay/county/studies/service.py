@@ -1,0 +1,107 @@
+"""Index one stored instance: patient, study, series rows, and the study onto the queue.
+
+Runs in a Celery task, at least once: every step is an upsert on a natural key, and
+an instance already indexed returns at once. The first instance of a study records
+the transitions ``arrived`` and ``queued`` and creates the reading item; later
+instances only add their series and may raise the study's priority.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from relay.county.auth.service import now_utc
+from relay.county.db.models import Instance, Site
+from relay.county.storage import ObjectStore
+from relay.county.studies import repository
+from relay.dicom.header import InstanceMeta, InvalidInstance, read_meta
+from relay.dicom.vocab import Priority, StudyState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexResult:
+    instance_id: int
+    study_uid: str
+    already_indexed: bool
+    new_study: bool
+
+
+def index_instance(*, session: Session, store: ObjectStore, instance_id: int) -> IndexResult | None:
+    """Index instance ``instance_id``; None if no such row (nothing to do)."""
+    inst = repository.instance_for_update(session, instance_id)
+    if inst is None:
+        return None
+    if inst.indexed_at is not None:
+        session.rollback()
+        return IndexResult(instance_id, inst.study_uid, True, False)
+    meta = _read(store, inst)
+    site = session.get(Site, inst.site_id)
+    assert site is not None
+    now = now_utc()
+    patient_pk = repository.upsert_patient(session, _patient_values(meta, site))
+    study_pk, new_study = repository.upsert_study(session, _study_values(meta, inst, patient_pk, now))
+    series_pk = repository.upsert_series(session, _series_values(meta, inst, study_pk))
+    priority = Priority(inst.priority)
+    if new_study:
+        repository.add_transition(session, study_pk=study_pk, state=StudyState.ARRIVED, at=now)
+        repository.add_transition(session, study_pk=study_pk, state=StudyState.QUEUED, at=now)
+        repository.enqueue_reading(session, study_pk=study_pk, priority_rank=priority.rank, at=now)
+    elif priority is Priority.STAT:
+        repository.escalate_priority(session, study_pk=study_pk, priority=priority.value,
+                                     rank=priority.rank, at=now)
+    inst.series_pk, inst.instance_number, inst.indexed_at = series_pk, meta.instance_number if meta else None, now
+    session.flush()
+    modalities = "\\".join(repository.study_modalities(session, study_pk))
+    repository.touch_study(session, study_pk=study_pk, modalities=modalities, at=now)
+    session.commit()
+    return IndexResult(instance_id, inst.study_uid, False, new_study)
+
+
+def _read(store: ObjectStore, inst: Instance) -> InstanceMeta | None:
+    """Decoded header of the stored object; None if it cannot be decoded (still indexed)."""
+    try:
+        return read_meta(store.get(inst.object_key))
+    except InvalidInstance as exc:
+        log.warning("cannot decode header sop=%s key=%s: %s", inst.sop_uid, inst.object_key, exc)
+        return None
+
+
+def _patient_values(meta: InstanceMeta | None, site: Site) -> dict[str, object]:
+    # Without an Issuer of Patient ID, a patient ID is only unique within the township
+    # that assigned it: the site name is the issuer.
+    issuer = (meta.issuer_of_patient_id if meta else "") or f"site:{site.name}"
+    return {
+        "patient_id": (meta.patient_id if meta else "")[:64],
+        "issuer": issuer[:128],
+        "name": (meta.patient_name if meta else "")[:512],
+        "birth_date": (meta.patient_birth_date if meta else "")[:8],
+        "sex": (meta.patient_sex if meta else "")[:16],
+    }
+
+
+def _study_values(meta: InstanceMeta | None, inst: Instance, patient_pk: int, now: object) -> dict[str, object]:
+    return {
+        "study_uid": inst.study_uid, "patient_pk": patient_pk, "site_id": inst.site_id,
+        "accession_number": (meta.accession_number if meta else "")[:64],
+        "study_date": (meta.study_date if meta else "")[:8],
+        "study_time": (meta.study_time if meta else "")[:32],
+        "description": (meta.study_description if meta else "")[:256],
+        "modalities": (meta.modality if meta else "")[:64],
+        "priority": inst.priority, "state": StudyState.QUEUED.value,
+        "created_at": now, "updated_at": now,
+    }
+
+
+def _series_values(meta: InstanceMeta | None, inst: Instance, study_pk: int) -> dict[str, object]:
+    return {
+        "series_uid": inst.series_uid, "study_pk": study_pk,
+        "modality": (meta.modality if meta else "")[:16],
+        "series_number": meta.series_number if meta else None,
+        "description": (meta.series_description if meta else "")[:256],
+        "body_part": (meta.body_part if meta else "")[:64],
+    }

@@ -1,0 +1,1 @@
+"""The reading worklist: what is waiting to be read, most urgent first."""

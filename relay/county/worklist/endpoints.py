@@ -1,0 +1,22 @@
+"""GET /api/worklist."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from relay.county.auth.deps import PrincipalDep, SessionDep
+from relay.county.worklist import service
+from relay.county.worklist.schemas import WorklistItem
+
+router = APIRouter(prefix="/api", tags=["worklist"])
+
+
+@router.get("/worklist", response_model=list[WorklistItem])
+def get_worklist(
+    principal: PrincipalDep, session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=2000)] = 500,
+) -> list[WorklistItem]:
+    """Studies waiting to be read, STAT first, then oldest first."""
+    return service.worklist(session=session, principal=principal, limit=limit)

@@ -1,0 +1,1 @@
+"""Shared DICOM vocabulary of the edge and the county: pure, no I/O to servers."""

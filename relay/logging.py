@@ -1,0 +1,25 @@
+"""Logging setup for every relay process.
+
+Log identifiers, never patient data: UIDs, AE titles, peers, sizes, digests, timings.
+Patient names, IDs and report text stay out of logs (STYLE.md habit 12).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup_logging(level: str = "INFO", *, process: str = "relay") -> None:
+    """Configure the root logger once per process: one line per event, UTC times."""
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(
+        f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ"
+    )
+    formatter.converter = __import__("time").gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # pynetdicom logs every PDU at INFO; keep its association summaries only.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
