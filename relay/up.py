@@ -69,7 +69,9 @@ def run_up(settings: Settings, *, demo: bool, stop: threading.Event) -> int:
     upgrade(settings.resolved_database_url)
     county = County(settings)
     token = settings.edge_site_token or ensure_edge_site(county, settings)
-    env = child_env({"RELAY_DATA_DIR": data_dir, "RELAY_EDGE_SITE_TOKEN": token})
+    # The edge under `relay up` always forwards to the county it runs beside.
+    env = child_env({"RELAY_DATA_DIR": data_dir, "RELAY_EDGE_SITE_TOKEN": token,
+                     "RELAY_COUNTY_URL": settings.county_base_url})
     supervisor = Supervisor([
         Child("county", relay_argv("county")),
         Child("worker", relay_argv("worker", "--concurrency", "1")),

@@ -107,5 +107,5 @@ def _purge_queues(settings: Settings) -> None:
 def samples() -> list[dict[str, str]]:
     """The committed sample instances (sample_dicom/manifest.json), with absolute paths."""
     entries = json.loads((SAMPLES / "manifest.json").read_text(encoding="utf-8"))
-    items = entries["instances"] if isinstance(entries, dict) else entries
+    items = entries["files"] if isinstance(entries, dict) else entries
     return [{**e, "abspath": str(SAMPLES / e["path"])} for e in items]
