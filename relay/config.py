@@ -106,7 +106,10 @@ class Settings(BaseSettings):
         "acknowledged instance is never given up.",
     )
     forward_timeout: float = Field(
-        120.0, description="Seconds an upload request may take before it is retried."
+        120.0,
+        description="Seconds an upload may wait on each step (connect, each read, each "
+        "write) before it is abandoned and retried; httpx applies it per step, not to the "
+        "whole request, so a slow but moving upload is not cut off.",
     )
 
     @classmethod

@@ -27,6 +27,11 @@ INDEX_MAX_RETRIES = 50
 hours. The instance stays held and unindexed (a dead-letter view is issue 4's)."""
 
 
+EMBEDDED_POLL_S = 0.1
+"""Polling interval of the embedded filesystem broker, in seconds (kombu's default is 1 s,
+which with prefetch 1 made every indexing task wait up to a second)."""
+
+
 def queue_name(settings: Settings, kind: str) -> str:
     """Name of one of the county's queues: ``<prefix>.<kind>`` (ingest, render, ...)."""
     return f"{settings.queue_prefix}.{kind}"
@@ -42,7 +47,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
-            "store_processed": False}
+            "store_processed": False,
+            # The filesystem transport polls; with prefetch 1 every task waits one poll.
+            "polling_interval": EMBEDDED_POLL_S}
 
 
 def make_celery(settings: Settings) -> Celery:

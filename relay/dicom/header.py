@@ -14,13 +14,21 @@ from dataclasses import dataclass
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
 from relay.dicom.keys import check_uid
 
 
 class InvalidInstance(ValueError):
-    """The bytes are not a DICOM instance the relay can carry; the message says why."""
+    """The bytes are not a DICOM instance the relay can carry; the message says why.
+
+    ``attribute`` names the missing or invalid attribute when the bytes did parse as a
+    dataset (a DIMSE "does not match SOP class" case), and is None when they did not.
+    """
+
+    def __init__(self, message: str, *, attribute: str | None = None) -> None:
+        super().__init__(message)
+        self.attribute = attribute
 
 
 _ID_TAGS = [
@@ -65,7 +73,7 @@ class InstanceMeta:
     instance_number: int | None
 
 
-def _parse(data: bytes, *, specific_tags: list[Tag] | None) -> Dataset:
+def _parse(data: bytes, *, specific_tags: list[BaseTag] | None) -> Dataset:
     try:
         return pydicom.dcmread(
             io.BytesIO(data), stop_before_pixels=True, specific_tags=specific_tags, force=False
@@ -79,11 +87,11 @@ def _parse(data: bytes, *, specific_tags: list[Tag] | None) -> Dataset:
 def _uid(ds: Dataset, keyword: str) -> str:
     value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
     if not value:
-        raise InvalidInstance(f"{keyword} is missing")
+        raise InvalidInstance(f"{keyword} is missing", attribute=keyword)
     try:
         return check_uid(value)
     except ValueError as exc:
-        raise InvalidInstance(f"{keyword} is not a valid UID") from exc
+        raise InvalidInstance(f"{keyword} is not a valid UID", attribute=keyword) from exc
 
 
 def ids_from_dataset(ds: Dataset) -> InstanceIds:

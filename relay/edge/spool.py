@@ -1,0 +1,460 @@
+"""The edge's durable spool: instance files on disk plus a SQLite journal.
+
+An instance is acknowledged to the modality (C-STORE Success) only after
+``Spool.store`` has returned, and ``store`` returns only after
+
+1. the bytes are written to ``tmp/<random>.part`` and fsynced,
+2. the file is renamed to ``objects/<sha256[:2]>/<sop_uid>.<sha256>.dcm``,
+3. that directory is fsynced (the rename itself is durable),
+4. the journal row is committed (WAL, ``synchronous=FULL``: the commit is on disk).
+
+The journal is the single source of truth: a file is forwardable if and only if it
+has a journal row. Recovery on open follows from that:
+
+* ``tmp/`` is emptied. A temp file is a write that never completed.
+* A file under ``objects/`` without a journal row is deleted (and logged). The
+  process died between the rename and the commit, so the modality never got
+  Success for it and will resend it (or its operator sees the failure). Adopting
+  it would mean forwarding something the edge never took responsibility for,
+  without the priority, calling AE and receive time that only the journal holds.
+* A pending journal row whose file is missing is logged as an error; it is kept,
+  and the forwarder keeps failing (and alarming) on it rather than forgetting it.
+
+Layout under the spool root::
+
+    spool.lock          exclusive flock: one agent per spool
+    journal.sqlite3     the journal (plus -wal / -shm)
+    tmp/                writes in progress
+    objects/00..ff/     one file per (SOP Instance UID, SHA-256)
+
+Thread-safe: the SCP calls ``store`` from association threads while the forwarder
+reads batches. One SQLite connection guarded by a lock; file writes run outside the
+lock so associations write in parallel, with a per-file claim so two associations
+storing the same bytes at once cannot race on one path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from relay.dicom.header import InstanceIds
+from relay.dicom.vocab import IngestOutcome, Priority
+
+log = logging.getLogger(__name__)
+
+JOURNAL_NAME = "journal.sqlite3"
+LOCK_NAME = "spool.lock"
+TMP_DIR = "tmp"
+OBJECTS_DIR = "objects"
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the journal; bump with a migration step in ``_migrate``."""
+MAX_ERROR_CHARS = 500
+"""Longest ``last_error`` kept per row: enough for a status line and a problem title."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    id                  INTEGER PRIMARY KEY,
+    sop_uid             TEXT NOT NULL,
+    sha256              TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    study_uid           TEXT NOT NULL,
+    series_uid          TEXT NOT NULL,
+    transfer_syntax_uid TEXT NOT NULL,
+    path                TEXT NOT NULL,      -- relative to the spool root
+    size                INTEGER NOT NULL,   -- bytes of the stored Part 10 file
+    priority            TEXT NOT NULL,      -- relay.dicom.vocab.Priority value
+    priority_rank       INTEGER NOT NULL,   -- Priority.rank, so SQL can order by it
+    calling_ae          TEXT NOT NULL,
+    peer                TEXT NOT NULL,      -- host:port of the sending modality
+    received_at         TEXT NOT NULL,      -- UTC ISO 8601, when Success was due
+    state               TEXT NOT NULL DEFAULT 'spooled',  -- 'spooled' | 'sent'
+    sent_at             TEXT,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at     TEXT NOT NULL,      -- UTC ISO 8601; due when <= now
+    last_error          TEXT,
+    county_outcome      TEXT,               -- IngestOutcome value once sent
+    UNIQUE (sop_uid, sha256)
+);
+CREATE INDEX IF NOT EXISTS instances_due
+    ON instances (state, priority_rank, received_at, next_attempt_at);
+CREATE INDEX IF NOT EXISTS instances_study ON instances (study_uid);
+"""
+
+
+class SpoolState(enum.StrEnum):
+    """Where one journaled instance is on its way to the county."""
+
+    SPOOLED = "spooled"
+    """Durable at the edge and acknowledged to the modality; not yet at the county."""
+    SENT = "sent"
+    """The county answered 200 with an outcome: it holds the bytes durably."""
+
+
+class StoreOutcome(enum.StrEnum):
+    """What ``Spool.store`` did with one received instance."""
+
+    SPOOLED = "spooled"
+    """New (UID, bytes): file written and journaled."""
+    DUPLICATE = "duplicate"
+    """Same UID and same bytes as an existing row: nothing written."""
+
+
+class SpoolLocked(RuntimeError):
+    """Another process holds this spool; two agents on one spool would corrupt it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """The journal row an acknowledged instance is recorded in."""
+
+    entry_id: int
+    outcome: StoreOutcome
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    """One pending instance, as the forwarder needs it."""
+
+    entry_id: int
+    sop_uid: str
+    sha256: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    path: Path
+    size: int
+    priority: Priority
+    calling_ae: str
+    received_at: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolCounts:
+    """What `relay edge status` shows about the spool."""
+
+    pending: int
+    pending_bytes: int
+    retrying: int
+    """Pending instances that have failed at least once."""
+    sent: int
+    oldest_pending_received_at: str | None
+    oldest_pending_age_s: float | None
+    last_error: str | None
+    """Most recent error of a pending instance, if any."""
+
+
+@dataclass(slots=True)
+class _Claim:
+    """A lock on one spool path while a store of it is in progress."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """Fixed-width UTC ISO 8601, so that string order is time order in SQL."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(data: bytes, *, tmp_dir: Path, final: Path) -> None:
+    """Write ``data`` to ``final`` so that, once this returns, it survives a power cut."""
+    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(final.parent)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is fsynced before it returns; NORMAL could lose the last
+    # commits on power loss, i.e. instances already acknowledged to a modality.
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def _as_os_error(exc: sqlite3.Error) -> Exception:
+    """A full disk under the journal is reported like a full disk under the files."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return OSError(errno.ENOSPC, f"journal: {exc}")
+    return exc
+
+
+class Spool:
+    """Files plus journal of instances received and not yet known to be at the county.
+
+    ``root``: the spool folder (``Settings.edge_spool_dir``); created if missing.
+    Opening takes an exclusive lock on the folder and runs the recovery described
+    in the module docstring. Close with ``close()`` or use as a context manager.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._tmp = self.root / TMP_DIR
+        self._objects = self.root / OBJECTS_DIR
+        self._lock = threading.Lock()
+        self._claims: dict[str, _Claim] = {}
+        self._new_work = threading.Event()
+        self._lock_fh = self._take_folder_lock()
+        try:
+            self._make_layout()
+            self._conn = _connect(self.root / JOURNAL_NAME)
+            self._migrate()
+            self._recover()
+        except BaseException:
+            self._lock_fh.close()
+            raise
+
+    # --- lifecycle -------------------------------------------------------------------
+    def _take_folder_lock(self) -> TextIO:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.root / LOCK_NAME, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fh.close()
+            raise SpoolLocked(f"spool {self.root} is in use by another process") from exc
+        return fh
+
+    def _make_layout(self) -> None:
+        """Create tmp/ and all 256 shard folders up front, fsyncing their parents once,
+        so that no store ever lands in a folder whose own entry is not yet durable."""
+        self._tmp.mkdir(exist_ok=True)
+        self._objects.mkdir(exist_ok=True)
+        for shard in range(256):
+            (self._objects / f"{shard:02x}").mkdir(exist_ok=True)
+        _fsync_dir(self._objects)
+        _fsync_dir(self.root)
+
+    def _migrate(self) -> None:
+        with self._conn:
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the journal and release the folder lock."""
+        with self._lock:
+            self._conn.close()
+        self._lock_fh.close()
+
+    def __enter__(self) -> "Spool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- recovery ----------------------------------------------------------------------
+    def _recover(self) -> None:
+        for leftover in self._tmp.iterdir():
+            log.warning("removing unfinished write %s (never acknowledged)", leftover.name)
+            leftover.unlink()
+        journaled = {row[0] for row in self._conn.execute("SELECT path FROM instances")}
+        for shard in sorted(self._objects.iterdir()):
+            for file in shard.iterdir():
+                rel = file.relative_to(self.root).as_posix()
+                if rel not in journaled:
+                    log.warning("removing unjournaled file %s (never acknowledged)", rel)
+                    file.unlink()
+        self._report_missing_files()
+
+    def _report_missing_files(self) -> None:
+        rows = self._conn.execute(
+            "SELECT id, sop_uid, path FROM instances WHERE state = ?", (SpoolState.SPOOLED,)
+        )
+        for row in rows:
+            if not (self.root / row["path"]).is_file():
+                log.error("pending instance id=%d sop=%s: file %s is missing",
+                          row["id"], row["sop_uid"], row["path"])
+
+    # --- store (SCP side) --------------------------------------------------------------
+    @contextlib.contextmanager
+    def _claim(self, key: str) -> Iterator[None]:
+        """Serialise stores of the same file; different files proceed in parallel."""
+        with self._lock:
+            claim = self._claims.setdefault(key, _Claim())
+            claim.users += 1
+        try:
+            with claim.lock:
+                yield
+        finally:
+            with self._lock:
+                claim.users -= 1
+                if claim.users == 0:
+                    del self._claims[key]
+
+    def store(
+        self, data: bytes, *, ids: InstanceIds, priority: Priority, calling_ae: str, peer: str
+    ) -> StoreResult:
+        """Keep one received instance durably; only then may the SCP answer Success.
+
+        The same SOP Instance UID with the same bytes again is a no-op (``DUPLICATE``);
+        the same UID with other bytes gets a row of its own, and the county decides
+        (it quarantines the conflict). Raises OSError (ENOSPC when the disk is full).
+        """
+        sha256 = hashlib.sha256(data).hexdigest()
+        rel = f"{OBJECTS_DIR}/{sha256[:2]}/{ids.sop_uid}.{sha256}.dcm"
+        with self._claim(rel):
+            existing = self._find_id(ids.sop_uid, sha256)
+            if existing is not None:
+                return StoreResult(existing, StoreOutcome.DUPLICATE, sha256, len(data))
+            _write_durably(data, tmp_dir=self._tmp, final=self.root / rel)
+            try:
+                entry_id = self._insert(ids=ids, sha256=sha256, rel=rel, size=len(data),
+                                        priority=priority, calling_ae=calling_ae, peer=peer)
+            except BaseException:
+                (self.root / rel).unlink(missing_ok=True)  # not acknowledged: not kept
+                raise
+        self._new_work.set()
+        return StoreResult(entry_id, StoreOutcome.SPOOLED, sha256, len(data))
+
+    def _find_id(self, sop_uid: str, sha256: str) -> int | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id FROM instances WHERE sop_uid = ? AND sha256 = ?", (sop_uid, sha256)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _insert(self, *, ids: InstanceIds, sha256: str, rel: str, size: int,
+                priority: Priority, calling_ae: str, peer: str) -> int:
+        now = iso(utc_now())
+        values = (ids.sop_uid, sha256, ids.sop_class_uid, ids.study_uid, ids.series_uid,
+                  ids.transfer_syntax_uid, rel, size, priority.value, priority.rank,
+                  calling_ae, peer, now, now)
+        try:
+            with self._lock, self._conn:
+                cur = self._conn.execute(
+                    "INSERT INTO instances (sop_uid, sha256, sop_class_uid, study_uid,"
+                    " series_uid, transfer_syntax_uid, path, size, priority, priority_rank,"
+                    " calling_ae, peer, received_at, next_attempt_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+                return int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise _as_os_error(exc) from exc
+
+    # --- forwarder side ---------------------------------------------------------------
+    def next_batch(self, limit: int, *, now: datetime | None = None) -> list[SpoolEntry]:
+        """Pending instances that are due, most urgent first, then oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM instances WHERE state = ? AND next_attempt_at <= ?"
+                " ORDER BY priority_rank, received_at, id LIMIT ?",
+                (SpoolState.SPOOLED, iso(now or utc_now()), limit),
+            ).fetchall()
+        return [self._entry(row) for row in rows]
+
+    def _entry(self, row: sqlite3.Row) -> SpoolEntry:
+        return SpoolEntry(
+            entry_id=row["id"], sop_uid=row["sop_uid"], sha256=row["sha256"],
+            sop_class_uid=row["sop_class_uid"], study_uid=row["study_uid"],
+            series_uid=row["series_uid"], path=self.root / row["path"], size=row["size"],
+            priority=Priority(row["priority"]), calling_ae=row["calling_ae"],
+            received_at=row["received_at"], attempts=row["attempts"],
+        )
+
+    def mark_sent(self, entry_id: int, *, outcome: IngestOutcome) -> None:
+        """The county holds the instance durably; it leaves the pending set."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE instances SET state = ?, sent_at = ?, county_outcome = ?,"
+                " attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                (SpoolState.SENT, iso(utc_now()), outcome.value, entry_id),
+            )
+
+    def mark_failed(self, entry_id: int, *, error: str, next_attempt_at: datetime) -> None:
+        """Record a failed upload; the instance stays pending and is due again later."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE instances SET attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = ? WHERE id = ? AND state = ?",
+                (error[:MAX_ERROR_CHARS], iso(next_attempt_at), entry_id, SpoolState.SPOOLED),
+            )
+
+    def wait_for_new(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds until something new was stored."""
+        woke = self._new_work.wait(timeout)
+        self._new_work.clear()
+        return woke
+
+    def wake(self) -> None:
+        """Make a waiting ``wait_for_new`` return now (used on shutdown)."""
+        self._new_work.set()
+
+    def counts(self, *, now: datetime | None = None) -> SpoolCounts:
+        """Pending and sent totals, and the age of the oldest pending instance."""
+        with self._lock:
+            return journal_counts(self._conn, now=now or utc_now())
+
+
+def journal_counts(conn: sqlite3.Connection, *, now: datetime) -> SpoolCounts:
+    """Counts from an open journal connection (shared by ``Spool`` and ``read_counts``)."""
+    pending, pending_bytes, retrying, oldest = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(attempts > 0), 0),"
+        " MIN(received_at) FROM instances WHERE state = ?", (SpoolState.SPOOLED,)
+    ).fetchone()
+    (sent,) = conn.execute(
+        "SELECT COUNT(*) FROM instances WHERE state = ?", (SpoolState.SENT,)
+    ).fetchone()
+    error_row = conn.execute(
+        "SELECT last_error FROM instances WHERE state = ? AND last_error IS NOT NULL"
+        " ORDER BY next_attempt_at DESC LIMIT 1", (SpoolState.SPOOLED,)
+    ).fetchone()
+    age = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else None
+    return SpoolCounts(
+        pending=int(pending), pending_bytes=int(pending_bytes), retrying=int(retrying),
+        sent=int(sent), oldest_pending_received_at=oldest, oldest_pending_age_s=age,
+        last_error=error_row[0] if error_row else None,
+    )
+
+
+def read_counts(root: Path, *, now: datetime | None = None) -> SpoolCounts | None:
+    """Counts of the spool at ``root`` without opening it as a ``Spool``.
+
+    For `relay edge status` while the agent runs: no folder lock, no recovery (which
+    would delete the running agent's writes in progress). None if there is no journal.
+    """
+    path = root / JOURNAL_NAME
+    if not path.is_file():
+        return None
+    conn = sqlite3.connect(path, timeout=10.0)
+    try:
+        return journal_counts(conn, now=now or utc_now())
+    finally:
+        conn.close()
