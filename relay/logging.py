@@ -23,3 +23,7 @@ def setup_logging(level: str = "INFO", *, process: str = "relay") -> None:
     root.setLevel(level.upper())
     # pynetdicom logs every PDU at INFO; keep its association summaries only.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # Celery logs "received" and "succeeded" per task; our tasks log one line each
+    # with identifiers and timings (STYLE.md: one log line per unit of work).
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
