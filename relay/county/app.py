@@ -15,6 +15,7 @@ import relay
 from relay.county.auth.endpoints import router as auth_router
 from relay.county.context import County
 from relay.county.errors import install_error_handler
+from relay.county.ingest.bundle_endpoints import router as bundle_router
 from relay.county.ingest.endpoints import router as ingest_router
 from relay.county.worklist.endpoints import router as worklist_router
 
@@ -50,6 +51,7 @@ def create_app(county: County) -> FastAPI:
     install_error_handler(app)
     app.include_router(auth_router)
     app.include_router(ingest_router)
+    app.include_router(bundle_router)
     app.include_router(worklist_router)
 
     @app.get("/healthz", tags=["health"])

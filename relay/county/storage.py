@@ -113,6 +113,11 @@ class ObjectStore(Protocol):
         """Raise ``StoreUnavailable`` unless the store is reachable and usable (/healthz)."""
         ...
 
+    def delete_unsafe(self, key: str) -> None:
+        """Remove ``key`` if present. Only for staging data (upload chunks): a received
+        instance is never deleted through this, hence the name."""
+        ...
+
 
 # --- keys and digests ------------------------------------------------------------------
 
@@ -255,6 +260,9 @@ class LocalFolderStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def delete_unsafe(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def check(self) -> None:
         if not self.root.is_dir():
             raise StoreUnavailable(f"object folder {self.root} does not exist")
@@ -374,6 +382,10 @@ class S3Store:
     def size(self, key: str) -> int | None:
         held = self._stat(check_key(key))
         return None if held is None else held[0]
+
+    def delete_unsafe(self, key: str) -> None:
+        with self._reaching("delete"):
+            self.client.remove_object(self.bucket, check_key(key))
 
     def check(self) -> None:
         try:

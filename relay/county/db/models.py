@@ -180,3 +180,35 @@ class ReadingItem(Base):
     queued_at: Mapped[datetime] = mapped_column(UTC)
     assigned_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     assigned_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+
+
+class UploadBundle(Base):
+    """An edge's bundle upload in progress or done (protocol in relay.dicom.wire)."""
+
+    __tablename__ = "upload_bundles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bundle_id: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(SHA256)
+    encoding: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(16))
+    instances_json: Mapped[str] = mapped_column(Text)
+    """The announced instances: JSON list of {sop_uid, sha256, size}."""
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    updated_at: Mapped[datetime] = mapped_column(UTC)
+    results_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class BundleChunk(Base):
+    """One staged chunk of a bundle: bytes [offset, offset+length) under object_key."""
+
+    __tablename__ = "bundle_chunks"
+    __table_args__ = (UniqueConstraint("bundle_pk", "offset", name="uq_bundle_chunks_offset"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bundle_pk: Mapped[int] = mapped_column(ForeignKey("upload_bundles.id", ondelete="CASCADE"))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(512))

@@ -40,17 +40,24 @@ def _parse_time(value: str | None) -> datetime | None:
         raise Unprocessable(f"{wire.HEADER_RECEIVED_AT} is not ISO 8601") from None
 
 
+def enqueue_committed(county: County, instance_ids: list[int]) -> None:
+    """Enqueue indexing of committed instances; a failure is a 503 so the edge sends again
+    (the resend is a duplicate whose indexing is enqueued again: nothing is lost)."""
+    for instance_id in instance_ids:
+        try:
+            enqueue_index(county.celery, county.settings, instance_id)
+        except Exception as exc:
+            log.error("enqueue failed instance_id=%d: %s", instance_id, type(exc).__name__)
+            raise Unavailable("work queue unavailable; instance held, send again") from exc
+
+
 def _ingest_committed(county: County, site: Site, upload: Upload) -> IngestResult:
-    """Store and commit, then enqueue; a failed enqueue is a 503 so the edge sends again."""
+    """Store and commit, then enqueue."""
     with session_scope(county.sessions) as session:
         result = ingest_instance(session=session, store=county.store, site=site, upload=upload,
                                  max_bytes=county.settings.max_instance_bytes)
     if result.instance_id is not None:
-        try:
-            enqueue_index(county.celery, county.settings, result.instance_id)
-        except Exception as exc:
-            log.error("enqueue failed sop=%s: %s", result.sop_uid, type(exc).__name__)
-            raise Unavailable("work queue unavailable; instance held, send again") from exc
+        enqueue_committed(county, [result.instance_id])
     return result
 
 
