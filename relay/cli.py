@@ -111,6 +111,16 @@ def cmd_sites(settings: Settings, args: argparse.Namespace) -> int:
     county = _county(settings)
     try:
         with session_scope(county.sessions) as session:
+            if args.sites_command == "list":
+                for site in service.list_sites(session=session):
+                    state = f"revoked {site.revoked_at:%Y-%m-%d %H:%M}Z" if site.revoked_at else "active"
+                    print(f"{site.name}\t{site.display_name}\t{state}")
+                return 0
+            if args.sites_command == "revoke":
+                site = service.revoke_site(session=session, name=args.name)
+                session.commit()
+                print(f"revoked site {site.name}: its edge credential is refused from now on")
+                return 0
             site, token = service.create_site(session=session, name=args.name,
                                               display_name=args.display_name or "")
             session.commit()
@@ -177,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     screate.add_argument("name")
     screate.add_argument("--display-name")
     screate.set_defaults(func=cmd_sites)
+    srevoke = sites_sub.add_parser("revoke", help="refuse a site's edge credential from now on")
+    srevoke.add_argument("name")
+    srevoke.set_defaults(func=cmd_sites)
+    sites_sub.add_parser("list", help="list sites").set_defaults(func=cmd_sites)
     send = sub.add_parser("send", help="C-STORE DICOM files or folders to an edge (as a modality)")
     send.add_argument("paths", nargs="+")
     send.add_argument("--host")

@@ -87,7 +87,20 @@ class Settings(BaseSettings):
         "Required to forward.",
     )
     county_url: str = Field(
-        "http://127.0.0.1:8000", description="Base URL of the county API the edge forwards to."
+        "http://127.0.0.1:8000",
+        description="Base URL of the county API the edge forwards to. Use https:// in "
+        "production: the site credential and patient data cross the WAN.",
+    )
+    edge_county_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA that signed the county's HTTPS certificate, when it "
+        "is a private CA (a 医共体 intranet); default: the system's CAs. Verification is "
+        "never switched off.",
+    )
+    edge_heartbeat_s: float = Field(
+        60.0,
+        description="Seconds between heartbeats to the county (spool depth, oldest unsent, "
+        "goodput, disk, version, clock); the county calls an edge silent after 10 minutes.",
     )
     edge_max_pdu: int = Field(
         0,
@@ -96,6 +109,76 @@ class Settings(BaseSettings):
     )
     edge_network_timeout: float = Field(
         60.0, description="Seconds of silence on an association before the edge aborts it."
+    )
+    edge_acse_timeout_s: float = Field(
+        30.0,
+        description="Seconds the edge waits for association messages (request, release); "
+        "a connection that sent garbage holds an association slot this long "
+        "(pynetdicom's default, 30).",
+    )
+    edge_dimse_timeout_s: float = Field(
+        60.0,
+        description="Seconds the edge waits for an expected DIMSE message; pynetdicom's 30 "
+        "doubled for slow township links and large instances.",
+    )
+    edge_max_associations: int = Field(
+        16,
+        description="Concurrent associations the edge accepts (pynetdicom "
+        "maximum_associations); more are rejected as transient (local limit exceeded). "
+        "A township has a handful of modalities; 16 bounds threads and memory on a small PC.",
+    )
+    edge_allowed_aes: str = Field(
+        "",
+        description="Calling AE titles allowed to associate, comma separated, each "
+        "optionally pinned to a source address: 'CT01@192.168.1.20,DR01,ECG1@10.0.0.5'. "
+        "Empty (the default, for first setup) accepts any AE and logs a warning at start. "
+        "AE titles are not authentication: they only stop misdirected sends.",
+    )
+    edge_min_free_bytes: int = Field(
+        1024**3,
+        description="Free bytes the spool's file system must keep; below it the edge "
+        "answers C-STORE with 0xA700 (out of resources) before writing and raises an "
+        "alarm. Default 1 GiB: room for the journal, logs and the OS on a small PC, and "
+        "for instances already in flight. 0 disables the byte watermark.",
+    )
+    edge_min_free_percent: float = Field(
+        0.0,
+        description="Free share of the spool's file system (0-100) the edge must keep, in "
+        "addition to edge_min_free_bytes; 0 (default) disables it.",
+    )
+    edge_study_quiet_s: float = Field(
+        60.0,
+        description="Seconds without a new instance after which a routine study is "
+        "ready to forward. Default 60: a modality sends a series back to back (ms apart) "
+        "and the next series of the same exam within a minute, so a minute of silence "
+        "means the exam is sent, and a minute is nothing against a routine read (hours).",
+    )
+    edge_study_stat_quiet_s: float = Field(
+        5.0,
+        description="Quiet seconds for a STAT study: short, because minutes count and a "
+        "late instance still goes as an addition. Default 5.",
+    )
+    edge_study_max_wait_s: float = Field(
+        600.0,
+        description="Seconds after a study's first instance after which it is forwarded "
+        "even if instances still trickle in (later ones go as additions). Default 600 "
+        "(10 min): caps the delay a slow or stuck modality can add.",
+    )
+    edge_stat_rules: str = Field(
+        "",
+        description="Rules that make a study STAT, comma separated 'key=value' with key "
+        "modality or ae, e.g. 'modality=ECG,ae=ER_CT'. Default empty: only C-STORE "
+        "priority HIGH and the technician's button make a study STAT.",
+    )
+    edge_status_host: str = Field(
+        "127.0.0.1",
+        description="Address of the technician's status page; loopback by default because "
+        "the page shows patient names and has no login.",
+    )
+    edge_status_port: int = Field(
+        8081,
+        description="TCP port of the technician's status page (http://127.0.0.1:8081). "
+        "-1 disables the page; 0 picks a free port (tests).",
     )
     forward_retry_min: float = Field(
         1.0, description="First retry delay after a failed upload, in seconds."
@@ -110,6 +193,48 @@ class Settings(BaseSettings):
         description="Seconds an upload may wait on each step (connect, each read, each "
         "write) before it is abandoned and retried; httpx applies it per step, not to the "
         "whole request, so a slow but moving upload is not cut off.",
+    )
+    forward_streams: int = Field(
+        2, ge=1, le=16,
+        description="Bundles uploaded at once (parallel HTTP streams), default 2: while one "
+        "stream waits a round trip for a chunk's answer or a bundle's completion, the other "
+        "keeps the link busy. More rarely helps on one township line.",
+    )
+    forward_chunk_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, le=8 * 1024 * 1024,
+        description="Bytes per PATCH chunk of a bundle upload, default 4 MiB (at most the "
+        "wire's 8 MiB). A cut re-sends at most one chunk, and a STAT bundle waits behind at "
+        "most one routine chunk (4 MiB is ~1.7 s at 20 Mbit/s): lower it on slow links.",
+    )
+    forward_bundle_max_bytes: int = Field(
+        32 * 1024 * 1024, ge=1,
+        description="Raw (before compression) instance bytes per bundle, default 32 MiB: big "
+        "enough that the two round trips per bundle (create, complete) cost < 2 % of the "
+        "transfer at 20 Mbit/s, small enough to rebuild quickly after a 422. An instance "
+        "larger than this travels alone.",
+    )
+    forward_bundle_max_instances: int = Field(
+        1000, ge=1,
+        description="Instances per bundle, default 1000: bounds the JSON of the create "
+        "request and the county's per-bundle work when instances are tiny (ECGs, SR).",
+    )
+    forward_encoding: str = Field(
+        "zstd", pattern="^(zstd|identity)$",
+        description="Bundle encoding on the wire: 'zstd' (default; lossless, bit-exact, "
+        "~2.3x on CT) or 'identity' (for already-compressed transfer syntaxes or a CPU-starved "
+        "edge PC).",
+    )
+    forward_rate_limit_bps: float | None = Field(
+        None, gt=0,
+        description="Upload cap for the whole site, in bits per second, shared by all "
+        "streams; default none (unlimited). Set it so the township's own traffic (HIS, "
+        "video consults) keeps a share of the line.",
+    )
+    forward_routine_window: str | None = Field(
+        None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+        description="Local time window 'HH:MM-HH:MM' (in `timezone`; may wrap midnight, e.g. "
+        "'22:00-06:00') outside which routine bundles are not sent; STAT and urgent always "
+        "go. Default none: routine goes any time.",
     )
 
     @classmethod

@@ -59,3 +59,15 @@ def test_sites_create_prints_a_credential_the_ingest_accepts(tmp_path):
         assert r.status_code == 401
     county.close()
     assert relay(tmp_path, "sites", "create", "qingshan").returncode == 1
+
+
+def test_a_revoked_site_credential_is_refused(tmp_path):
+    token = relay(tmp_path, "sites", "create", "qingshan").stdout.strip().splitlines()[-1]
+    assert relay(tmp_path, "sites", "revoke", "qingshan").returncode == 0
+    assert "revoked" in relay(tmp_path, "sites", "list").stdout
+    county = County(Settings(data_dir=tmp_path / "var"))
+    with TestClient(create_app(county)) as client:
+        r = client.post("/api/ingest/instances", content=b"x",
+                        headers={"Authorization": f"Bearer {token}", "X-Relay-SHA256": "0" * 64})
+        assert r.status_code == 403
+    county.close()

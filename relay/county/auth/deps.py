@@ -52,3 +52,16 @@ def get_site(session: SessionDep, token: Annotated[str | None, Depends(_bearer)]
 
 PrincipalDep = Annotated[service.Principal, Depends(get_principal)]
 SiteDep = Annotated[Site, Depends(get_site)]
+
+
+def get_admin(principal: PrincipalDep) -> service.Principal:
+    """The caller, who must be an administrator."""
+    from relay.county.errors import Forbidden
+    from relay.dicom.vocab import Role
+
+    if principal.role is not Role.ADMIN:
+        raise Forbidden("administrators only")
+    return principal
+
+
+AdminDep = Annotated[service.Principal, Depends(get_admin)]

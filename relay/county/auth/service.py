@@ -134,3 +134,16 @@ def principal_for_token(*, session: Session, token: str) -> Principal:
     if expires <= now_utc() or user.disabled_at is not None:
         raise Unauthorized("token expired")
     return Principal(user.id, user.username, Role(user.role), user.site_id)
+
+
+def revoke_site(*, session: Session, name: str) -> Site:
+    """Refuse the site's credential from now on (a stolen or retired edge)."""
+    site = get_site(session=session, name=name)
+    if site.revoked_at is None:
+        site.revoked_at = now_utc()
+    session.flush()
+    return site
+
+
+def list_sites(*, session: Session) -> list[Site]:
+    return list(session.execute(select(Site).order_by(Site.name)).scalars())

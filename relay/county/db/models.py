@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -212,3 +213,22 @@ class BundleChunk(Base):
     offset: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)
     object_key: Mapped[str] = mapped_column(String(512))
+
+
+class EdgeHealth(Base):
+    """The latest heartbeat of each township edge (one row per site)."""
+
+    __tablename__ = "edge_health"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UTC)
+    edge_time: Mapped[datetime] = mapped_column(UTC)
+    clock_offset_s: Mapped[float] = mapped_column(Float)
+    """County receive time minus the edge's clock, in seconds (includes one-way latency)."""
+    spool_instances: Mapped[int] = mapped_column(Integer)
+    spool_bytes: Mapped[int] = mapped_column(BigInteger)
+    oldest_unsent_age_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    goodput_bps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    disk_free_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    version: Mapped[str] = mapped_column(String(64))
+    last_error: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,35 @@
+"""JSON shapes of the edge fleet API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class HeartbeatIn(BaseModel):
+    """What an edge reports every minute (no patient data)."""
+
+    edge_time: datetime = Field(description="The edge's clock when it sent this (ISO 8601 with zone).")
+    spool_instances: int = Field(ge=0, description="Instances acknowledged and not yet at the county.")
+    spool_bytes: int = Field(ge=0)
+    oldest_unsent_age_s: float | None = Field(None, ge=0)
+    goodput_bps: float | None = Field(None, ge=0, description="Bytes per second delivered recently.")
+    disk_free_bytes: int | None = Field(None, ge=0)
+    version: str = Field(max_length=64)
+    last_error: str = Field("", max_length=2000)
+
+
+class EdgeOut(BaseModel):
+    site: str
+    display_name: str
+    last_heartbeat_at: datetime | None
+    silent: bool = Field(description="No heartbeat for longer than the silence threshold.")
+    clock_offset_s: float | None
+    spool_instances: int | None
+    spool_bytes: int | None
+    oldest_unsent_age_s: float | None
+    goodput_bps: float | None
+    disk_free_bytes: int | None
+    version: str | None
+    last_error: str | None

@@ -1,0 +1,60 @@
+"""Rules of the edge fleet: record heartbeats, list every site's health."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from relay.county.auth.service import now_utc
+from relay.county.db.models import EdgeHealth, Site
+from relay.county.db.upsert import insert_ignore
+from relay.county.edges.schemas import EdgeOut, HeartbeatIn
+
+SILENT_AFTER = timedelta(minutes=10)
+"""An edge with no heartbeat for this long is shown as silent (edges beat every minute)."""
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def record_heartbeat(*, session: Session, site: Site, beat: HeartbeatIn) -> float:
+    """Keep the latest heartbeat of ``site``; return the clock offset in seconds."""
+    now = now_utc()
+    values = beat.model_dump()
+    values.update(site_id=site.id, received_at=now, edge_time=_utc(beat.edge_time),
+                  clock_offset_s=(now - _utc(beat.edge_time)).total_seconds())
+    row_id, inserted = insert_ignore(session, EdgeHealth, values, keys=["site_id"])
+    if not inserted:
+        row = session.get(EdgeHealth, row_id)
+        assert row is not None
+        for key, value in values.items():
+            setattr(row, key, value)
+    session.commit()
+    return float(values["clock_offset_s"])
+
+
+def fleet(*, session: Session, now: datetime | None = None) -> list[EdgeOut]:
+    """Every registered, unrevoked site with its latest health; silent ones flagged."""
+    now = now or now_utc()
+    rows = session.execute(
+        select(Site, EdgeHealth).outerjoin(EdgeHealth, EdgeHealth.site_id == Site.id)
+        .where(Site.revoked_at.is_(None)).order_by(Site.name)).all()
+    return [_edge_out(site, health, now) for site, health in rows]
+
+
+def _edge_out(site: Site, health: EdgeHealth | None, now: datetime) -> EdgeOut:
+    if health is None:
+        return EdgeOut(site=site.name, display_name=site.display_name, last_heartbeat_at=None,
+                       silent=True, clock_offset_s=None, spool_instances=None, spool_bytes=None,
+                       oldest_unsent_age_s=None, goodput_bps=None, disk_free_bytes=None,
+                       version=None, last_error=None)
+    seen = _utc(health.received_at)
+    return EdgeOut(site=site.name, display_name=site.display_name, last_heartbeat_at=seen,
+                   silent=now - seen > SILENT_AFTER, clock_offset_s=health.clock_offset_s,
+                   spool_instances=health.spool_instances, spool_bytes=health.spool_bytes,
+                   oldest_unsent_age_s=health.oldest_unsent_age_s, goodput_bps=health.goodput_bps,
+                   disk_free_bytes=health.disk_free_bytes, version=health.version,
+                   last_error=health.last_error)

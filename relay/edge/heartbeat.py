@@ -1,0 +1,96 @@
+"""The edge's minute report to the county: spool depth, oldest unsent, goodput, disk,
+version and clock. Read-only on the journal; never patient data."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+import relay
+from relay.config import Settings
+from relay.edge.http import county_client
+from relay.edge.spool import JOURNAL_NAME, read_counts
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PATH = "/api/edges/heartbeat"
+
+
+@dataclass
+class GoodputMeter:
+    """Bytes delivered per second between two readings of the journal's sent total."""
+
+    last_bytes: int | None = None
+    last_at: float | None = None
+
+    def update(self, sent_bytes: int, at: float) -> float | None:
+        rate = None
+        if self.last_bytes is not None and self.last_at is not None and at > self.last_at:
+            rate = max(0.0, (sent_bytes - self.last_bytes) / (at - self.last_at))
+        self.last_bytes, self.last_at = sent_bytes, at
+        return rate
+
+
+def sent_bytes(settings: Settings) -> int:
+    """Total bytes of instances the county has confirmed (0 before the first run)."""
+    path = settings.edge_spool_dir / JOURNAL_NAME
+    if not path.is_file():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        row = conn.execute("SELECT COALESCE(SUM(size), 0) FROM instances WHERE state = 'sent'").fetchone()
+        return int(row[0])
+    finally:
+        conn.close()
+
+
+def build_heartbeat(settings: Settings, meter: GoodputMeter) -> dict[str, Any]:
+    """The heartbeat body (relay.county.edges.schemas.HeartbeatIn)."""
+    counts = read_counts(settings.edge_spool_dir)
+    settings.edge_spool_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "edge_time": datetime.now(UTC).isoformat(),
+        "spool_instances": counts.pending if counts else 0,
+        "spool_bytes": counts.pending_bytes if counts else 0,
+        "oldest_unsent_age_s": counts.oldest_pending_age_s if counts else None,
+        "goodput_bps": meter.update(sent_bytes(settings), time.monotonic()),
+        "disk_free_bytes": shutil.disk_usage(settings.edge_spool_dir).free,
+        "version": relay.__version__,
+        "last_error": ((counts.last_error if counts else None) or "")[:2000],
+    }
+
+
+def send_heartbeat(client: httpx.Client, body: dict[str, Any]) -> float | None:
+    """POST one heartbeat; the county's clock offset in seconds, or None if it failed."""
+    try:
+        r = client.post(HEARTBEAT_PATH, json=body)
+        r.raise_for_status()
+        return float(r.json()["clock_offset_s"])
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        log.warning("heartbeat failed: %s", type(exc).__name__)
+        return None
+
+
+def run_heartbeat(settings: Settings, stop: threading.Event) -> None:
+    """Beat every ``edge_heartbeat_s`` until ``stop``; a failed beat is simply the next one."""
+    meter = GoodputMeter()
+    with county_client(settings, timeout=30.0) as client:
+        while not stop.is_set():
+            offset = send_heartbeat(client, build_heartbeat(settings, meter))
+            if offset is not None and abs(offset) > 120:
+                log.warning("edge clock differs from the county's by %.0f s", offset)
+            stop.wait(settings.edge_heartbeat_s)
+
+
+def start_heartbeat(settings: Settings, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=run_heartbeat, args=(settings, stop), name="heartbeat", daemon=True)
+    thread.start()
+    return thread
