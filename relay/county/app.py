@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 import relay
 from relay.county.auth.endpoints import router as auth_router
 from relay.county.context import County
+from relay.county.dicomweb.endpoints import router as dicomweb_router
 from relay.county.edges.endpoints import router as edges_router
 from relay.county.errors import install_error_handler
 from relay.county.ingest.bundle_endpoints import router as bundle_router
@@ -54,6 +55,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(bundle_router)
     app.include_router(edges_router)
+    app.include_router(dicomweb_router)
     app.include_router(worklist_router)
 
     @app.get("/healthz", tags=["health"])

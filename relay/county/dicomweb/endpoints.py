@@ -1,0 +1,250 @@
+"""DICOMweb routes under /dicomweb: QIDO-RS, WADO-RS (instances, metadata), STOW-RS.
+
+Search and retrieve need a person's bearer token (a technician sees only their own
+site's studies); STOW-RS takes a site credential, like an edge upload, because what
+pushes there is a township modality or PACS. Retrieved instances are the stored bytes,
+unchanged (transfer syntax as received).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from typing import Annotated, Any
+
+import pydicom
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep, SiteDep
+from relay.county.auth.service import Principal
+from relay.county.context import County
+from relay.county.db.engine import session_scope
+from relay.county.db.models import Instance, Site
+from relay.county.dicomweb import json_model, multipart, repository
+from relay.county.errors import BadRequest, NotFound, RelayError
+from relay.county.ingest.endpoints import enqueue_committed
+from relay.county.ingest.service import Upload, ingest_instance
+from relay.dicom.vocab import IngestOutcome, Priority, Role
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+DICOM_JSON = "application/dicom+json"
+MAX_RESULTS = 1000
+"""Largest page a QIDO-RS search returns; larger limits are capped (PS3.18 allows it)."""
+
+_KEYS = {"StudyInstanceUID": "0020000D", "PatientName": "00100010", "PatientID": "00100020",
+         "AccessionNumber": "00080050", "StudyDate": "00080020", "ModalitiesInStudy": "00080061"}
+
+
+def _site_scope(principal: Principal) -> int | None:
+    """The only site a caller may see (a technician's), or None for all."""
+    if principal.role is Role.TECHNICIAN:
+        return principal.site_id if principal.site_id is not None else -1
+    return None
+
+
+def _param(request: Request, keyword: str) -> str | None:
+    value = request.query_params.get(keyword) or request.query_params.get(_KEYS[keyword])
+    return value or None
+
+
+def _date_range(value: str | None) -> tuple[str | None, str | None] | None:
+    if not value:
+        return None
+    lo, sep, hi = value.partition("-")
+    return (lo or None, (hi or None) if sep else lo or None)
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/dicomweb"
+
+
+def _study_query(request: Request, principal: Principal, limit: int, offset: int) -> repository.StudyQuery:
+    uids = _param(request, "StudyInstanceUID")
+    return repository.StudyQuery(
+        study_uids=[u for u in (uids or "").replace("\\", ",").split(",") if u],
+        patient_name=_param(request, "PatientName"), patient_id=_param(request, "PatientID"),
+        accession_number=_param(request, "AccessionNumber"),
+        study_date=_date_range(_param(request, "StudyDate")),
+        modality=_param(request, "ModalitiesInStudy"), site_id=_site_scope(principal),
+        limit=min(limit, MAX_RESULTS), offset=offset)
+
+
+@router.get("/studies")
+def search_studies(
+    request: Request, principal: PrincipalDep, session: SessionDep,
+    limit: Annotated[int, Query(ge=1)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+) -> JSONResponse:
+    """QIDO-RS: studies matching PatientName (wildcards), PatientID, StudyDate (range), ..."""
+    rows = repository.search_studies(session, _study_query(request, principal, limit, offset))
+    body = [json_model.study_json(study=s, patient=p, n_series=ns, n_instances=ni, base_url=_base(request))
+            for s, p, ns, ni in rows]
+    return JSONResponse(body, media_type=DICOM_JSON)
+
+
+def _visible_study(session: Session, principal: Principal, study_uid: str) -> Any:
+    study = repository.study(session, study_uid, _site_scope(principal))
+    if study is None:
+        raise NotFound(f"no study {study_uid}")
+    return study
+
+
+@router.get("/studies/{study_uid}/series")
+def search_series(study_uid: str, request: Request, principal: PrincipalDep,
+                  session: SessionDep) -> JSONResponse:
+    """QIDO-RS: the series of one study."""
+    study = _visible_study(session, principal, study_uid)
+    body = [json_model.series_json(study_uid=study_uid, series=s, n_instances=n, base_url=_base(request))
+            for s, n in repository.series_of(session, study.id)]
+    return JSONResponse(body, media_type=DICOM_JSON)
+
+
+def _instances_json(request: Request, principal: Principal, session: Session, study_uid: str,
+                    series_uid: str | None) -> JSONResponse:
+    _visible_study(session, principal, study_uid)
+    rows = repository.instances_of(session, study_uid=study_uid, series_uid=series_uid)
+    return JSONResponse([json_model.instance_json(instance=i, base_url=_base(request)) for i in rows],
+                        media_type=DICOM_JSON)
+
+
+@router.get("/studies/{study_uid}/instances")
+def search_study_instances(study_uid: str, request: Request, principal: PrincipalDep,
+                           session: SessionDep) -> JSONResponse:
+    """QIDO-RS: the instances of one study."""
+    return _instances_json(request, principal, session, study_uid, None)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances")
+def search_series_instances(study_uid: str, series_uid: str, request: Request,
+                            principal: PrincipalDep, session: SessionDep) -> JSONResponse:
+    """QIDO-RS: the instances of one series."""
+    return _instances_json(request, principal, session, study_uid, series_uid)
+
+
+def _selected(session: Session, principal: Principal, study_uid: str, series_uid: str | None,
+              sop_uid: str | None) -> list[Instance]:
+    _visible_study(session, principal, study_uid)
+    found = repository.instances_of(session, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+    if not found:
+        raise NotFound("no such instances")
+    return found
+
+
+def _retrieve(county: County, instances: list[Instance]) -> StreamingResponse:
+    boundary = multipart.new_boundary()
+    parts = (county.store.get(i.object_key) for i in instances)
+    return StreamingResponse(
+        multipart.stream_parts(parts, boundary=boundary, part_type="application/dicom"),
+        media_type=multipart.content_type(boundary, "application/dicom"))
+
+
+@router.get("/studies/{study_uid}")
+def retrieve_study(study_uid: str, principal: PrincipalDep, session: SessionDep,
+                   county: CountyDep) -> StreamingResponse:
+    """WADO-RS: every instance of a study, as stored (multipart/related application/dicom)."""
+    return _retrieve(county, _selected(session, principal, study_uid, None, None))
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}")
+def retrieve_series(study_uid: str, series_uid: str, principal: PrincipalDep,
+                    session: SessionDep, county: CountyDep) -> StreamingResponse:
+    """WADO-RS: every instance of a series."""
+    return _retrieve(county, _selected(session, principal, study_uid, series_uid, None))
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
+def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, principal: PrincipalDep,
+                      session: SessionDep, county: CountyDep) -> StreamingResponse:
+    """WADO-RS: one instance, byte for byte as the modality sent it."""
+    return _retrieve(county, _selected(session, principal, study_uid, series_uid, sop_uid))
+
+
+def _metadata(county: County, inst: Instance, base_url: str) -> dict[str, Any]:
+    """DICOM JSON of the stored header; pixel data as a BulkDataURI."""
+    ds = pydicom.dcmread(io.BytesIO(county.store.get(inst.object_key)), stop_before_pixels=True)
+    body: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=1 << 20,
+                                           bulk_data_element_handler=lambda _e: "")
+    body["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}  # JSON text is Unicode
+    body["00083002"] = {"vr": "UI", "Value": [inst.transfer_syntax_uid]}
+    url = (f"{base_url}/studies/{inst.study_uid}/series/{inst.series_uid}/instances/{inst.sop_uid}")
+    if "7FE00010" not in body and inst.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1."):
+        body["7FE00010"] = {"vr": "OW", "BulkDataURI": url}
+    return body
+
+
+def _metadata_response(county: County, instances: list[Instance], request: Request) -> JSONResponse:
+    base = _base(request)
+    return JSONResponse([_metadata(county, i, base) for i in instances], media_type=DICOM_JSON)
+
+
+@router.get("/studies/{study_uid}/metadata")
+def study_metadata(study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep,
+                   county: CountyDep) -> JSONResponse:
+    """WADO-RS: the metadata of every instance of a study (what a viewer such as OHIF loads)."""
+    return _metadata_response(county, _selected(session, principal, study_uid, None, None), request)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/metadata")
+def series_metadata(study_uid: str, series_uid: str, request: Request, principal: PrincipalDep,
+                    session: SessionDep, county: CountyDep) -> JSONResponse:
+    return _metadata_response(county, _selected(session, principal, study_uid, series_uid, None), request)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata")
+def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request,
+                      principal: PrincipalDep, session: SessionDep, county: CountyDep) -> JSONResponse:
+    return _metadata_response(county, _selected(session, principal, study_uid, series_uid, sop_uid), request)
+
+
+def _stow_one(county: County, site: Site, data: bytes) -> tuple[IngestOutcome | None, str, str, int | None]:
+    """Ingest one STOW part: (outcome or None on failure, SOP class, SOP instance, id)."""
+    sha = hashlib.sha256(data).hexdigest()
+    upload = Upload(data=data, claimed_sha256=sha, priority=Priority.ROUTINE, calling_ae="STOW-RS",
+                    edge_received_at=None)
+    try:
+        with session_scope(county.sessions) as session:
+            result = ingest_instance(session=session, store=county.store, site=site, upload=upload,
+                                     max_bytes=county.settings.max_instance_bytes)
+    except RelayError as exc:
+        log.info("STOW-RS part refused site=%s: %s", site.name, exc.detail)
+        return None, "", "", None
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    return result.outcome, str(ds.SOPClassUID), result.sop_uid, result.instance_id
+
+
+def _stow(county: County, site: Site, parts: list[tuple[str, bytes]], base: str) -> tuple[int, dict[str, Any]]:
+    stored, failed, pending = [], [], []
+    for ptype, data in parts:
+        outcome, sop_class, sop_uid, instance_id = ((None, "", "", None) if "application/dicom" not in ptype
+                                                    else _stow_one(county, site, data))
+        if outcome is None or outcome is IngestOutcome.QUARANTINED:
+            # 0xC000: cannot understand; 0x0111: the UID is held with other bytes (kept aside)
+            failed.append({"00081197": {"vr": "US", "Value": [0xC000 if outcome is None else 0x0111]}}
+                          | ({"00081155": {"vr": "UI", "Value": [sop_uid]}} if sop_uid else {}))
+            continue
+        stored.append({"00081150": {"vr": "UI", "Value": [sop_class]},
+                       "00081155": {"vr": "UI", "Value": [sop_uid]}})
+        pending += [instance_id] if instance_id is not None else []
+    enqueue_committed(county, pending)
+    body: dict[str, Any] = {"00081190": {"vr": "UR", "Value": [f"{base}/studies"]}}
+    if stored:
+        body["00081199"] = {"vr": "SQ", "Value": stored}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    status = 200 if not failed else (202 if stored else 409)
+    return status, body
+
+
+@router.post("/studies")
+async def store_instances(request: Request, site: SiteDep, county: CountyDep) -> JSONResponse:
+    """STOW-RS: store instances pushed by a township modality or PACS (site credential)."""
+    body = await request.body()
+    if len(body) > county.settings.max_instance_bytes:
+        raise BadRequest("request larger than the largest instance the county accepts")
+    parts = multipart.parse_related(body, request.headers.get("content-type", ""))
+    status, result = await run_in_threadpool(_stow, county, site, parts, _base(request))
+    return JSONResponse(result, status_code=status, media_type=DICOM_JSON)

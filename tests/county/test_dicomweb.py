@@ -1,0 +1,147 @@
+"""DICOMweb against the real `dicomweb-client`, over real HTTP, on PostgreSQL + S3 + RabbitMQ."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+import uvicorn
+from dicomweb_client.api import DICOMwebClient
+
+from relay.county.context import County
+from relay.county.db.engine import session_scope
+from relay.county.studies.service import index_instance
+from relay.county.db.models import Instance
+from relay.county.dicomweb import multipart
+from relay.dicom.vocab import Role
+from reader_portal.app import create_app
+from tests.factories import make_site, make_user
+from tests.servers import free_port
+from sqlalchemy import select
+
+
+@pytest.fixture
+def server(county: County) -> Iterator[str]:
+    """The county app under uvicorn on a free loopback port."""
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(county), host="127.0.0.1", port=port,
+                                        log_config=None, access_log=False))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def client_for(base: str, token: str) -> DICOMwebClient:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    return DICOMwebClient(url=f"{base}/dicomweb", session=session)
+
+
+def user_token(base: str, county: County, username: str, role: Role, site: str | None = None) -> str:
+    password = make_user(county, username, role, site=site)
+    r = requests.post(f"{base}/api/auth/token", data={"username": username, "password": password})
+    return str(r.json()["access_token"])
+
+
+def index_all(county: County) -> None:
+    with county.sessions() as s:
+        ids = list(s.execute(select(Instance.id).where(Instance.indexed_at.is_(None))).scalars())
+    for iid in ids:
+        with session_scope(county.sessions) as s:
+            index_instance(session=s, store=county.store, instance_id=iid)
+
+
+@pytest.fixture
+def stored(server, county, samples) -> dict[str, object]:
+    """The sample set pushed by STOW-RS (site credential), then indexed."""
+    _, site_token = make_site(county, "qingshan")
+    files = [Path(s["abspath"]) for s in samples]
+    response = client_for(server, site_token).store_instances([pydicom.dcmread(f) for f in files])
+    index_all(county)
+    return {"response": response, "files": files}
+
+
+def test_stow_then_retrieve_gives_back_the_exact_bytes(server, county, samples):
+    """Raw sample files in by STOW-RS; WADO-RS must return them byte for byte."""
+    _, site_token = make_site(county, "qingshan")
+    files = [Path(s["abspath"]).read_bytes() for s in samples]
+    body = b"".join(multipart.stream_parts(files, boundary="x1", part_type="application/dicom"))
+    r = requests.post(f"{server}/dicomweb/studies", data=body, headers={
+        "Authorization": f"Bearer {site_token}",
+        "Content-Type": multipart.content_type("x1", "application/dicom")})
+    assert r.status_code == 200 and len(r.json()["00081199"]["Value"]) == len(samples)
+    index_all(county)
+    dw = client_for(server, user_token(server, county, "reader", Role.RADIOLOGIST))
+    for sample in samples:
+        url = (f"{server}/dicomweb/studies/{sample['study_instance_uid']}/series/"
+               f"{sample['series_instance_uid']}/instances/{sample['sop_instance_uid']}")
+        (part,) = _parts(requests.get(url, headers=dw._session.headers).content)
+        assert hashlib.sha256(part).hexdigest() == sample["sha256"]
+        ds = dw.retrieve_instance(sample["study_instance_uid"], sample["series_instance_uid"],
+                                  sample["sop_instance_uid"])
+        assert str(ds.PatientName) == sample["patient_name"]
+
+
+def _parts(body: bytes) -> list[bytes]:
+    boundary = body.split(b"\r\n", 1)[0]
+    return [p.split(b"\r\n\r\n", 1)[1][:-2] for p in body.split(boundary)[1:-1]]
+
+
+def test_dicomweb_client_stow_is_accepted(stored, samples):
+    assert len(stored["response"].ReferencedSOPSequence) == len(samples)
+
+
+def test_search_finds_studies_by_chinese_name_wildcard_and_date(server, county, samples, stored):
+    dw = client_for(server, user_token(server, county, "reader", Role.RADIOLOGIST))
+    by_name = dw.search_for_studies(search_filters={"PatientName": "李*"})
+    assert [pydicom.Dataset.from_json(s).PatientName for s in by_name] == ["Li^Na=李^娜"]
+    gb = dw.search_for_studies(search_filters={"PatientName": "王^小明"})
+    assert [pydicom.Dataset.from_json(s).PatientID for s in gb] == ["QS00012345"]
+    all_studies = dw.search_for_studies()
+    assert len(all_studies) == len({s["study_instance_uid"] for s in samples})
+    none = dw.search_for_studies(search_filters={"StudyDate": "19000101-19001231"})
+    assert none == []
+
+
+def test_series_instances_and_metadata_describe_the_study(server, county, samples, stored):
+    dw = client_for(server, user_token(server, county, "reader", Role.RADIOLOGIST))
+    ct = [s for s in samples if s["modality"] == "CT"]
+    study_uid = ct[0]["study_instance_uid"]
+    series = dw.search_for_series(study_uid)
+    assert [pydicom.Dataset.from_json(s).NumberOfSeriesRelatedInstances for s in series] == [len(ct)]
+    instances = dw.search_for_instances(study_uid)
+    assert {pydicom.Dataset.from_json(i).SOPInstanceUID for i in instances} == {s["sop_instance_uid"] for s in ct}
+    meta = [pydicom.Dataset.from_json(m) for m in dw.retrieve_study_metadata(study_uid)]
+    assert {str(m.PatientName) for m in meta} == {"Li^Na=李^娜"}
+
+
+def test_a_technician_finds_only_the_studies_of_their_site(server, county, stored):
+    make_site(county, "other-town")
+    tech = client_for(server, user_token(server, county, "tech", Role.TECHNICIAN, site="other-town"))
+    assert tech.search_for_studies() == []
+
+
+def test_search_and_retrieve_need_a_login(server, stored):
+    assert requests.get(f"{server}/dicomweb/studies").status_code == 401
+
+
+def test_stow_of_a_non_dicom_part_is_reported_failed(server, county):
+    _, site_token = make_site(county, "qingshan")
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\nnot dicom\r\n--b--\r\n"
+    r = requests.post(f"{server}/dicomweb/studies", data=body, headers={
+        "Authorization": f"Bearer {site_token}",
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
+    assert r.status_code == 409 and r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
