@@ -19,6 +19,7 @@ from relay.county.edges.endpoints import router as edges_router
 from relay.county.errors import install_error_handler
 from relay.county.ingest.bundle_endpoints import router as bundle_router
 from relay.county.ingest.endpoints import router as ingest_router
+from relay.county.ingest.quarantine import router as quarantine_router
 from relay.county.worklist.endpoints import router as worklist_router
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(ingest_router)
     app.include_router(bundle_router)
+    app.include_router(quarantine_router)
     app.include_router(edges_router)
     app.include_router(dicomweb_router)
     app.include_router(worklist_router)

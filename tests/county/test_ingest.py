@@ -111,3 +111,24 @@ def test_unknown_or_revoked_site_is_refused(client, county, site_token):
     assert upload(client, site_token, data).status_code == 403
     with county.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Instance)) == 0
+
+
+def test_the_administrator_sees_the_conflict_beside_the_held_bytes(client, county, site_token):
+    from relay.dicom.vocab import Role
+    from tests.factories import make_user
+
+    first = make_dataset(PatientID="A")
+    original = encode(first)
+    conflicting = encode(make_dataset(PatientID="B", SOPInstanceUID=first.SOPInstanceUID,
+                                      StudyInstanceUID=first.StudyInstanceUID,
+                                      SeriesInstanceUID=first.SeriesInstanceUID))
+    upload(client, site_token, original)
+    upload(client, site_token, conflicting)
+    password = make_user(county, "boss", Role.ADMIN)
+    token = client.post("/api/auth/token", data={"username": "boss", "password": password}).json()["access_token"]
+    (row,) = client.get("/api/quarantine", headers={"Authorization": f"Bearer {token}"}).json()
+    assert row["sop_instance_uid"] == first.SOPInstanceUID and row["site"] == "township-a"
+    assert (row["sha256"], row["held_sha256"]) == (sha256(conflicting), sha256(original))
+    reader_pw = make_user(county, "reader", Role.RADIOLOGIST)
+    reader = client.post("/api/auth/token", data={"username": "reader", "password": reader_pw}).json()["access_token"]
+    assert client.get("/api/quarantine", headers={"Authorization": f"Bearer {reader}"}).status_code == 403
