@@ -17,6 +17,7 @@ from relay.county.context import County
 from relay.county.dicomweb.endpoints import router as dicomweb_router
 from relay.county.edges.endpoints import router as edges_router
 from relay.county.errors import install_error_handler
+from relay.county.tasks.endpoints import router as dead_letters_router
 from relay.county.ingest.bundle_endpoints import router as bundle_router
 from relay.county.ingest.endpoints import router as ingest_router
 from relay.county.ingest.quarantine import router as quarantine_router
@@ -58,6 +59,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(quarantine_router)
     app.include_router(edges_router)
     app.include_router(dicomweb_router)
+    app.include_router(dead_letters_router)
     app.include_router(worklist_router)
 
     @app.get("/healthz", tags=["health"])

@@ -22,14 +22,10 @@ INDEX_TASK = "relay.index_instance"
 
 INDEX_RETRY_BACKOFF_MAX_S = 300
 """Longest wait between retries of a failed indexing task, in seconds (store or DB down)."""
-INDEX_MAX_RETRIES = 50
-"""Retries before an indexing task gives up and logs an error; with the backoff this is
-hours. The instance stays held and unindexed (a dead-letter view is issue 4's)."""
-
-
-EMBEDDED_POLL_S = 0.1
-"""Polling interval of the embedded filesystem broker, in seconds (kombu's default is 1 s,
-which with prefetch 1 made every indexing task wait up to a second)."""
+INDEX_MAX_ATTEMPTS = 20
+"""Attempts (retries and redeliveries after a dead worker alike) before an indexing task is
+dead-lettered for the administrator; with the backoff that is over an hour of trying.
+The instance itself stays held: only its indexing waits for a person."""
 
 
 def queue_name(settings: Settings, kind: str) -> str:
@@ -86,20 +82,31 @@ def enqueue_index(app: Celery, settings: Settings, instance_id: int) -> None:
     app.send_task(INDEX_TASK, args=[instance_id], queue=queue_name(settings, "ingest"))
 
 
+def _backoff_s(retries: int) -> int:
+    return int(min(INDEX_RETRY_BACKOFF_MAX_S, 2 ** min(retries, 9)))
+
+
 def register_tasks(app: Celery, county: Any) -> None:
     """Bind the tasks to ``county`` (a relay.county.context.County)."""
     from relay.county.studies.service import index_instance
+    from relay.county.tasks import attempts
 
-    @app.task(name=INDEX_TASK, bind=True, max_retries=INDEX_MAX_RETRIES)
+    @app.task(name=INDEX_TASK, bind=True, max_retries=None)
     def index_instance_task(self: Task, instance_id: int) -> None:
-        started = time.perf_counter()
+        started, key = time.perf_counter(), str(instance_id)
         try:
             with session_scope(county.sessions) as session:
+                if not attempts.begin(session=session, task=INDEX_TASK, key=key, cap=INDEX_MAX_ATTEMPTS):
+                    return
+            with session_scope(county.sessions) as session:
                 result = index_instance(session=session, store=county.store, instance_id=instance_id)
+            with session_scope(county.sessions) as session:
+                attempts.done(session=session, task=INDEX_TASK, key=key)
         except Exception as exc:
-            delay = min(INDEX_RETRY_BACKOFF_MAX_S, 2 ** min(self.request.retries, 9))
-            log.warning("index instance_id=%d failed (%s), retry %d in %ds", instance_id,
-                        type(exc).__name__, self.request.retries + 1, delay)
+            _note_failure(county, key, exc)
+            delay = _backoff_s(self.request.retries)
+            log.warning("index instance_id=%d failed (%s), retry in %ds", instance_id,
+                        type(exc).__name__, delay)
             raise self.retry(exc=exc, countdown=delay) from exc
         ms = (time.perf_counter() - started) * 1000
         if result is None:
@@ -107,6 +114,18 @@ def register_tasks(app: Celery, county: Any) -> None:
             return
         log.info("indexed instance_id=%d study=%s new_study=%s already=%s ms=%.1f", instance_id,
                  result.study_uid, result.new_study, result.already_indexed, ms)
+
+
+def _note_failure(county: Any, key: str, exc: Exception) -> None:
+    """Record the error class (not its message: SQL errors can carry patient values)."""
+    from relay.county.tasks import attempts
+
+    try:
+        with session_scope(county.sessions) as session:
+            attempts.failed(session=session, task=INDEX_TASK, key=key,
+                            error=f"{type(exc).__module__}.{type(exc).__name__}")
+    except Exception:  # the database may be what failed; the retry still happens
+        log.debug("could not record failure of %s", key)
 
 
 def worker_argv(settings: Settings, *, concurrency: int, loglevel: str) -> list[str]:

@@ -232,3 +232,23 @@ class EdgeHealth(Base):
     disk_free_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     version: Mapped[str] = mapped_column(String(64))
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class TaskAttempt(Base):
+    """How often a unit of work was started; past the cap it is dead-lettered here.
+
+    Counted in its own committed transaction before the work runs, so a worker that
+    dies mid-task (killed, out of memory) still counts: a poison message cannot loop
+    forever, and the administrator sees what gave up and why.
+    """
+
+    __tablename__ = "task_attempts"
+    __table_args__ = (UniqueConstraint("task", "key", name="uq_task_attempts_task_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer)
+    first_attempt_at: Mapped[datetime] = mapped_column(UTC)
+    last_attempt_at: Mapped[datetime] = mapped_column(UTC)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    dead_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True, index=True)

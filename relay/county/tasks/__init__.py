@@ -1,0 +1,1 @@
+"""Bookkeeping every Celery task shares: attempt counting and the dead-letter list."""
