@@ -68,9 +68,30 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, process="worker")
     county = _county(settings, migrate=False)
     register_tasks(county.celery, county)
+    _publish_events_while_running(settings, county)
     county.celery.worker_main(worker_argv(settings, concurrency=args.concurrency,
                                           loglevel=settings.log_level))
     return 0
+
+
+def _publish_events_while_running(settings: Settings, county: Any) -> None:
+    """Run the outbox publisher in the worker's main process once its pool is up
+    (after the fork, so no child inherits the AMQP connection). Without RabbitMQ
+    (embedded defaults) events stay in the outbox for the portal to read."""
+    if not (settings.broker_url or "").startswith("amqp"):
+        return
+    from celery import signals
+
+    from relay.county.events.publisher import EventPublisher
+
+    stop = threading.Event()
+    publisher = EventPublisher(settings.broker_url or "", county.sessions)
+
+    def _start(**_kwargs: Any) -> None:
+        threading.Thread(target=publisher.run, args=(stop,), name="events", daemon=True).start()
+
+    signals.worker_ready.connect(_start, weak=False)
+    signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)
 
 
 def cmd_db(settings: Settings, _args: argparse.Namespace) -> int:

@@ -62,6 +62,18 @@ def _demo(settings: Settings, county: County) -> None:
     print("\n".join(lines), flush=True)
 
 
+UP_STUDY_QUIET_S = 5.0
+"""Quiet period of a study under `relay up`, in seconds, unless configured: modality, edge
+and county share one machine there, and a minute's wait (the production default, for
+modalities that send series a while apart) would make the demo look stuck."""
+
+
+def _one_machine_defaults(settings: Settings) -> dict[str, str]:
+    if "edge_study_quiet_s" in settings.model_fields_set:
+        return {}
+    return {"RELAY_EDGE_STUDY_QUIET_S": str(UP_STUDY_QUIET_S)}
+
+
 def run_up(settings: Settings, *, demo: bool, stop: threading.Event) -> int:
     """Prepare the embedded state, run edge + county + worker, and supervise them."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +83,7 @@ def run_up(settings: Settings, *, demo: bool, stop: threading.Event) -> int:
     token = settings.edge_site_token or ensure_edge_site(county, settings)
     # The edge under `relay up` always forwards to the county it runs beside.
     env = child_env({"RELAY_DATA_DIR": data_dir, "RELAY_EDGE_SITE_TOKEN": token,
-                     "RELAY_COUNTY_URL": settings.county_base_url})
+                     "RELAY_COUNTY_URL": settings.county_base_url, **_one_machine_defaults(settings)})
     supervisor = Supervisor([
         Child("county", relay_argv("county")),
         Child("worker", relay_argv("worker", "--concurrency", "1")),

@@ -57,9 +57,21 @@ def wait_for(what: str, check: Callable[[], bool], *, timeout: float, procs: lis
     raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def base_env(**relay_vars: str) -> dict[str, str]:
     """The test's environment without RELAY_* leftovers, plus the given RELAY_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    # Tests send whole studies at once: a study is ready after a second of quiet, not a
+    # minute; and each edge's status page gets a port of its own.
+    env.update({"RELAY_EDGE_STUDY_QUIET_S": "1", "RELAY_EDGE_STUDY_STAT_QUIET_S": "0.5",
+                "RELAY_EDGE_STATUS_PORT": str(_free_port())})
     env.update({f"RELAY_{k.upper()}": v for k, v in relay_vars.items()})
     env["TCP_NODELAY"] = "1"  # Debian's DCMTK leaves Nagle on otherwise (~55 ms per C-STORE)
     return env

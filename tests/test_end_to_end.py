@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -95,10 +96,11 @@ def relay_on_servers(tmp_path: Path, settings: Settings, county: County) -> Iter
 
 
 def test_storescu_to_the_edge_puts_every_study_on_the_worklist_with_exact_names(
-    relay_on_servers, county, samples
+    relay_on_servers, county, samples, amqp_url
 ):
     base, port = relay_on_servers["base"], relay_on_servers["edge_port"]
     password = make_user(county, "reader1", Role.RADIOLOGIST)
+    events = _listen_for_study_events(amqp_url)
     sent = storescu(port, SAMPLES)
     assert sent.returncode == 0, sent.stderr
     bearer = token(base, "reader1", password)
@@ -108,6 +110,29 @@ def test_storescu_to_the_edge_puts_every_study_on_the_worklist_with_exact_names(
     items = {i["study_instance_uid"]: i for i in worklist(base, bearer)}
     assert {i["site"] for i in items.values()} == {"qingshan"}
     assert {i["state"] for i in items.values()} == {"queued"}
+    arrived_events: set[str] = set()
+
+    def announced() -> bool:
+        while (msg := events.basic_get(events.queue_name, auto_ack=True))[0] is not None:
+            arrived_events.add(json.loads(msg[2])["study_instance_uid"])
+        return arrived_events == set(items)
+
+    wait_for("the worker to publish study.arrived for every study", announced, timeout=30,
+             procs=relay_on_servers["procs"])
+    events.connection.close()
+
+
+def _listen_for_study_events(amqp_url: str) -> Any:
+    """A private queue on the events exchange, bound before anything is sent."""
+    import pika
+
+    from relay.county.events.publisher import EXCHANGE
+
+    channel = pika.BlockingConnection(pika.URLParameters(amqp_url)).channel()
+    channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
+    channel.queue_name = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(channel.queue_name, EXCHANGE, routing_key="study.arrived")
+    return channel
 
 
 def test_the_county_holds_exactly_the_bytes_the_edge_acknowledged(relay_on_servers, county, samples):

@@ -28,6 +28,11 @@ dead-lettered for the administrator; with the backoff that is over an hour of tr
 The instance itself stays held: only its indexing waits for a person."""
 
 
+EMBEDDED_POLL_S = 0.1
+"""Polling interval of the embedded filesystem broker, in seconds (kombu's default is 1 s,
+which with prefetch 1 made every indexing task wait up to a second)."""
+
+
 def queue_name(settings: Settings, kind: str) -> str:
     """Name of one of the county's queues: ``<prefix>.<kind>`` (ingest, render, ...)."""
     return f"{settings.queue_prefix}.{kind}"

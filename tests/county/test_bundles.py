@@ -139,3 +139,17 @@ def test_an_incomplete_bundle_cannot_be_completed(client, county):
     patch(client, token, spec["bundle_id"], 0, body[:10])
     r = client.post(f"{wire.BUNDLES_PATH}/{spec['bundle_id']}/complete", headers=auth(token))
     assert r.status_code == 409
+
+
+def test_two_versions_of_one_uid_in_a_bundle_keep_the_first_and_set_the_second_aside(client, county):
+    from tests.factories import encode, make_dataset
+
+    _, token = make_site(county)
+    first = make_dataset(PatientID="A")
+    other = make_dataset(PatientID="B", SOPInstanceUID=first.SOPInstanceUID,
+                         StudyInstanceUID=first.StudyInstanceUID, SeriesInstanceUID=first.SeriesInstanceUID)
+    spec, body = build([encode(first), encode(other)])
+    send(client, token, spec, body)
+    r = client.post(f"{wire.BUNDLES_PATH}/{spec['bundle_id']}/complete", headers=auth(token))
+    assert r.status_code == 200, r.text
+    assert [x["outcome"] for x in r.json()["results"]] == ["stored", "quarantined"]

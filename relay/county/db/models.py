@@ -252,3 +252,20 @@ class TaskAttempt(Base):
     last_attempt_at: Mapped[datetime] = mapped_column(UTC)
     last_error: Mapped[str] = mapped_column(Text, default="")
     dead_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True, index=True)
+
+
+class OutboxEvent(Base):
+    """A domain event written in the same transaction as the change it announces.
+
+    A publisher sends unpublished rows to RabbitMQ (publisher confirms) and then marks
+    them: an event is never announced for a change that rolled back, and never lost
+    after one that committed (it may be sent twice; consumers dedupe on its id).
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (Index("ix_outbox_events_unpublished", "published_at", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    published_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)

@@ -146,10 +146,25 @@ def discard_chunks(*, session: Session, store: ObjectStore, bundle: UploadBundle
     session.commit()
 
 
-def _check_announced(header: FrameHeader, announced: dict[str, dict[str, Any]]) -> None:
-    held = announced.pop(header.sop_uid, None)
-    if held is None or held.get("sha256") != header.sha256 or held.get("size") != header.size:
+Announced = dict[tuple[str, str, int], int]
+"""(SOP Instance UID, SHA-256, size) -> how many frames of it are still expected. The
+same UID may come twice with other bytes (a modality re-sent it in another transfer
+syntax): both versions travel, the second is kept aside at ingest."""
+
+
+def _announced(instances_json: str) -> Announced:
+    counts: Announced = {}
+    for i in json.loads(instances_json):
+        key = (i["sop_uid"], i["sha256"], i["size"])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _check_announced(header: FrameHeader, announced: Announced) -> None:
+    key = (header.sop_uid, header.sha256, header.size)
+    if not announced.get(key):
         raise BundleError(f"instance {header.sop_uid} was not announced with this digest and size")
+    announced[key] -= 1
 
 
 def _time(value: str) -> datetime | None:
@@ -161,7 +176,7 @@ def _time(value: str) -> datetime | None:
 
 def _ingest_frames(*, session: Session, store: ObjectStore, site: Site, bundle: UploadBundle,
                    stream: IO[bytes], max_bytes: int) -> Completion:
-    announced = {i["sop_uid"]: i for i in json.loads(bundle.instances_json)}
+    announced = _announced(bundle.instances_json)
     results: list[dict[str, str]] = []
     pending: list[int] = []
     for header, data in iter_frames(stream, encoding=bundle.encoding):  # type: ignore[arg-type]
@@ -172,8 +187,9 @@ def _ingest_frames(*, session: Session, store: ObjectStore, site: Site, bundle: 
         results.append({"sop_uid": result.sop_uid, "sha256": result.sha256, "outcome": result.outcome.value})
         if result.instance_id is not None:
             pending.append(result.instance_id)
-    if announced:
-        raise BundleError(f"{len(announced)} announced instances are missing from the bundle")
+    missing = sum(announced.values())
+    if missing:
+        raise BundleError(f"{missing} announced instances are missing from the bundle")
     return Completion(results, pending)
 
 

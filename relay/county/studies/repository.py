@@ -41,12 +41,15 @@ def enqueue_reading(session: Session, *, study_pk: int, priority_rank: int, at: 
     return inserted
 
 
-def escalate_priority(session: Session, *, study_pk: int, priority: str, rank: int, at: datetime) -> None:
-    """Raise a study's priority (never lower it) when a more urgent instance arrives."""
-    session.execute(update(ReadingItem).where(ReadingItem.study_pk == study_pk,
-                                              ReadingItem.priority_rank > rank)
-                    .values(priority_rank=rank))
-    session.execute(update(Study).where(Study.id == study_pk).values(priority=priority, updated_at=at))
+def escalate_priority(session: Session, *, study_pk: int, priority: str, rank: int, at: datetime) -> bool:
+    """Raise a study's priority (never lower it) when a more urgent instance arrives;
+    True if it changed."""
+    moved = session.execute(update(ReadingItem).where(ReadingItem.study_pk == study_pk,
+                                                      ReadingItem.priority_rank > rank)
+                            .values(priority_rank=rank)).rowcount  # type: ignore[attr-defined]
+    session.execute(update(Study).where(Study.id == study_pk, Study.priority != priority)
+                    .values(priority=priority, updated_at=at))
+    return bool(moved)
 
 
 def study_modalities(session: Session, study_pk: int) -> list[str]:

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from relay.county.auth.service import now_utc
 from relay.county.db.models import Instance, Site
+from relay.county.events import outbox
+from relay.county.events.outbox import Topic
 from relay.county.storage import ObjectStore
 from relay.county.studies import repository
 from relay.dicom.header import InstanceMeta, InvalidInstance, read_meta
@@ -47,13 +49,16 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
     study_pk, new_study = repository.upsert_study(session, _study_values(meta, inst, patient_pk, now))
     series_pk = repository.upsert_series(session, _series_values(meta, inst, study_pk))
     priority = Priority(inst.priority)
+    event = {"study_instance_uid": inst.study_uid, "site": site.name, "priority": priority.value,
+             "modality": meta.modality if meta else ""}
     if new_study:
         repository.add_transition(session, study_pk=study_pk, state=StudyState.ARRIVED, at=now)
         repository.add_transition(session, study_pk=study_pk, state=StudyState.QUEUED, at=now)
         repository.enqueue_reading(session, study_pk=study_pk, priority_rank=priority.rank, at=now)
-    elif priority is Priority.STAT:
-        repository.escalate_priority(session, study_pk=study_pk, priority=priority.value,
-                                     rank=priority.rank, at=now)
+        outbox.emit(session, Topic.STUDY_ARRIVED, event)
+    elif priority is Priority.STAT and repository.escalate_priority(
+            session, study_pk=study_pk, priority=priority.value, rank=priority.rank, at=now):
+        outbox.emit(session, Topic.STUDY_ESCALATED, event)
     inst.series_pk, inst.instance_number, inst.indexed_at = series_pk, meta.instance_number if meta else None, now
     session.flush()
     modalities = "\\".join(repository.study_modalities(session, study_pk))

@@ -1,0 +1,52 @@
+"""Write events into the outbox inside the caller's transaction; read and mark them."""
+
+from __future__ import annotations
+
+import enum
+import json
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from relay.county.auth.service import now_utc
+from relay.county.db.models import OutboxEvent
+
+
+class Topic(enum.StrEnum):
+    """Routing keys on the ``relay.events`` topic exchange."""
+
+    STUDY_ARRIVED = "study.arrived"
+    """A study's first instance was indexed at the county; it is on the reading queue."""
+    STUDY_ESCALATED = "study.escalated"
+    """A study's priority was raised (a STAT instance arrived for it)."""
+
+
+def emit(session: Session, topic: Topic, payload: dict[str, Any]) -> None:
+    """Add an event to the caller's open transaction: it exists only if that commits.
+
+    Payloads carry identifiers (UIDs, site, priority, modality), never patient data.
+    """
+    session.add(OutboxEvent(topic=topic.value, payload=json.dumps(payload, ensure_ascii=False),
+                            created_at=now_utc()))
+
+
+def claim_unpublished(session: Session, *, limit: int) -> list[OutboxEvent]:
+    """The oldest unpublished events, locked so that two publishers do not both take them."""
+    stmt = (select(OutboxEvent).where(OutboxEvent.published_at.is_(None))
+            .order_by(OutboxEvent.id).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.execute(stmt).scalars())
+
+
+def mark_published(session: Session, ids: list[int]) -> None:
+    session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(published_at=now_utc()))
+
+
+def prune(session: Session, *, older_than: timedelta) -> int:
+    """Drop published events (and, where nothing publishes, any event) past the retention."""
+    cutoff = now_utc() - older_than
+    result = session.execute(delete(OutboxEvent).where(OutboxEvent.created_at < cutoff))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,80 @@
+"""Domain events: written with the change, published to RabbitMQ with confirms."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pika
+import pytest
+from sqlalchemy import func, select
+
+from relay.county.db.engine import session_scope
+from relay.county.db.models import OutboxEvent
+from relay.county.events.outbox import Topic, emit
+from relay.county.events.publisher import EXCHANGE, EventPublisher
+from relay.dicom.vocab import Priority
+from tests.county.test_index import index, ingest
+from tests.factories import encode, make_dataset, make_site
+
+
+@pytest.fixture
+def listener(amqp_url):
+    """A private queue bound to every study event."""
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = conn.channel()
+    ch.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
+    queue = f"test-events-{uuid.uuid4().hex[:8]}"
+    ch.queue_declare(queue, exclusive=True)
+    ch.queue_bind(queue, EXCHANGE, routing_key="study.#")
+    yield ch, queue
+    conn.close()
+
+
+def drain(ch, queue) -> list[tuple[str, dict, str]]:
+    got = []
+    while (message := ch.basic_get(queue, auto_ack=True))[0] is not None:
+        method, props, body = message
+        got.append((method.routing_key, json.loads(body), props.message_id))
+    return got
+
+
+def test_a_new_study_and_its_escalation_are_published_once(county, amqp_url, listener):
+    site_id, _ = make_site(county, "qingshan")
+    ds = make_dataset(Modality="DX")
+    index(county, ingest(county, encode(ds), site_id=site_id))
+    late = make_dataset(StudyInstanceUID=ds.StudyInstanceUID, Modality="DX")
+    index(county, ingest(county, encode(late), site_id=site_id, priority=Priority.STAT))
+    another_stat = make_dataset(StudyInstanceUID=ds.StudyInstanceUID, Modality="DX")
+    index(county, ingest(county, encode(another_stat), site_id=site_id, priority=Priority.STAT))
+    publisher = EventPublisher(amqp_url, county.sessions)
+    assert publisher.publish_pending() == 2
+    assert publisher.publish_pending() == 0
+    publisher.close()
+    got = drain(*listener)
+    assert [(key, body["priority"]) for key, body, _ in got] == [("study.arrived", "routine"),
+                                                                 ("study.escalated", "stat")]
+    assert all(body["study_instance_uid"] == ds.StudyInstanceUID and body["site"] == "qingshan"
+               for _, body, _ in got)
+    assert len({message_id for _, _, message_id in got}) == 2
+
+
+def test_an_event_of_a_rolled_back_change_never_exists(county):
+    with session_scope(county.sessions) as s:
+        emit(s, Topic.STUDY_ARRIVED, {"study_instance_uid": "1.2.3"})
+        s.rollback()
+    with county.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(OutboxEvent)) == 0
+
+
+def test_events_wait_in_the_outbox_while_the_broker_is_unreachable(county, listener, amqp_url):
+    with session_scope(county.sessions) as s:
+        emit(s, Topic.STUDY_ARRIVED, {"study_instance_uid": "1.2.3"})
+        s.commit()
+    dead = EventPublisher("amqp://guest:guest@127.0.0.1:1/%2F", county.sessions)
+    with pytest.raises(Exception):
+        dead.publish_pending()
+    with county.sessions() as s:
+        assert s.execute(select(OutboxEvent.published_at)).scalar_one() is None
+    assert EventPublisher(amqp_url, county.sessions).publish_pending() == 1
+    assert [key for key, _, _ in drain(*listener)] == ["study.arrived"]
