@@ -145,3 +145,43 @@ def test_stow_of_a_non_dicom_part_is_reported_failed(server, county):
         "Authorization": f"Bearer {site_token}",
         "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
     assert r.status_code == 409 and r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+
+
+def _rendered_url(server: str, sample: dict[str, str], suffix: str = "rendered") -> str:
+    return (f"{server}/dicomweb/studies/{sample['study_instance_uid']}/series/"
+            f"{sample['series_instance_uid']}/instances/{sample['sop_instance_uid']}/{suffix}")
+
+
+def test_rendered_ct_follows_the_callers_window_and_ecg_comes_as_paper(server, county, samples, stored):
+    from PIL import Image
+
+    headers = {"Authorization": f"Bearer {user_token(server, county, 'reader', Role.RADIOLOGIST)}"}
+    ct = next(s for s in samples if s["modality"] == "CT")
+    brain = requests.get(_rendered_url(server, ct), params={"window": "40,80"}, headers=headers)
+    bone = requests.get(_rendered_url(server, ct), params={"window": "400,1800"}, headers=headers)
+    assert brain.headers["content-type"] == "image/png" and brain.content != bone.content
+    assert Image.open(io.BytesIO(brain.content)).size == (128, 128)
+    jpeg = requests.get(_rendered_url(server, ct), headers={**headers, "Accept": "image/jpeg"})
+    assert jpeg.headers["content-type"] == "image/jpeg"
+    ecg = next(s for s in samples if s["modality"] == "ECG")
+    paper = Image.open(io.BytesIO(requests.get(_rendered_url(server, ecg), headers=headers).content))
+    assert paper.size[0] > paper.size[1] > 1000  # landscape paper at 10 px/mm
+    thumb = requests.get(_rendered_url(server, ct, "thumbnail"), headers=headers)
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 128
+
+
+def test_an_instance_that_cannot_render_says_why_and_stays_retrievable(server, county):
+    from tests.factories import make_dataset, encode
+
+    _, site_token = make_site(county, "qingshan")
+    broken = make_dataset(Rows=512, Columns=512)  # header promises far more pixels than it has
+    body = b"".join(multipart.stream_parts([encode(broken)], boundary="x2", part_type="application/dicom"))
+    requests.post(f"{server}/dicomweb/studies", data=body, headers={
+        "Authorization": f"Bearer {site_token}", "Content-Type": multipart.content_type("x2", "application/dicom")})
+    index_all(county)
+    headers = {"Authorization": f"Bearer {user_token(server, county, 'reader', Role.RADIOLOGIST)}"}
+    ids = {"study_instance_uid": broken.StudyInstanceUID, "series_instance_uid": broken.SeriesInstanceUID,
+           "sop_instance_uid": broken.SOPInstanceUID}
+    r = requests.get(_rendered_url(server, ids), headers=headers)
+    assert r.status_code == 422 and r.json()["detail"].startswith("cannot render")
+    assert requests.get(_rendered_url(server, ids, "").rstrip("/"), headers=headers).status_code == 200

@@ -125,7 +125,7 @@ def search_series_instances(study_uid: str, series_uid: str, request: Request,
     return _instances_json(request, principal, session, study_uid, series_uid)
 
 
-def _selected(session: Session, principal: Principal, study_uid: str, series_uid: str | None,
+def selected_instances(session: Session, principal: Principal, study_uid: str, series_uid: str | None,
               sop_uid: str | None) -> list[Instance]:
     _visible_study(session, principal, study_uid)
     found = repository.instances_of(session, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
@@ -146,21 +146,21 @@ def _retrieve(county: County, instances: list[Instance]) -> StreamingResponse:
 def retrieve_study(study_uid: str, principal: PrincipalDep, session: SessionDep,
                    county: CountyDep) -> StreamingResponse:
     """WADO-RS: every instance of a study, as stored (multipart/related application/dicom)."""
-    return _retrieve(county, _selected(session, principal, study_uid, None, None))
+    return _retrieve(county, selected_instances(session, principal, study_uid, None, None))
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}")
 def retrieve_series(study_uid: str, series_uid: str, principal: PrincipalDep,
                     session: SessionDep, county: CountyDep) -> StreamingResponse:
     """WADO-RS: every instance of a series."""
-    return _retrieve(county, _selected(session, principal, study_uid, series_uid, None))
+    return _retrieve(county, selected_instances(session, principal, study_uid, series_uid, None))
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
 def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, principal: PrincipalDep,
                       session: SessionDep, county: CountyDep) -> StreamingResponse:
     """WADO-RS: one instance, byte for byte as the modality sent it."""
-    return _retrieve(county, _selected(session, principal, study_uid, series_uid, sop_uid))
+    return _retrieve(county, selected_instances(session, principal, study_uid, series_uid, sop_uid))
 
 
 def _metadata(county: County, inst: Instance, base_url: str) -> dict[str, Any]:
@@ -185,19 +185,19 @@ def _metadata_response(county: County, instances: list[Instance], request: Reque
 def study_metadata(study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep,
                    county: CountyDep) -> JSONResponse:
     """WADO-RS: the metadata of every instance of a study (what a viewer such as OHIF loads)."""
-    return _metadata_response(county, _selected(session, principal, study_uid, None, None), request)
+    return _metadata_response(county, selected_instances(session, principal, study_uid, None, None), request)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata")
 def series_metadata(study_uid: str, series_uid: str, request: Request, principal: PrincipalDep,
                     session: SessionDep, county: CountyDep) -> JSONResponse:
-    return _metadata_response(county, _selected(session, principal, study_uid, series_uid, None), request)
+    return _metadata_response(county, selected_instances(session, principal, study_uid, series_uid, None), request)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata")
 def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request,
                       principal: PrincipalDep, session: SessionDep, county: CountyDep) -> JSONResponse:
-    return _metadata_response(county, _selected(session, principal, study_uid, series_uid, sop_uid), request)
+    return _metadata_response(county, selected_instances(session, principal, study_uid, series_uid, sop_uid), request)
 
 
 def _stow_one(county: County, site: Site, data: bytes) -> tuple[IngestOutcome | None, str, str, int | None]:

@@ -1,0 +1,97 @@
+"""WADO-RS rendered resources (PS3.18 9.5): an instance or frame as PNG/JPEG, and thumbnails.
+
+Rendered on request: a CT frame takes milliseconds. ECG waveform instances render as
+standard paper (25 mm/s, 10 mm/mV). A failure is a 422 problem saying why ("cannot
+render: truncated pixel data"), never a crash, so the viewer can show that note.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
+from relay.county.context import County
+from relay.county.dicomweb.endpoints import selected_instances
+from relay.county.errors import BadRequest, RelayError
+from relay.county.render import RenderError, render_ecg_png, render_jpeg, render_png, thumbnail
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+
+WAVEFORM_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.9."
+"""SOP classes of waveforms (ECG among them), drawn as paper rather than as pixels."""
+
+
+class CannotRender(RelayError):
+    status, title = 422, "Cannot render"
+
+
+def _window(value: str | None) -> tuple[float, float] | None:
+    """``window=center,width`` (PS3.18 8.3.5.1.3 also has a function; linear is assumed)."""
+    if not value:
+        return None
+    try:
+        center, width = (float(v) for v in value.split(",")[:2])
+    except ValueError:
+        raise BadRequest("window must be 'center,width'") from None
+    return center, width
+
+
+def _render(data: bytes, *, sop_class: str, frame: int, window: tuple[float, float] | None,
+            accept: str, lang: str) -> tuple[bytes, str]:
+    try:
+        if sop_class.startswith(WAVEFORM_CLASS_PREFIX):
+            return render_ecg_png(data, lang=lang), "image/png"
+        if "jpeg" in accept and "png" not in accept:
+            return render_jpeg(data, frame=frame, window=window), "image/jpeg"
+        return render_png(data, frame=frame, window=window), "image/png"
+    except RenderError as exc:
+        raise CannotRender(f"cannot render: {exc}") from exc
+
+
+async def _respond(county: County, session: object, principal: object, ids: tuple[str, str, str],
+                   *, frame: int, window: str | None, accept: str, lang: str) -> Response:
+    (inst,) = selected_instances(session, principal, *ids)  # type: ignore[arg-type]
+    data = await run_in_threadpool(county.store.get, inst.object_key)
+    body, media = await run_in_threadpool(lambda: _render(
+        data, sop_class=inst.sop_class_uid, frame=frame, window=_window(window), accept=accept, lang=lang))
+    return Response(body, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/rendered")
+async def rendered_instance(
+    study: str, series: str, sop: str, principal: PrincipalDep, session: SessionDep, county: CountyDep,
+    window: Annotated[str | None, Query(description="center,width")] = None,
+    lang: Annotated[str, Query()] = "zh-CN", accept: Annotated[str, Header()] = "image/png",
+) -> Response:
+    """The instance's first frame (or an ECG's paper) as PNG, or JPEG if asked."""
+    return await _respond(county, session, principal, (study, series, sop), frame=0, window=window,
+                          accept=accept, lang=lang)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/rendered")
+async def rendered_frame(
+    study: str, series: str, sop: str, frame: int, principal: PrincipalDep, session: SessionDep,
+    county: CountyDep, window: Annotated[str | None, Query(description="center,width")] = None,
+    accept: Annotated[str, Header()] = "image/png",
+) -> Response:
+    """One frame (numbered from 1, as in DICOMweb) of a multi-frame instance."""
+    if frame < 1:
+        raise BadRequest("frames are numbered from 1")
+    return await _respond(county, session, principal, (study, series, sop), frame=frame - 1,
+                          window=window, accept=accept, lang="zh-CN")
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/thumbnail")
+async def instance_thumbnail(study: str, series: str, sop: str, principal: PrincipalDep,
+                             session: SessionDep, county: CountyDep) -> Response:
+    """A small JPEG for series lists."""
+    (inst,) = selected_instances(session, principal, study, series, sop)
+    data = await run_in_threadpool(county.store.get, inst.object_key)
+    try:
+        body = await run_in_threadpool(thumbnail, data)
+    except RenderError as exc:
+        raise CannotRender(f"cannot render: {exc}") from exc
+    return Response(body, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
