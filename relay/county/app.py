@@ -15,6 +15,7 @@ import relay
 from relay.county.auth.endpoints import router as auth_router
 from relay.county.context import County
 from relay.county.dicomweb.endpoints import router as dicomweb_router
+from relay.county.dicomweb.frames import router as frames_router
 from relay.county.dicomweb.rendered import router as rendered_router
 from relay.county.edges.endpoints import router as edges_router
 from relay.county.errors import install_error_handler
@@ -61,6 +62,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(edges_router)
     app.include_router(dicomweb_router)
     app.include_router(rendered_router)
+    app.include_router(frames_router)
     app.include_router(dead_letters_router)
     app.include_router(worklist_router)
 

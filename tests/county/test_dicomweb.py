@@ -185,3 +185,22 @@ def test_an_instance_that_cannot_render_says_why_and_stays_retrievable(server, c
     r = requests.get(_rendered_url(server, ids), headers=headers)
     assert r.status_code == 422 and r.json()["detail"].startswith("cannot render")
     assert requests.get(_rendered_url(server, ids, "").rstrip("/"), headers=headers).status_code == 200
+
+
+def test_frames_are_the_stored_pixel_data_of_each_frame(server, county, samples, stored):
+    import numpy as np
+
+    dw = client_for(server, user_token(server, county, "reader", Role.RADIOLOGIST))
+    us = next(s for s in samples if s["modality"] == "US")
+    ds = pydicom.dcmread(us["abspath"])
+    (second,) = dw.retrieve_instance_frames(us["study_instance_uid"], us["series_instance_uid"],
+                                            us["sop_instance_uid"], frame_numbers=[2])
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    assert np.array_equal(np.frombuffer(second, np.uint8).reshape(rows, cols, 3), ds.pixel_array[1])
+    mr = next(s for s in samples if s["transfer_syntax_uid"] == "1.2.840.10008.1.2.5")
+    (rle,) = dw.retrieve_instance_frames(mr["study_instance_uid"], mr["series_instance_uid"],
+                                         mr["sop_instance_uid"], frame_numbers=[1],
+                                         media_types=(("application/octet-stream", "*"),))
+    assert rle == pydicom.encaps.get_frame(pydicom.dcmread(mr["abspath"]).PixelData, 0, number_of_frames=1)
+    past_end = requests.get(_rendered_url(server, us, "frames/99"), headers=dw._session.headers)
+    assert past_end.status_code == 404
