@@ -69,8 +69,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     county = _county(settings, migrate=False)
     register_tasks(county.celery, county)
     _publish_events_while_running(settings, county)
+    queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     county.celery.worker_main(worker_argv(settings, concurrency=args.concurrency,
-                                          loglevel=settings.log_level))
+                                          loglevel=settings.log_level, queues=queues))
     return 0
 
 
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     county.set_defaults(func=cmd_county)
     worker = sub.add_parser("worker", help="run a county Celery worker")
     worker.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
+    worker.add_argument("--queues", default="ingest,render",
+                        help="queues to serve, comma-separated (default: all: ingest,render)")
     worker.set_defaults(func=cmd_worker)
     db = sub.add_parser("db", help="database schema")
     db.add_argument("db_command", choices=["upgrade"])

@@ -86,7 +86,7 @@ def county(settings: Settings) -> Iterator[County]:
 
 
 def _purge_queues(settings: Settings) -> None:
-    from relay.county.worker import queue_name
+    from relay.county.worker import QUEUES, queue_name
 
     import pika
 
@@ -94,7 +94,7 @@ def _purge_queues(settings: Settings) -> None:
     conn = pika.BlockingConnection(params)
     try:
         ch = conn.channel()
-        for kind in ("ingest",):
+        for kind in QUEUES:
             try:
                 ch.queue_purge(queue_name(settings, kind))
             except pika.exceptions.ChannelClosedByBroker:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -19,6 +20,9 @@ from relay.county.db.engine import session_scope
 log = logging.getLogger(__name__)
 
 INDEX_TASK = "relay.index_instance"
+RENDER_TASK = "relay.render_instance"
+QUEUES = ("ingest", "render")
+"""The county's queues; each can be served by its own workers (`relay worker --queues`)."""
 
 INDEX_RETRY_BACKOFF_MAX_S = 300
 """Longest wait between retries of a failed indexing task, in seconds (store or DB down)."""
@@ -56,7 +60,8 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 def make_celery(settings: Settings) -> Celery:
     """The Celery app with the settings production depends on (see ARCHITECTURE.md)."""
     app = Celery("relay", broker=settings.resolved_broker_url, set_as_current=False)
-    ingest = queue_name(settings, "ingest")
+    names = {kind: queue_name(settings, kind) for kind in QUEUES}
+    ingest = names["ingest"]
     app.conf.update(
         # Ack after the task has run: a worker crash redelivers instead of losing it.
         task_acks_late=True,
@@ -65,9 +70,10 @@ def make_celery(settings: Settings) -> Celery:
         # One message in hand per process: a crash strands at most one, and a long
         # task does not hold others hostage.
         worker_prefetch_multiplier=1,
-        task_queues=[Queue(ingest, Exchange(ingest, type="direct"), routing_key=ingest, durable=True)],
+        task_queues=[Queue(n, Exchange(n, type="direct"), routing_key=n, durable=True) for n in names.values()],
         task_default_queue=ingest,
-        task_routes={INDEX_TASK: {"queue": ingest, "routing_key": ingest}},
+        task_routes={INDEX_TASK: {"queue": ingest, "routing_key": ingest},
+                     RENDER_TASK: {"queue": names["render"], "routing_key": names["render"]}},
         task_default_delivery_mode="persistent",
         task_serializer="json",
         accept_content=["json"],
@@ -91,50 +97,83 @@ def _backoff_s(retries: int) -> int:
     return int(min(INDEX_RETRY_BACKOFF_MAX_S, 2 ** min(retries, 9)))
 
 
+def enqueue_render(app: Celery, settings: Settings, instance_id: int) -> None:
+    """Ask a render worker for an instance's thumbnail or ECG numbers (after indexing)."""
+    app.send_task(RENDER_TASK, args=[instance_id], queue=queue_name(settings, "render"))
+
+
+def _guarded(county: Any, task: Task, name: str, instance_id: int, work: Callable[[Any], Any]) -> Any:
+    """Run ``work(session)`` under the attempt cap; on failure, back off and retry.
+
+    Returns None, without running, once the work is dead-lettered.
+    """
+    from relay.county.tasks import attempts
+
+    key = str(instance_id)
+    try:
+        with session_scope(county.sessions) as session:
+            if not attempts.begin(session=session, task=name, key=key, cap=INDEX_MAX_ATTEMPTS):
+                return None
+        with session_scope(county.sessions) as session:
+            result = work(session)
+        with session_scope(county.sessions) as session:
+            attempts.done(session=session, task=name, key=key)
+        return result
+    except Exception as exc:
+        _note_failure(county, name, key, exc)
+        delay = _backoff_s(task.request.retries)
+        log.warning("%s instance_id=%d failed (%s), retry in %ds", name, instance_id,
+                    type(exc).__name__, delay)
+        raise task.retry(exc=exc, countdown=delay) from exc
+
+
 def register_tasks(app: Celery, county: Any) -> None:
     """Bind the tasks to ``county`` (a relay.county.context.County)."""
+    from relay.county.previews.service import render_instance
     from relay.county.studies.service import index_instance
-    from relay.county.tasks import attempts
 
     @app.task(name=INDEX_TASK, bind=True, max_retries=None)
     def index_instance_task(self: Task, instance_id: int) -> None:
-        started, key = time.perf_counter(), str(instance_id)
-        try:
-            with session_scope(county.sessions) as session:
-                if not attempts.begin(session=session, task=INDEX_TASK, key=key, cap=INDEX_MAX_ATTEMPTS):
-                    return
-            with session_scope(county.sessions) as session:
-                result = index_instance(session=session, store=county.store, instance_id=instance_id)
-            with session_scope(county.sessions) as session:
-                attempts.done(session=session, task=INDEX_TASK, key=key)
-        except Exception as exc:
-            _note_failure(county, key, exc)
-            delay = _backoff_s(self.request.retries)
-            log.warning("index instance_id=%d failed (%s), retry in %ds", instance_id,
-                        type(exc).__name__, delay)
-            raise self.retry(exc=exc, countdown=delay) from exc
-        ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        result = _guarded(county, self, INDEX_TASK, instance_id, lambda session: index_instance(
+            session=session, store=county.store, instance_id=instance_id))
         if result is None:
-            log.warning("index instance_id=%d: no such instance", instance_id)
+            log.warning("index instance_id=%d: no such instance or dead-lettered", instance_id)
             return
+        # Also when already indexed: a retry after a failed enqueue must still reach render.
+        enqueue_render(app, county.settings, instance_id)
         log.info("indexed instance_id=%d study=%s new_study=%s already=%s ms=%.1f", instance_id,
-                 result.study_uid, result.new_study, result.already_indexed, ms)
+                 result.study_uid, result.new_study, result.already_indexed,
+                 (time.perf_counter() - started) * 1000)
+
+    @app.task(name=RENDER_TASK, bind=True, max_retries=None)
+    def render_instance_task(self: Task, instance_id: int) -> None:
+        started = time.perf_counter()
+        result = _guarded(county, self, RENDER_TASK, instance_id, lambda session: render_instance(
+            session=session, store=county.store, instance_id=instance_id))
+        log.info("rendered instance_id=%d ok=%s ms=%.1f", instance_id,
+                 None if result is None else result.ok, (time.perf_counter() - started) * 1000)
 
 
-def _note_failure(county: Any, key: str, exc: Exception) -> None:
+def _note_failure(county: Any, name: str, key: str, exc: Exception) -> None:
     """Record the error class (not its message: SQL errors can carry patient values)."""
     from relay.county.tasks import attempts
 
     try:
         with session_scope(county.sessions) as session:
-            attempts.failed(session=session, task=INDEX_TASK, key=key,
+            attempts.failed(session=session, task=name, key=key,
                             error=f"{type(exc).__module__}.{type(exc).__name__}")
     except Exception:  # the database may be what failed; the retry still happens
         log.debug("could not record failure of %s", key)
 
 
-def worker_argv(settings: Settings, *, concurrency: int, loglevel: str) -> list[str]:
-    """Arguments for ``app.worker_main``: the county's queues, no gossip/mingle chatter."""
-    return ["worker", "-Q", queue_name(settings, "ingest"), "--concurrency", str(concurrency),
+def worker_argv(settings: Settings, *, concurrency: int, loglevel: str,
+                queues: tuple[str, ...] = QUEUES) -> list[str]:
+    """Arguments for ``app.worker_main``: the chosen queues, no gossip/mingle chatter."""
+    unknown = set(queues) - set(QUEUES)
+    if unknown:
+        raise ValueError(f"unknown queues {sorted(unknown)}; the county has {list(QUEUES)}")
+    names = ",".join(queue_name(settings, q) for q in queues)
+    return ["worker", "-Q", names, "--concurrency", str(concurrency),
             "--loglevel", loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-n", f"relay-{settings.queue_prefix}@%h"]

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -269,3 +270,19 @@ class OutboxEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTC)
     published_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+
+
+class RenderResult(Base):
+    """What rendering made of one instance: a thumbnail, ECG numbers, or why it cannot."""
+
+    __tablename__ = "render_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_pk: Mapped[int] = mapped_column(ForeignKey("instances.id"), unique=True)
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    failure_kind: Mapped[str] = mapped_column(String(32), default="")
+    failure_reason: Mapped[str] = mapped_column(String(512), default="")
+    thumbnail_key: Mapped[str] = mapped_column(String(512), default="")
+    ecg_json: Mapped[str] = mapped_column(Text, default="")
+    """Heart rate and RR computed from the signal, and the device's numbers (ECG only)."""
+    rendered_at: Mapped[datetime] = mapped_column(UTC)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep
 from relay.county.errors import NotFound
 from relay.county.tasks import attempts
-from relay.county.worker import INDEX_TASK, enqueue_index
+from relay.county.worker import INDEX_TASK, RENDER_TASK, enqueue_index, enqueue_render
 
 router = APIRouter(prefix="/api/dead-letters", tags=["operations"])
 
@@ -40,6 +40,6 @@ def retry_dead_letter(dead_letter_id: int, _admin: AdminDep, session: SessionDep
     row = attempts.revive(session=session, task_attempt_id=dead_letter_id)
     if row is None:
         raise NotFound(f"no dead letter {dead_letter_id}")
-    if row.task == INDEX_TASK:
-        enqueue_index(county.celery, county.settings, int(row.key))
+    enqueue = {INDEX_TASK: enqueue_index, RENDER_TASK: enqueue_render}[row.task]
+    enqueue(county.celery, county.settings, int(row.key))
     return {"status": "enqueued"}

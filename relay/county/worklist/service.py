@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from relay.county.auth.service import Principal
+from relay.county.previews.service import render_notes
 from relay.county.worklist import repository
 from relay.county.worklist.schemas import WorklistItem
 from relay.dicom.vocab import Role
@@ -22,6 +23,7 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500) -> lis
     if principal.role is Role.TECHNICIAN and site_id is None:
         return []
     rows = repository.open_items(session, site_id=site_id, limit=limit)
+    notes = render_notes(session, [study.study_uid for study, _, _, _ in rows])
     return [
         WorklistItem(
             study_instance_uid=study.study_uid, patient_name=patient.name,
@@ -30,6 +32,7 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500) -> lis
             study_time=study.study_time, description=study.description,
             accession_number=study.accession_number, arrived_at=_utc(study.created_at),
             queued_at=_utc(item.queued_at),
+            notes=[f"无法显示图像 / cannot render: {reason}" for reason in notes.get(study.study_uid, [])],
         )
         for study, patient, site, item in rows
     ]

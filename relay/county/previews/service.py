@@ -1,0 +1,78 @@
+"""Render one stored instance after indexing: thumbnail, ECG numbers, or a "cannot render" note.
+
+Runs in a Celery task on the ``render`` queue, at least once: the result row is
+unique per instance and the thumbnail key is deterministic, so a second run returns
+early. A failure to render is a result, not an error: the study still reaches the
+reader, with the note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from relay.county.auth.service import now_utc
+from relay.county.db.models import Instance, RenderResult
+from relay.county.db.upsert import insert_ignore
+from relay.county.render.ecg import ecg_measurements
+from relay.county.render.errors import RenderError
+from relay.county.render.image import thumbnail
+from relay.county.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+WAVEFORM_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.9."
+"""Waveform SOP classes (ECG among them): measured, not thumbnailed."""
+NON_IMAGE_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.104.")
+"""Structured reports and encapsulated documents: nothing to render, and no note either."""
+
+
+def _thumbnail_values(store: ObjectStore, inst: Instance, data: bytes) -> dict[str, object]:
+    jpeg = thumbnail(data)
+    key = f"derived/{inst.sop_uid}/{inst.sha256}/thumbnail.jpg"
+    store.put(key, jpeg, sha256=hashlib.sha256(jpeg).hexdigest())
+    return {"thumbnail_key": key}
+
+
+def _ecg_values(data: bytes) -> dict[str, object]:
+    m = ecg_measurements(data)
+    return {"ecg_json": json.dumps({
+        "heart_rate_bpm": m.heart_rate_bpm, "rr_ms": m.rr_ms, "lead": m.lead,
+        "device": dataclasses.asdict(m.device)}, ensure_ascii=False, default=str)}
+
+
+def render_instance(*, session: Session, store: ObjectStore, instance_id: int) -> RenderResult | None:
+    """Render ``instance_id`` once; None if it does not exist or has nothing to render."""
+    inst = session.get(Instance, instance_id)
+    if inst is None or inst.sop_class_uid.startswith(NON_IMAGE_CLASS_PREFIXES):
+        return None
+    done = session.execute(select(RenderResult).where(RenderResult.instance_pk == instance_id)).scalar_one_or_none()
+    if done is not None:
+        return done
+    data = store.get(inst.object_key)
+    values: dict[str, object] = {"instance_pk": inst.id, "study_uid": inst.study_uid, "ok": True,
+                                 "rendered_at": now_utc()}
+    try:
+        is_ecg = inst.sop_class_uid.startswith(WAVEFORM_CLASS_PREFIX)
+        values.update(_ecg_values(data) if is_ecg else _thumbnail_values(store, inst, data))
+    except RenderError as exc:
+        log.warning("cannot render sop=%s kind=%s: %s", inst.sop_uid, exc.kind.value, exc)
+        values.update(ok=False, failure_kind=exc.kind.value, failure_reason=str(exc)[:512])
+    insert_ignore(session, RenderResult, values, keys=["instance_pk"])
+    session.commit()
+    return session.execute(select(RenderResult).where(RenderResult.instance_pk == instance_id)).scalar_one()
+
+
+def render_notes(session: Session, study_uids: list[str]) -> dict[str, list[str]]:
+    """Per study, the reasons its instances cannot be rendered (for the worklist)."""
+    rows = session.execute(select(RenderResult.study_uid, RenderResult.failure_reason)
+                           .where(RenderResult.study_uid.in_(study_uids), RenderResult.ok.is_(False)))
+    notes: dict[str, list[str]] = {}
+    for study_uid, reason in rows:
+        notes.setdefault(study_uid, []).append(reason)
+    return notes

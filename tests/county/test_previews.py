@@ -1,0 +1,55 @@
+"""Rendering after indexing: thumbnails, ECG numbers, and notes for what cannot render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from relay.county.auth.service import Principal
+from relay.county.db.engine import session_scope
+from relay.county.db.models import RenderResult
+from relay.county.previews.service import render_instance
+from relay.county.worklist.service import worklist
+from relay.dicom.vocab import Role
+from tests.county.test_index import index, ingest
+from tests.factories import encode, make_dataset, make_site
+
+
+def render(county, instance_id):
+    with session_scope(county.sessions) as s:
+        return render_instance(session=s, store=county.store, instance_id=instance_id)
+
+
+def test_an_ecg_gets_its_measured_rate_and_an_image_its_thumbnail(county, samples):
+    site_id, _ = make_site(county)
+    ecg = next(s for s in samples if s["modality"] == "ECG")
+    ct = next(s for s in samples if s["modality"] == "CT")
+    ecg_id = ingest(county, Path(ecg["abspath"]).read_bytes(), site_id=site_id)
+    ct_id = ingest(county, Path(ct["abspath"]).read_bytes(), site_id=site_id)
+    measured = json.loads(render(county, ecg_id).ecg_json)
+    assert abs(measured["heart_rate_bpm"] - 72) < 2 and measured["device"]["heart_rate_bpm"] == 72
+    thumb = render(county, ct_id)
+    assert thumb.ok and county.store.get(thumb.thumbnail_key)[:2] == b"\xff\xd8"  # a JPEG
+
+
+def test_rendering_twice_keeps_one_result(county):
+    site_id, _ = make_site(county)
+    iid = ingest(county, encode(make_dataset()), site_id=site_id)
+    render(county, iid)
+    render(county, iid)
+    with county.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(RenderResult)) == 1
+
+
+def test_a_study_that_cannot_render_still_reaches_the_reader_with_a_note(county):
+    site_id, _ = make_site(county)
+    iid = ingest(county, encode(make_dataset(Rows=512, Columns=512)), site_id=site_id)
+    index(county, iid)
+    result = render(county, iid)
+    assert not result.ok and result.failure_kind == "truncated"
+    reader = Principal(user_id=1, username="r", role=Role.RADIOLOGIST, site_id=None)
+    with county.sessions() as s:
+        (item,) = worklist(session=s, principal=reader)
+    assert item.notes and "cannot render" in item.notes[0]
