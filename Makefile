@@ -26,10 +26,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
-# Independent DICOM peers the tests talk to: DCMTK (echoscu, storescu, storescp, dcmdump).
+# Independent DICOM peers the tests talk to (DCMTK: echoscu, storescu, storescp, dcmdump,
+# dcmj2pnm), and the CJK font the ECG paper's Chinese labels are drawn with.
+APT_PEERS := dcmtk fonts-noto-cjk
 peers:
-	@command -v storescu >/dev/null 2>&1 && command -v dcmdump >/dev/null 2>&1 || \
-	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dcmtk )
+	@missing=$$(for p in $(APT_PEERS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 # PostgreSQL and RabbitMQ run on the machine already; start them if they have stopped.
 services:
