@@ -1,0 +1,53 @@
+"""GET /api/studies/{uid}/priors: the same patient's other studies, across townships."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from relay.county.auth.deps import PrincipalDep, SessionDep
+from relay.county.db.models import Patient, Site, Study
+from relay.county.errors import NotFound
+from relay.dicom.vocab import Role
+
+router = APIRouter(prefix="/api/studies", tags=["studies"])
+
+
+class PriorOut(BaseModel):
+    study_instance_uid: str
+    study_date: str
+    modality: str
+    description: str
+    site: str
+    state: str
+    arrived_at: datetime
+
+
+class PriorsOut(BaseModel):
+    patient_id: str
+    issuer: str = Field(description="Issuer of Patient ID; 'site:NAME' when the township gave none, "
+                        "in which case priors are found within that township only.")
+    priors: list[PriorOut] = Field(description="Newest first, the study itself excluded.")
+
+
+@router.get("/{study_uid}/priors", response_model=PriorsOut)
+def priors(study_uid: str, principal: PrincipalDep, session: SessionDep) -> PriorsOut:
+    """The patient's other studies (same patient ID and issuer), from every township."""
+    row = session.execute(select(Study, Patient).join(Patient, Patient.id == Study.patient_pk)
+                          .where(Study.study_uid == study_uid)).one_or_none()
+    if row is None or (principal.role is Role.TECHNICIAN and row[0].site_id != principal.site_id):
+        raise NotFound(f"no study {study_uid}")
+    study, patient = row
+    stmt = (select(Study, Site.name).join(Site, Site.id == Study.site_id)
+            .where(Study.patient_pk == patient.id, Study.id != study.id)
+            .order_by(Study.study_date.desc(), Study.created_at.desc()))
+    if principal.role is Role.TECHNICIAN:
+        stmt = stmt.where(Study.site_id == principal.site_id)
+    return PriorsOut(patient_id=patient.patient_id, issuer=patient.issuer, priors=[
+        PriorOut(study_instance_uid=s.study_uid, study_date=s.study_date, modality=s.modalities,
+                 description=s.description, site=site, state=s.state,
+                 arrived_at=s.created_at if s.created_at.tzinfo else s.created_at.replace(tzinfo=UTC))
+        for s, site in session.execute(stmt).all()])
