@@ -29,8 +29,9 @@ def upsert_series(session: Session, values: dict[str, object]) -> int:
     return pk
 
 
-def add_transition(session: Session, *, study_pk: int, state: str, at: datetime, detail: str = "") -> None:
-    session.add(StudyTransition(study_pk=study_pk, state=state, at=at, detail=detail))
+def add_transition(session: Session, *, study_pk: int, state: str, at: datetime, detail: str = "",
+                   actor: str = "") -> None:
+    session.add(StudyTransition(study_pk=study_pk, state=state, at=at, detail=detail, actor=actor))
 
 
 def enqueue_reading(session: Session, *, study_pk: int, priority_rank: int, at: datetime) -> bool:

@@ -21,5 +21,6 @@ class WorklistItem(BaseModel):
     accession_number: str
     arrived_at: datetime = Field(description="When the study arrived at the county (UTC).")
     queued_at: datetime = Field(description="When it was put on the reading queue (UTC).")
+    assigned_to: str | None = Field(None, description="Username of the reader who holds the study.")
     notes: list[str] = Field(default_factory=list,
                              description="Problems a reader should know, e.g. images that cannot be rendered.")

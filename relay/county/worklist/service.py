@@ -23,7 +23,7 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500) -> lis
     if principal.role is Role.TECHNICIAN and site_id is None:
         return []
     rows = repository.open_items(session, site_id=site_id, limit=limit)
-    notes = render_notes(session, [study.study_uid for study, _, _, _ in rows])
+    notes = render_notes(session, [row[0].study_uid for row in rows])
     return [
         WorklistItem(
             study_instance_uid=study.study_uid, patient_name=patient.name,
@@ -33,6 +33,7 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500) -> lis
             accession_number=study.accession_number, arrived_at=_utc(study.created_at),
             queued_at=_utc(item.queued_at),
             notes=[f"无法显示图像 / cannot render: {reason}" for reason in notes.get(study.study_uid, [])],
+            assigned_to=holder,
         )
-        for study, patient, site, item in rows
+        for study, patient, site, item, holder in rows
     ]

@@ -1,0 +1,1 @@
+"""The reading queue: readers claim studies (STAT first), release them, open them."""
