@@ -44,6 +44,14 @@ def queued_messages(county: County) -> int:
         conn.close()
 
 
+def conflicting_pair() -> tuple[object, bytes, bytes]:
+    """An instance, its bytes, and other bytes under the same SOP Instance UID."""
+    first = make_dataset(PatientID="A")
+    other = make_dataset(PatientID="B", SOPInstanceUID=first.SOPInstanceUID,
+                         StudyInstanceUID=first.StudyInstanceUID, SeriesInstanceUID=first.SeriesInstanceUID)
+    return first, encode(first), encode(other)
+
+
 def test_new_instance_is_stored_byte_exact_indexed_and_enqueued(client, county, site_token):
     ds = make_dataset()
     data = encode(ds)
@@ -68,11 +76,7 @@ def test_same_bytes_again_is_a_harmless_duplicate(client, county, site_token):
 
 
 def test_same_uid_with_other_bytes_is_quarantined_and_original_kept(client, county, site_token):
-    first = make_dataset(PatientID="A")
-    original = encode(first)
-    conflicting = encode(make_dataset(PatientID="B", SOPInstanceUID=first.SOPInstanceUID,
-                                      StudyInstanceUID=first.StudyInstanceUID,
-                                      SeriesInstanceUID=first.SeriesInstanceUID))
+    first, original, conflicting = conflicting_pair()
     upload(client, site_token, original)
     r = upload(client, site_token, conflicting)
     assert r.status_code == 200 and r.json()["outcome"] == "quarantined"
@@ -117,11 +121,7 @@ def test_the_administrator_sees_the_conflict_beside_the_held_bytes(client, count
     from relay.dicom.vocab import Role
     from tests.factories import make_user
 
-    first = make_dataset(PatientID="A")
-    original = encode(first)
-    conflicting = encode(make_dataset(PatientID="B", SOPInstanceUID=first.SOPInstanceUID,
-                                      StudyInstanceUID=first.StudyInstanceUID,
-                                      SeriesInstanceUID=first.SeriesInstanceUID))
+    first, original, conflicting = conflicting_pair()
     upload(client, site_token, original)
     upload(client, site_token, conflicting)
     password = make_user(county, "boss", Role.ADMIN)
