@@ -1,0 +1,51 @@
+"""The portal in a real browser (Debian's Chromium via Playwright), Chinese first."""
+
+from __future__ import annotations
+
+from tests.browser import chromium, screenshot_path
+from tests.county.test_dicomweb import index_all, server  # noqa: F401 - the uvicorn fixture
+from tests.county.test_index import ingest
+from tests.factories import encode, make_dataset, make_site, make_user
+from relay.dicom.vocab import Priority, Role
+
+
+def test_a_reader_logs_in_and_sees_the_worklist_in_chinese_stat_first(server, county):  # noqa: F811
+    site_id, _ = make_site(county, "qingshan")
+    ingest(county, encode(make_dataset(SpecificCharacterSet="GB18030", PatientName="王^小明", PatientID="QS001")),
+           site_id=site_id)
+    ingest(county, encode(make_dataset(SpecificCharacterSet="ISO_IR 192", PatientName="陈^思喆", PatientID="QS002")),
+           site_id=site_id, priority=Priority.STAT)
+    ingest(county, encode(make_dataset(SpecificCharacterSet="ISO_IR 192", PatientName="Li^Na=李^娜", PatientID="QS003")),
+           site_id=site_id)
+    index_all(county)
+    password = make_user(county, "dr.li", Role.RADIOLOGIST)
+    with chromium() as browser:
+        page = browser.new_page(locale="zh-CN")
+        page.goto(f"{server}/portal/")
+        assert page.locator("h1").inner_text().startswith("县域影像心电诊断中心")
+        page.fill("input[name=username]", "dr.li")
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#worklist tbody tr")
+        rows = page.locator("#worklist tbody tr")
+        assert rows.count() == 3
+        assert "李娜 (Li Na)" in page.locator("#worklist").inner_text()
+        assert "陈思喆" in rows.nth(0).inner_text() and "急诊" in rows.nth(0).inner_text()
+        assert "王小明" in rows.nth(1).inner_text()
+        assert page.locator("form#login").is_hidden()
+        page.screenshot(path=str(screenshot_path("worklist-zh")), full_page=True)
+        page.click("text=English")
+        page.wait_for_selector("#worklist tbody tr")
+        assert "Worklist" in page.locator("h1").inner_text()
+        assert "STAT" in page.locator("#worklist tbody tr").nth(0).inner_text()
+
+
+def test_a_wrong_password_says_so_in_chinese(server, county):  # noqa: F811
+    make_user(county, "dr.li", Role.RADIOLOGIST)
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{server}/portal/")
+        page.fill("input[name=username]", "dr.li")
+        page.fill("input[name=password]", "wrong-password")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#login-error:has-text('用户名或密码错误')")
