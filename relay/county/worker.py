@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from relay.config import Settings
 from relay.county.db.engine import session_scope
@@ -70,7 +70,8 @@ def make_celery(settings: Settings) -> Celery:
         # One message in hand per process: a crash strands at most one, and a long
         # task does not hold others hostage.
         worker_prefetch_multiplier=1,
-        task_queues=[Queue(n, Exchange(n, type="direct"), routing_key=n, durable=True) for n in names.values()],
+        task_queues=[Queue(n, Exchange(n, type="direct"), routing_key=n, durable=True)  # type: ignore[no-untyped-call]
+                     for n in names.values()],
         task_default_queue=ingest,
         task_routes={INDEX_TASK: {"queue": ingest, "routing_key": ingest},
                      RENDER_TASK: {"queue": names["render"], "routing_key": names["render"]}},
@@ -132,7 +133,7 @@ def register_tasks(app: Celery, county: Any) -> None:
     from relay.county.previews.service import render_instance
     from relay.county.studies.service import index_instance
 
-    @app.task(name=INDEX_TASK, bind=True, max_retries=None)
+    @app.task(name=INDEX_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def index_instance_task(self: Task, instance_id: int) -> None:
         started = time.perf_counter()
         result = _guarded(county, self, INDEX_TASK, instance_id, lambda session: index_instance(
@@ -146,7 +147,7 @@ def register_tasks(app: Celery, county: Any) -> None:
                  result.study_uid, result.new_study, result.already_indexed,
                  (time.perf_counter() - started) * 1000)
 
-    @app.task(name=RENDER_TASK, bind=True, max_retries=None)
+    @app.task(name=RENDER_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def render_instance_task(self: Task, instance_id: int) -> None:
         started = time.perf_counter()
         result = _guarded(county, self, RENDER_TASK, instance_id, lambda session: render_instance(

@@ -77,7 +77,7 @@ def iter_frames(encoded: BinaryIO, *, encoding: str) -> Iterator[tuple[FrameHead
         raise BundleError(f"unknown encoding {encoding!r}")
     stream: BinaryIO = encoded
     if encoding == "zstd":
-        stream = zstandard.ZstdDecompressor().stream_reader(encoded, read_across_frames=True)  # type: ignore[assignment]
+        stream = zstandard.ZstdDecompressor().stream_reader(encoded, read_across_frames=True)
     while True:
         prefix = stream.read(FRAME_HEADER_LEN_BYTES)
         if not prefix:

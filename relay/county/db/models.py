@@ -95,6 +95,9 @@ class Study(Base):
     """One study, as the county index knows it; ``state`` is the latest transition."""
 
     __tablename__ = "studies"
+    # QIDO-RS lists newest first (study_date DESC, id DESC) with a limit: walked backwards,
+    # this index answers that without sorting every study, and serves StudyDate ranges.
+    __table_args__ = (Index("ix_studies_study_date_id", "study_date", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_uid: Mapped[str] = mapped_column(UID, unique=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)

@@ -55,16 +55,20 @@ def _filter(stmt: Select[Any], q: StudyQuery) -> Select[Any]:
     return stmt
 
 
-def search_studies(session: Session, q: StudyQuery) -> list[tuple[Study, Patient, int, int]]:
-    """Matching studies with their series and instance counts, newest first."""
+def search_statement(q: StudyQuery) -> Select[Any]:
+    """The SELECT behind :func:`search_studies` (bench/county.py runs it bare, as the floor)."""
     n_series = (select(func.count(Series.id)).where(Series.study_pk == Study.id)
                 .correlate(Study).scalar_subquery())
     n_instances = (select(func.count(Instance.id)).where(Instance.study_uid == Study.study_uid,
                                                           Instance.series_pk.is_not(None))
                    .correlate(Study).scalar_subquery())
     stmt = select(Study, Patient, n_series, n_instances).join(Patient, Patient.id == Study.patient_pk)
-    stmt = _filter(stmt, q).order_by(Study.study_date.desc(), Study.id.desc()).limit(q.limit).offset(q.offset)
-    return [(s, p, int(a), int(b)) for s, p, a, b in session.execute(stmt).all()]
+    return _filter(stmt, q).order_by(Study.study_date.desc(), Study.id.desc()).limit(q.limit).offset(q.offset)
+
+
+def search_studies(session: Session, q: StudyQuery) -> list[tuple[Study, Patient, int, int]]:
+    """Matching studies with their series and instance counts, newest first."""
+    return [(s, p, int(a), int(b)) for s, p, a, b in session.execute(search_statement(q)).all()]
 
 
 def study(session: Session, study_uid: str, site_id: int | None) -> Study | None:

@@ -26,4 +26,4 @@ def open_items(session: Session, *, site_id: int | None, limit: int) -> list[Row
     )
     if site_id is not None:
         stmt = stmt.where(Study.site_id == site_id)
-    return list(session.execute(stmt).all())
+    return list(session.execute(stmt).all())  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -22,7 +23,7 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500) -> lis
     site_id = principal.site_id if principal.role is Role.TECHNICIAN else None
     if principal.role is Role.TECHNICIAN and site_id is None:
         return []
-    rows = repository.open_items(session, site_id=site_id, limit=limit)
+    rows: list[Any] = repository.open_items(session, site_id=site_id, limit=limit)
     notes = render_notes(session, [row[0].study_uid for row in rows])
     return [
         WorklistItem(
