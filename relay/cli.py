@@ -121,6 +121,7 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     except RelayError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1
+    _audit_cli(county, "user.create", "user", user.username, f"role={user.role}")
     print(f"created user {user.username} ({user.role})")
     return 0
 
@@ -141,6 +142,7 @@ def cmd_sites(settings: Settings, args: argparse.Namespace) -> int:
             if args.sites_command == "revoke":
                 site = service.revoke_site(session=session, name=args.name)
                 session.commit()
+                _audit_cli(county, "site.revoke", "site", site.name)
                 print(f"revoked site {site.name}: its edge credential is refused from now on")
                 return 0
             site, token = service.create_site(session=session, name=args.name,
@@ -149,9 +151,35 @@ def cmd_sites(settings: Settings, args: argparse.Namespace) -> int:
     except RelayError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1
+    _audit_cli(county, "site.create", "site", site.name)
     print(f"created site {site.name}; put this in the edge's RELAY_EDGE_SITE_TOKEN (shown once):")
     print(token)
     return 0
+
+
+def _audit_cli(county: Any, action: str, object_type: str, object_id: str, detail: str = "") -> None:
+    """Audit a change made from the shell; the actor is the operating-system user."""
+    import getpass
+
+    from relay.county.audit.service import Action, Entry, append
+
+    append(county.sessions, Entry(actor=f"cli:{getpass.getuser()}", role="admin", action=Action(action),
+                                  object_type=object_type, object_id=object_id, source="cli",
+                                  detail=detail))
+
+
+def cmd_audit(settings: Settings, _args: argparse.Namespace) -> int:
+    from relay.county.audit.service import verify
+
+    county = _county(settings)
+    with county.sessions() as session:
+        result = verify(session)
+    if result.ok:
+        print(f"audit chain intact: {result.checked} events verified")
+        return 0
+    print(f"AUDIT CHAIN BROKEN at event {result.first_bad_id} (after {result.checked} good events): "
+          f"{result.reason}", file=sys.stderr)
+    return 1
 
 
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
@@ -215,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     srevoke.add_argument("name")
     srevoke.set_defaults(func=cmd_sites)
     sites_sub.add_parser("list", help="list sites").set_defaults(func=cmd_sites)
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit.add_argument("audit_command", choices=["verify"], help="check the hash chain end to end")
+    audit.set_defaults(func=cmd_audit)
     send = sub.add_parser("send", help="C-STORE DICOM files or folders to an edge (as a modality)")
     send.add_argument("paths", nargs="+")
     send.add_argument("--host")

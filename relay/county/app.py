@@ -12,6 +12,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 import relay
+from relay.county.audit.endpoints import router as audit_router
 from relay.county.auth.endpoints import router as auth_router
 from relay.county.context import County
 from relay.county.dicomweb.endpoints import router as dicomweb_router
@@ -66,6 +67,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(rendered_router)
     app.include_router(frames_router)
     app.include_router(dead_letters_router)
+    app.include_router(audit_router)
     app.include_router(worklist_router)
     app.include_router(reading_router)
     app.include_router(studies_router)

@@ -6,10 +6,11 @@ import logging
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
+from relay.county.audit.service import Action, Entry, append
 from relay.county.auth import service
 from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 
@@ -32,18 +33,23 @@ class MeOut(BaseModel):
 
 @router.post("/token", response_model=TokenOut)
 def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, county: CountyDep
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, county: CountyDep,
+    request: Request,
 ) -> TokenOut:
     """Exchange a username and password for a bearer token."""
+    source = request.client.host if request.client else ""
     try:
         user = service.authenticate(session=session, username=form.username, password=form.password)
     except Exception:
         log.info("login failed user_len=%d", len(form.username))
+        append(county.sessions, Entry(actor=form.username, role="", action=Action.LOGIN_FAILED,
+                                      outcome="failure", source=source))
         raise
     ttl = timedelta(hours=county.settings.token_ttl_hours)
     token = service.issue_token(session=session, user=user, ttl=ttl)
     session.commit()
     log.info("login user_id=%d role=%s", user.id, user.role)
+    append(county.sessions, Entry(actor=user.username, role=user.role, action=Action.LOGIN, source=source))
     return TokenOut(access_token=token, expires_in=int(ttl.total_seconds()), role=user.role)
 
 

@@ -289,3 +289,32 @@ class RenderResult(Base):
     ecg_json: Mapped[str] = mapped_column(Text, default="")
     """Heart rate and RR computed from the signal, and the device's numbers (ECG only)."""
     rendered_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class AuditEvent(Base):
+    """One audited action, chained to the one before by SHA-256 (tamper-evident).
+
+    ``hash`` covers the previous row's hash and this row's fields in a canonical
+    form; editing or deleting any row breaks every hash after it, which
+    `relay audit verify` reports. PostgreSQL also refuses UPDATE and DELETE on the
+    table (a trigger in the migration).
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"),
+                      Index("ix_audit_events_object", "object_type", "object_id"))
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTC)
+    actor: Mapped[str] = mapped_column(String(128))
+    """Username, ``site:NAME`` for an edge, or ``system``."""
+    role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32), default="")
+    object_id: Mapped[str] = mapped_column(String(128), default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64), default="")
+    """Network address of the caller."""
+    detail: Mapped[str] = mapped_column(Text, default="")
+    prev_hash: Mapped[str] = mapped_column(SHA256, unique=True)
+    """Unique: two writers that read the same chain end cannot both append (no fork)."""
+    hash: Mapped[str] = mapped_column(SHA256, unique=True)

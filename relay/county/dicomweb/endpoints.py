@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep, SiteDep
+from relay.county.audit.endpoints import audit
+from relay.county.audit.service import Action
 from relay.county.auth.service import Principal
 from relay.county.context import County
 from relay.county.db.engine import session_scope
@@ -134,6 +136,12 @@ def selected_instances(session: Session, principal: Principal, study_uid: str, s
     return found
 
 
+def _audit_retrieve(county: County, request: Request, principal: Principal, instances: list[Instance],
+                    what: str) -> None:
+    audit(county, request, principal, Action.STUDY_RETRIEVE, object_type="study",
+          object_id=instances[0].study_uid, detail=f"{what} instances={len(instances)}")
+
+
 def _retrieve(county: County, instances: list[Instance]) -> StreamingResponse:
     boundary = multipart.new_boundary()
     parts = (county.store.get(i.object_key) for i in instances)
@@ -143,24 +151,30 @@ def _retrieve(county: County, instances: list[Instance]) -> StreamingResponse:
 
 
 @router.get("/studies/{study_uid}")
-def retrieve_study(study_uid: str, principal: PrincipalDep, session: SessionDep,
+def retrieve_study(study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep,
                    county: CountyDep) -> StreamingResponse:
     """WADO-RS: every instance of a study, as stored (multipart/related application/dicom)."""
-    return _retrieve(county, selected_instances(session, principal, study_uid, None, None))
+    found = selected_instances(session, principal, study_uid, None, None)
+    _audit_retrieve(county, request, principal, found, "wado-rs study")
+    return _retrieve(county, found)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}")
-def retrieve_series(study_uid: str, series_uid: str, principal: PrincipalDep,
+def retrieve_series(study_uid: str, series_uid: str, request: Request, principal: PrincipalDep,
                     session: SessionDep, county: CountyDep) -> StreamingResponse:
     """WADO-RS: every instance of a series."""
-    return _retrieve(county, selected_instances(session, principal, study_uid, series_uid, None))
+    found = selected_instances(session, principal, study_uid, series_uid, None)
+    _audit_retrieve(county, request, principal, found, f"wado-rs series={series_uid}")
+    return _retrieve(county, found)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
-def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, principal: PrincipalDep,
-                      session: SessionDep, county: CountyDep) -> StreamingResponse:
+def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, request: Request,
+                      principal: PrincipalDep, session: SessionDep, county: CountyDep) -> StreamingResponse:
     """WADO-RS: one instance, byte for byte as the modality sent it."""
-    return _retrieve(county, selected_instances(session, principal, study_uid, series_uid, sop_uid))
+    found = selected_instances(session, principal, study_uid, series_uid, sop_uid)
+    _audit_retrieve(county, request, principal, found, f"wado-rs instance={sop_uid}")
+    return _retrieve(county, found)
 
 
 def _metadata(county: County, inst: Instance, base_url: str) -> dict[str, Any]:
@@ -176,7 +190,9 @@ def _metadata(county: County, inst: Instance, base_url: str) -> dict[str, Any]:
     return body
 
 
-def _metadata_response(county: County, instances: list[Instance], request: Request) -> JSONResponse:
+def _metadata_response(county: County, instances: list[Instance], request: Request,
+                       principal: Principal) -> JSONResponse:
+    _audit_retrieve(county, request, principal, instances, "metadata")
     base = _base(request)
     return JSONResponse([_metadata(county, i, base) for i in instances], media_type=DICOM_JSON)
 
@@ -185,19 +201,19 @@ def _metadata_response(county: County, instances: list[Instance], request: Reque
 def study_metadata(study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep,
                    county: CountyDep) -> JSONResponse:
     """WADO-RS: the metadata of every instance of a study (what a viewer such as OHIF loads)."""
-    return _metadata_response(county, selected_instances(session, principal, study_uid, None, None), request)
+    return _metadata_response(county, selected_instances(session, principal, study_uid, None, None), request, principal)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata")
 def series_metadata(study_uid: str, series_uid: str, request: Request, principal: PrincipalDep,
                     session: SessionDep, county: CountyDep) -> JSONResponse:
-    return _metadata_response(county, selected_instances(session, principal, study_uid, series_uid, None), request)
+    return _metadata_response(county, selected_instances(session, principal, study_uid, series_uid, None), request, principal)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata")
 def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request,
                       principal: PrincipalDep, session: SessionDep, county: CountyDep) -> JSONResponse:
-    return _metadata_response(county, selected_instances(session, principal, study_uid, series_uid, sop_uid), request)
+    return _metadata_response(county, selected_instances(session, principal, study_uid, series_uid, sop_uid), request, principal)
 
 
 def _stow_one(county: County, site: Site, data: bytes) -> tuple[IngestOutcome | None, str, str, int | None]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from relay.county.auth.deps import PrincipalDep, SessionDep
+from relay.county.audit.endpoints import audit
+from relay.county.audit.service import Action
+from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.reading import service
 
 router = APIRouter(prefix="/api/worklist", tags=["worklist"])
@@ -22,25 +24,38 @@ def _out(claimed: service.Claimed) -> ClaimOut:
 
 
 @router.post("/claim-next", response_model=ClaimOut, responses={204: {"description": "queue empty"}})
-def claim_next(principal: PrincipalDep, session: SessionDep) -> ClaimOut | Response:
+def claim_next(principal: PrincipalDep, session: SessionDep, county: CountyDep,
+               request: Request) -> ClaimOut | Response:
     """Take the most urgent unassigned study (STAT first, then oldest)."""
     claimed = service.claim_next(session=session, principal=principal)
-    return Response(status_code=204) if claimed is None else _out(claimed)
+    if claimed is None:
+        return Response(status_code=204)
+    audit(county, request, principal, Action.STUDY_CLAIM, object_type="study", object_id=claimed.study_uid)
+    return _out(claimed)
 
 
 @router.post("/{study_uid}/claim", response_model=ClaimOut)
-def claim(study_uid: str, principal: PrincipalDep, session: SessionDep) -> ClaimOut:
+def claim(study_uid: str, principal: PrincipalDep, session: SessionDep, county: CountyDep,
+          request: Request) -> ClaimOut:
     """Take one chosen study; 409 if another reader holds it."""
-    return _out(service.claim(session=session, principal=principal, study_uid=study_uid))
+    done = service.claim(session=session, principal=principal, study_uid=study_uid)
+    audit(county, request, principal, Action.STUDY_CLAIM, object_type="study", object_id=study_uid)
+    return _out(done)
 
 
 @router.post("/{study_uid}/release", response_model=ClaimOut)
-def release(study_uid: str, principal: PrincipalDep, session: SessionDep) -> ClaimOut:
+def release(study_uid: str, principal: PrincipalDep, session: SessionDep, county: CountyDep,
+            request: Request) -> ClaimOut:
     """Put a held study back on the queue (its holder or an administrator)."""
-    return _out(service.release(session=session, principal=principal, study_uid=study_uid))
+    done = service.release(session=session, principal=principal, study_uid=study_uid)
+    audit(county, request, principal, Action.STUDY_RELEASE, object_type="study", object_id=study_uid)
+    return _out(done)
 
 
 @router.post("/{study_uid}/open", response_model=ClaimOut)
-def open_study(study_uid: str, principal: PrincipalDep, session: SessionDep) -> ClaimOut:
+def open_study(study_uid: str, principal: PrincipalDep, session: SessionDep, county: CountyDep,
+               request: Request) -> ClaimOut:
     """The holder opens the study in the viewer: reading starts."""
-    return _out(service.open_study(session=session, principal=principal, study_uid=study_uid))
+    done = service.open_study(session=session, principal=principal, study_uid=study_uid)
+    audit(county, request, principal, Action.STUDY_OPEN, object_type="study", object_id=study_uid)
+    return _out(done)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from relay.county.audit.endpoints import audit
+from relay.county.audit.service import Action
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep
 from relay.county.errors import NotFound
 from relay.county.tasks import attempts
@@ -34,12 +36,13 @@ def list_dead_letters(_admin: AdminDep, session: SessionDep) -> list[DeadLetterO
 
 
 @router.post("/{dead_letter_id}/retry", status_code=202)
-def retry_dead_letter(dead_letter_id: int, _admin: AdminDep, session: SessionDep,
-                      county: CountyDep) -> dict[str, str]:
+def retry_dead_letter(dead_letter_id: int, admin: AdminDep, session: SessionDep,
+                      county: CountyDep, request: Request) -> dict[str, str]:
     """Give the work a fresh set of attempts and enqueue it again."""
     row = attempts.revive(session=session, task_attempt_id=dead_letter_id)
     if row is None:
         raise NotFound(f"no dead letter {dead_letter_id}")
     enqueue = {INDEX_TASK: enqueue_index, RENDER_TASK: enqueue_render}[row.task]
     enqueue(county.celery, county.settings, int(row.key))
+    audit(county, request, admin, Action.DEAD_LETTER_RETRY, object_type=row.task, object_id=row.key)
     return {"status": "enqueued"}
