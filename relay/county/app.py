@@ -26,6 +26,7 @@ from relay.county.tasks.endpoints import router as dead_letters_router
 from relay.county.ingest.bundle_endpoints import router as bundle_router
 from relay.county.ingest.endpoints import router as ingest_router
 from relay.county.ingest.quarantine import router as quarantine_router
+from relay.county.metrics.endpoints import router as metrics_router
 from relay.county.worklist.endpoints import router as worklist_router
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(frames_router)
     app.include_router(dead_letters_router)
     app.include_router(audit_router)
+    app.include_router(metrics_router)
     app.include_router(worklist_router)
     app.include_router(reading_router)
     app.include_router(studies_router)
