@@ -14,7 +14,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "login_failed": "用户名或密码错误", "stat": "急诊", "urgent": "加急", "routine": "常规",
         "queued": "待分配", "assigned": "已分配", "reading": "诊断中",
         "partial": "本页为早期版本：仅显示待诊断列表，阅片与报告功能开发中。",
-        "other_lang": "English",
+        "other_lang": "English", "sla": "时限", "overdue": "已超时", "left": "剩余",
+        "minutes": "分钟", "hours": "小时",
     },
     "en": {
         "title": "County imaging and ECG reading centre", "worklist": "Worklist", "login": "Log in",
@@ -25,7 +26,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "login_failed": "Wrong username or password", "stat": "STAT", "urgent": "Urgent",
         "routine": "Routine", "queued": "Queued", "assigned": "Assigned", "reading": "Reading",
         "partial": "Early version: this page only lists the worklist; viewer and reports are coming.",
-        "other_lang": "中文",
+        "other_lang": "中文", "sla": "SLA", "overdue": "overdue", "left": "left",
+        "minutes": "min", "hours": "h",
     },
 }
 

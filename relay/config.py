@@ -60,6 +60,14 @@ class Settings(BaseSettings):
         "test runs) can share one broker without taking each other's tasks.",
     )
 
+    # --- reading SLA -------------------------------------------------------------
+    sla_stat_minutes: float = Field(
+        30.0, description="Minutes from arrival at the county to a signed report for a STAT study.")
+    sla_urgent_minutes: float = Field(
+        120.0, description="Minutes from arrival to a signed report for an urgent study.")
+    sla_routine_minutes: float = Field(
+        1440.0, description="Minutes from arrival to a signed report for a routine study (a day).")
+
     # --- county HTTP -------------------------------------------------------------
     county_host: str = Field("127.0.0.1", description="Address the county API binds.")
     county_port: int = Field(8000, description="TCP port of the county API.")

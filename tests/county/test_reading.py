@@ -115,3 +115,21 @@ def test_the_worklist_shows_who_holds_a_study(county):
         service.claim(session=s, principal=wang, study_uid=uid)
         (item,) = worklist(session=s, principal=wang)
     assert (item.state, item.assigned_to) == ("assigned", "dr.wang")
+
+
+def test_each_study_carries_its_sla_deadline_by_priority(county):
+    from datetime import timedelta
+
+    from relay.county.worklist.service import SlaTargets, worklist
+
+    queue_studies(county, 1)
+    queue_studies(county, 1, Priority.STAT)
+    reader = principal(county, "dr.wang")
+    with county.sessions() as s:
+        items = worklist(session=s, principal=reader, sla=SlaTargets(stat=30, routine=1440))
+        later = worklist(session=s, principal=reader, sla=SlaTargets(stat=30, routine=1440),
+                         now=items[0].arrived_at + timedelta(minutes=45))
+    stat, routine = items
+    assert stat.sla_due_at - stat.arrived_at == timedelta(minutes=30)
+    assert routine.sla_due_at - routine.arrived_at == timedelta(hours=24)
+    assert later[0].sla_remaining_s < 0 < later[1].sla_remaining_s  # STAT breached, routine not

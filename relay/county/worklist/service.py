@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,8 +19,23 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def worklist(*, session: Session, principal: Principal, limit: int = 500) -> list[WorklistItem]:
+@dataclass(frozen=True, slots=True)
+class SlaTargets:
+    """Minutes from arrival at the county to a signed report, per priority."""
+
+    stat: float = 30.0
+    urgent: float = 120.0
+    routine: float = 1440.0
+
+    def due(self, priority: str, arrived: datetime) -> datetime:
+        minutes = getattr(self, priority, self.routine)
+        return arrived + timedelta(minutes=minutes)
+
+
+def worklist(*, session: Session, principal: Principal, limit: int = 500,
+             sla: SlaTargets = SlaTargets(), now: datetime | None = None) -> list[WorklistItem]:
     """Open studies, STAT first. A technician sees only the studies of their own site."""
+    now = now or datetime.now(UTC)
     site_id = principal.site_id if principal.role is Role.TECHNICIAN else None
     if principal.role is Role.TECHNICIAN and site_id is None:
         return []
@@ -35,6 +51,8 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500) -> lis
             queued_at=_utc(item.queued_at),
             notes=[f"无法显示图像 / cannot render: {reason}" for reason in notes.get(study.study_uid, [])],
             assigned_to=holder,
+            sla_due_at=sla.due(study.priority, _utc(study.created_at)),
+            sla_remaining_s=(sla.due(study.priority, _utc(study.created_at)) - now).total_seconds(),
         )
         for study, patient, site, item, holder in rows
     ]
