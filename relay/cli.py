@@ -182,6 +182,31 @@ def cmd_audit(settings: Settings, _args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_verify_report(_settings: Settings, args: argparse.Namespace) -> int:
+    """Check a signed report offline against the county's published public keys."""
+    from relay.dicom.signing import SignatureError, SignedReport, verify
+
+    try:
+        report = SignedReport.from_json(Path(args.file).read_text(encoding="utf-8"))
+        keys = json.loads(Path(args.keys).read_text(encoding="utf-8")) if args.keys else _fetch_keys(args.county)
+        verify(report, keys)
+    except (SignatureError, OSError, ValueError) as exc:
+        print(f"REPORT DOES NOT VERIFY: {exc}", file=sys.stderr)
+        return 1
+    doc = report.document
+    print(f"report verifies: study {doc.get('study_instance_uid')}, signed by {doc.get('reader')} "
+          f"at {doc.get('signed_at')} with key {report.key_id}")
+    return 0
+
+
+def _fetch_keys(county_url: str) -> dict[str, str]:
+    import httpx
+
+    r = httpx.get(f"{county_url.rstrip('/')}/api/signing-keys", timeout=30)
+    r.raise_for_status()
+    return dict(r.json())
+
+
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from relay.send import dicom_files, send_files
 
@@ -246,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit trail")
     audit.add_argument("audit_command", choices=["verify"], help="check the hash chain end to end")
     audit.set_defaults(func=cmd_audit)
+    vr = sub.add_parser("verify-report", help="verify a signed report offline; exit 1 if it does not")
+    vr.add_argument("file", help="the signed report (JSON)")
+    vr.add_argument("--keys", help="published keys saved from GET /api/signing-keys (offline)")
+    vr.add_argument("--county", default="http://127.0.0.1:8000", help="or fetch them from this county")
+    vr.set_defaults(func=cmd_verify_report)
     send = sub.add_parser("send", help="C-STORE DICOM files or folders to an edge (as a modality)")
     send.add_argument("paths", nargs="+")
     send.add_argument("--host")

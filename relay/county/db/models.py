@@ -318,3 +318,17 @@ class AuditEvent(Base):
     prev_hash: Mapped[str] = mapped_column(SHA256, unique=True)
     """Unique: two writers that read the same chain end cannot both append (no fork)."""
     hash: Mapped[str] = mapped_column(SHA256, unique=True)
+
+
+class SigningKey(Base):
+    """A reader's Ed25519 key. The private key is stored only encrypted (PKCS#8, under a
+    key derived from the reader's signing password): the county cannot sign for them."""
+
+    __tablename__ = "signing_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    public_pem: Mapped[str] = mapped_column(Text)
+    encrypted_private_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
