@@ -332,3 +332,32 @@ class SigningKey(Base):
     encrypted_private_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTC)
     revoked_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+
+
+class Report(Base):
+    """One revision of a study's report: the report itself (revision 1) or an addendum.
+
+    A draft may change; once signed, the row never changes again (the service refuses,
+    and the signature would no longer verify): an addendum is a new signed revision.
+    """
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("study_pk", "revision", name="uq_reports_study_revision"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    author_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    template: Mapped[str] = mapped_column(String(64), default="")
+    findings: Mapped[str] = mapped_column(Text, default="")
+    impression: Mapped[str] = mapped_column(Text, default="")
+    advice: Mapped[str] = mapped_column(Text, default="")
+    critical: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    updated_at: Mapped[datetime] = mapped_column(UTC)
+    signed_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    key_id: Mapped[str] = mapped_column(String(32), default="")
+    signature: Mapped[str] = mapped_column(Text, default="")
+    document_json: Mapped[str] = mapped_column(Text, default="")
+    """The canonical document that was signed, kept exactly as signed."""

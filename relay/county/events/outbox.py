@@ -21,6 +21,10 @@ class Topic(enum.StrEnum):
     """A study's first instance was indexed at the county; it is on the reading queue."""
     STUDY_ESCALATED = "study.escalated"
     """A study's priority was raised (a STAT instance arrived for it)."""
+    STUDY_SIGNED = "study.signed"
+    """A report or an addendum was signed."""
+    CRITICAL_RESULT = "critical.result"
+    """A signed report carries a critical finding (危急值): the township must know at once."""
 
 
 def emit(session: Session, topic: Topic, payload: dict[str, Any]) -> None:

@@ -1,14 +1,20 @@
-"""Signing keys: POST /api/signing-keys (a reader makes theirs), GET (published, public)."""
+"""Reports and signing keys: drafts, edits, signatures, addenda; published public keys."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from relay.county.auth.deps import PrincipalDep, SessionDep
-from relay.county.reports import keys
+from relay.county.db.models import Report
+from relay.county.errors import NotFound
+from relay.county.reports import keys, service, templates
+from relay.dicom.vocab import Role
 
 router = APIRouter(prefix="/api/signing-keys", tags=["reports"])
+reports_router = APIRouter(prefix="/api", tags=["reports"])
 
 
 class NewKeyIn(BaseModel):
@@ -33,3 +39,99 @@ def published(session: SessionDep) -> dict[str, str]:
     """Every reader's public key by key id: what `relay verify-report` checks against.
     Public by nature: it lets anyone verify a report, and signs nothing."""
     return keys.published_keys(session=session)
+
+
+class TemplateOut(BaseModel):
+    key: str
+    name: str
+    modalities: list[str]
+    findings: str
+    impression: str
+
+
+class DraftIn(BaseModel):
+    template: str | None = Field(None, description="Template key, e.g. chest-pa, head-ct-plain, ecg-12-lead.")
+
+
+class ReportIn(BaseModel):
+    findings: str | None = Field(None, description="检查所见")
+    impression: str | None = Field(None, description="诊断意见")
+    advice: str | None = Field(None, description="建议")
+    critical: bool | None = Field(None, description="危急值")
+
+
+class SignIn(BaseModel):
+    signing_password: str
+
+
+class ReportOut(BaseModel):
+    id: int
+    revision: int
+    kind: str = Field(description="report or addendum")
+    status: str = Field(description="draft or signed")
+    findings: str
+    impression: str
+    advice: str
+    critical: bool
+    template: str
+    signed_at: datetime | None
+    key_id: str
+
+
+def _report_out(r: Report) -> ReportOut:
+    return ReportOut(id=r.id, revision=r.revision, kind=r.kind, status=r.status, findings=r.findings,
+                     impression=r.impression, advice=r.advice, critical=r.critical, template=r.template,
+                     signed_at=r.signed_at, key_id=r.key_id)
+
+
+@reports_router.get("/report-templates", response_model=list[TemplateOut])
+def list_templates(_principal: PrincipalDep, modality: str = "") -> list[TemplateOut]:
+    """Chinese report templates, those fitting ``modality`` first."""
+    return [TemplateOut(key=t.key, name=t.name, modalities=list(t.modalities), findings=t.findings,
+                        impression=t.impression) for t in templates.for_modality(modality)]
+
+
+@reports_router.get("/studies/{study_uid}/reports", response_model=list[ReportOut])
+def study_reports(study_uid: str, principal: PrincipalDep, session: SessionDep) -> list[ReportOut]:
+    """A study's report and addenda, oldest first."""
+    study, _ = service.study_and_item(session, study_uid)
+    if principal.role is Role.TECHNICIAN and study.site_id != principal.site_id:
+        raise NotFound(f"no study {study_uid}")
+    reports = service.reports_of(session, study.id)
+    if principal.role is Role.TECHNICIAN:
+        reports = [r for r in reports if r.status == "signed"]
+    return [_report_out(r) for r in reports]
+
+
+@reports_router.post("/studies/{study_uid}/reports", response_model=ReportOut, status_code=201)
+def create_draft(study_uid: str, body: DraftIn, principal: PrincipalDep, session: SessionDep) -> ReportOut:
+    """Start the report (from a template), or an addendum once the report is signed."""
+    return _report_out(service.create_draft(session=session, principal=principal, study_uid=study_uid,
+                                            template_key=body.template))
+
+
+@reports_router.patch("/reports/{report_id}", response_model=ReportOut)
+def update_draft(report_id: int, body: ReportIn, principal: PrincipalDep, session: SessionDep) -> ReportOut:
+    """Edit a draft; a signed report answers 409."""
+    return _report_out(service.update_draft(session=session, principal=principal, report_id=report_id,
+                                            changes=body.model_dump()))
+
+
+@reports_router.post("/reports/{report_id}/sign", response_model=ReportOut)
+def sign_report(report_id: int, body: SignIn, principal: PrincipalDep, session: SessionDep) -> ReportOut:
+    """Sign with the reader's key (the signing password unlocks it for this signature only)."""
+    return _report_out(service.sign(session=session, principal=principal, report_id=report_id,
+                                     signing_password=body.signing_password))
+
+
+@reports_router.get("/reports/{report_id}/signed")
+def signed_file(report_id: int, principal: PrincipalDep, session: SessionDep) -> Response:
+    """The signed report as a file that `relay verify-report` checks offline."""
+    report = session.get(Report, report_id)
+    if report is None:
+        raise NotFound(f"no report {report_id}")
+    study = service.study_by_pk(session, report.study_pk)
+    if principal.role is Role.TECHNICIAN and study.site_id != principal.site_id:
+        raise NotFound(f"no report {report_id}")
+    return Response(service.signed_report(report).to_json(), media_type="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="report-{report_id}.json"'})
