@@ -120,6 +120,13 @@ def test_storescu_to_the_edge_puts_every_study_on_the_worklist_with_exact_names(
     wait_for("the worker to publish study.arrived for every study", announced, timeout=30,
              procs=relay_on_servers["procs"])
     events.connection.close()
+    admin = token(base, "boss", make_user(county, "boss", Role.ADMIN))
+
+    def heard() -> bool:
+        fleet = httpx.get(f"{base}/api/edges", headers={"Authorization": f"Bearer {admin}"}).json()
+        return [(e["site"], e["silent"]) for e in fleet] == [("qingshan", False)]
+
+    wait_for("the edge's heartbeat in the fleet view", heard, timeout=30, procs=relay_on_servers["procs"])
 
 
 def _listen_for_study_events(amqp_url: str) -> Any:

@@ -1,4 +1,4 @@
-"""The township edge agent: SCP + spool + forwarder in one process.
+"""The township edge agent: SCP + spool + forwarder + status page in one process.
 
 ``run_edge`` is what `relay edge run` calls; ``edge_status`` is what `relay edge
 status` calls, and is safe to run while the agent is running.
@@ -9,13 +9,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import sqlite3
 import threading
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from relay.config import Settings
+from relay.edge.admission import Alarms, disk_state
+from relay.edge.completeness import StudyPolicy, list_studies, policy_from
+from relay.edge.heartbeat import start_heartbeat
 from relay.edge.forward import start_forwarder
 from relay.edge.scp import start_scp, stop_scp
-from relay.edge.spool import Spool, read_counts
+from relay.edge.spool import JOURNAL_NAME, Spool, read_counts, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -24,23 +30,62 @@ FORWARDER_JOIN_S = 30.0
 cut short is simply retried on the next start (the county is idempotent)."""
 
 
+SIGNAL_POLL_S = 0.5
+"""Seconds between wake-ups of the main thread while it waits for ``stop``. A signal
+(SIGTERM) may be taken by any thread; Python runs its handler only when the main
+thread next executes bytecode, so an untimed wait could sleep through it forever."""
+
+
+def study_policy(settings: Settings) -> StudyPolicy:
+    """The completeness and STAT policy from the settings (validated here, at start)."""
+    return policy_from(quiet_s=settings.edge_study_quiet_s,
+                       stat_quiet_s=settings.edge_study_stat_quiet_s,
+                       max_wait_s=settings.edge_study_max_wait_s,
+                       stat_rules=settings.edge_stat_rules)
+
+
 def run_edge(settings: Settings, *, stop: threading.Event) -> None:
     """Receive, spool and forward until ``stop`` is set, then shut down cleanly:
-    the forwarder, then the SCP (running C-STOREs are answered), then the spool."""
+    the page, the forwarder, then the SCP (running C-STOREs are answered), the spool."""
     with contextlib.ExitStack() as stack:
-        spool = Spool(settings.edge_spool_dir)
+        spool = Spool(settings.edge_spool_dir, policy=study_policy(settings))
         stack.callback(spool.close)
-        server = start_scp(settings, spool)
+        alarms = Alarms()
+        server = start_scp(settings, spool, alarms=alarms)
         stack.callback(stop_scp, server)
         forward_stop = threading.Event()
         forwarder = start_forwarder(spool=spool, settings=settings, stop=forward_stop)
         stack.callback(_stop_forwarder, forwarder, forward_stop, spool)
+        _start_page(stack, settings=settings, spool=spool, alarms=alarms)
+        heartbeat_stop = threading.Event()
+        start_heartbeat(settings, heartbeat_stop)
+        stack.callback(heartbeat_stop.set)
         host, port = server.server_address[:2]
         log.info("edge started ae=%s address=%s port=%d county=%s spool=%s",
                  settings.edge_ae_title, host, port, settings.county_url, spool.root)
-        stop.wait()
+        while not stop.wait(SIGNAL_POLL_S):
+            pass
         log.info("edge stopping")
     log.info("edge stopped")
+
+
+def _start_page(stack: contextlib.ExitStack, *, settings: Settings, spool: Spool,
+                alarms: Alarms) -> None:
+    """Start the technician's page unless disabled (port -1)."""
+    if settings.edge_status_port < 0:
+        return
+    from relay.edge.status_page import StatusPage
+
+    page = StatusPage(spool=spool, alarms=alarms, host=settings.edge_status_host,
+                      port=settings.edge_status_port, timezone=settings.timezone)
+    try:
+        page.start()
+    except RuntimeError as exc:  # receiving matters more than the page: keep going
+        log.error("status page not available on %s:%d: %s", settings.edge_status_host,
+                  settings.edge_status_port, exc)
+        return
+    stack.callback(page.stop)
+    log.info("status page at http://%s:%d/", settings.edge_status_host, page.port)
 
 
 def _stop_forwarder(thread: threading.Thread, stop: threading.Event, spool: Spool) -> None:
@@ -51,9 +96,15 @@ def _stop_forwarder(thread: threading.Thread, stop: threading.Event, spool: Spoo
         log.warning("forwarder still busy after %.0fs; leaving it", FORWARDER_JOIN_S)
 
 
+_EMPTY_COUNTS: dict[str, Any] = {
+    "pending": 0, "pending_bytes": 0, "retrying": 0, "sent": 0,
+    "oldest_pending_received_at": None, "oldest_pending_age_s": None, "last_error": None,
+}
+
+
 def edge_status(settings: Settings) -> dict[str, Any]:
-    """Spool depth and the oldest unsent instance, read from the journal (no patient
-    data). ``journal`` is ``"missing"`` before the agent first ran."""
+    """Spool depth, disk, and today's studies (UIDs, states; no patient data), read
+    from the journal. ``journal`` is ``"missing"`` before the agent first ran."""
     counts = read_counts(settings.edge_spool_dir)
     status: dict[str, Any] = {
         "site": settings.edge_site,
@@ -61,15 +112,49 @@ def edge_status(settings: Settings) -> dict[str, Any]:
         "address": f"{settings.edge_host}:{settings.edge_port}",
         "county_url": settings.county_url,
         "spool_dir": str(settings.edge_spool_dir),
+        "status_page": _page_url(settings),
         "journal": "missing" if counts is None else "ok",
     }
-    if counts is None:
-        counts_dict: dict[str, Any] = {
-            "pending": 0, "pending_bytes": 0, "retrying": 0, "sent": 0,
-            "oldest_pending_received_at": None, "oldest_pending_age_s": None,
-            "last_error": None,
-        }
-    else:
-        counts_dict = dataclasses.asdict(counts)
-    status.update(counts_dict)
+    status.update(_EMPTY_COUNTS if counts is None else dataclasses.asdict(counts))
+    status.update(_disk(settings))
+    status["studies_today"] = [] if counts is None else _studies_today(settings)
     return status
+
+
+def _page_url(settings: Settings) -> str | None:
+    if settings.edge_status_port < 0:
+        return None
+    return f"http://{settings.edge_status_host}:{settings.edge_status_port}/"
+
+
+def _disk(settings: Settings) -> dict[str, Any]:
+    """Free space of the spool's disk and whether it is below the watermark (alarm)."""
+    folder = settings.edge_spool_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    disk = disk_state(folder)
+    low = disk.free_bytes < settings.edge_min_free_bytes or (
+        settings.edge_min_free_percent > 0
+        and disk.free_percent < settings.edge_min_free_percent)
+    return {"disk_free_bytes": disk.free_bytes, "disk_free_percent": round(disk.free_percent, 1),
+            "disk_alarm": "below watermark: C-STORE refused with 0xA700" if low else None}
+
+
+def _studies_today(settings: Settings) -> list[dict[str, Any]]:
+    from relay.edge.status_page import start_of_today
+
+    zone = ZoneInfo(settings.timezone)
+    conn = sqlite3.connect(settings.edge_spool_dir / JOURNAL_NAME, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = list_studies(conn, since=start_of_today(zone, datetime.now(zone)),
+                            policy=study_policy(settings), now=utc_now())
+    except sqlite3.OperationalError:  # a journal from before studies were tracked
+        return []
+    finally:
+        conn.close()
+    return [{"study_uid": r.study_uid, "first_received_at": r.first_at,
+             "modality": r.modality, "calling_ae": r.calling_ae,
+             "instances": r.instance_count, "additions": r.late_count,
+             "priority": r.priority.value, "state": r.phase.value,
+             "percent_sent": r.percent_sent, "last_error": r.last_error} for r in rows]

@@ -22,6 +22,9 @@ from relay.edge.spool import JOURNAL_NAME, read_counts
 log = logging.getLogger(__name__)
 
 HEARTBEAT_PATH = "/api/edges/heartbeat"
+RETRY_AFTER_FAILURE_S = 10.0
+"""Seconds before the next beat after a failed one (the county restarting, the link down),
+so the county sees the edge again soon after it returns rather than a minute later."""
 
 
 @dataclass
@@ -87,7 +90,8 @@ def run_heartbeat(settings: Settings, stop: threading.Event) -> None:
             offset = send_heartbeat(client, build_heartbeat(settings, meter))
             if offset is not None and abs(offset) > 120:
                 log.warning("edge clock differs from the county's by %.0f s", offset)
-            stop.wait(settings.edge_heartbeat_s)
+            failed = offset is None
+            stop.wait(min(settings.edge_heartbeat_s, RETRY_AFTER_FAILURE_S) if failed else settings.edge_heartbeat_s)
 
 
 def start_heartbeat(settings: Settings, stop: threading.Event) -> threading.Thread:
