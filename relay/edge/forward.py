@@ -1,18 +1,30 @@
-"""The edge forwarder: upload spooled instances to the county, most urgent first.
+"""The edge forwarder: bundle uploads to the county that fill the pipe and survive cuts.
 
-One thread loops over ``Spool.next_batch`` and POSTs each instance per the contract
-in ``relay.dicom.wire``. An instance is marked sent only when the county answers 200
-with a JSON outcome, i.e. it holds the bytes durably. Every other answer (401, 403,
-413, 422, 5xx, no answer) is recorded on the journal row and retried with capped
-exponential backoff and jitter -- forever: an acknowledged instance is never dropped.
+Spooled instances are packed into bundles (``relay.edge.outbox``; wire format and
+protocol in ``relay.dicom.wire``): one priority per bundle, most urgent first, then
+oldest first, capped in raw bytes and instance count. Each bundle is uploaded in
+chunks by one of ``forward_streams`` streams (threads, one HTTP connection each):
 
-Failures that concern the link rather than one instance (network, 5xx, credentials)
-also pause the whole forwarder, so a county outage costs one request per backoff
-step instead of one per pending instance.
+* create (POST, idempotent) -> PATCH chunks from the county's offset -> complete;
+  after a cut or a timeout the stream asks the county how much it holds (GET) and
+  resumes there, so a cut re-sends at most one chunk;
+* between chunks a stream yields its bundle if something more urgent is waiting
+  (STAT waits behind at most one chunk of routine bytes) or if the routine window
+  closed; the yielded bundle resumes later from its offset;
+* every chunk byte passes one site-wide ``TokenBucket`` (the bandwidth cap);
+* once all its bytes are held, a bundle's completion (the county verifies and
+  ingests it, seconds for 32 MiB) runs on a completer thread while the stream starts
+  its next bundle; near the end of what is pending, bundles shrink to a share per
+  stream, so the tail of a study also uses every stream;
+* instances are marked sent only on a 200 to complete that lists their outcomes; a
+  422 there (the county could not verify the bytes) drops the bundle, and its
+  instances are packed again from the spool;
+* every other failure is retried with capped exponential backoff and jitter,
+  forever: an acknowledged instance is never given up (it alarms in the log instead).
+  Failures that concern the link pause every stream, so an outage costs one request
+  per backoff step.
 
-The spooled file is kept after it is sent; deleting sent files (retention) is a
-later issue. ``upload_instance`` holds the per-request logic on its own so that
-batching and compression can replace it without touching the loop.
+Log lines carry bundle ids, byte counts and timings; never patient data.
 """
 
 from __future__ import annotations
@@ -21,8 +33,11 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,40 +45,53 @@ import httpx
 from relay.config import Settings
 from relay.dicom import wire
 from relay.dicom.vocab import IngestOutcome
+from relay.edge.outbox import Bundle, Outbox
+from relay.edge.ratelimit import RoutineWindow, TokenBucket, may_send
 from relay.edge.spool import Spool, SpoolEntry, utc_now
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 16
-"""Due instances fetched per journal query. Small, so that a STAT instance stored
-while a routine study is being sent overtakes it within at most this many uploads."""
 IDLE_POLL_S = 0.5
-"""Seconds the idle forwarder sleeps between journal checks; a new store wakes it
-at once, so this only bounds how late a retry that has become due is noticed."""
-PER_INSTANCE_STATUSES = frozenset({413, 422})
-"""Answers about one instance (too large, unusable or corrupted on the way): retried
-with backoff while the others keep flowing. Any other failure pauses the link."""
+"""Seconds an idle stream sleeps between spool checks; a new store wakes it at once,
+so this only bounds how late a retry that has become due is noticed."""
+BLOCK_BYTES = 64 * 1024
+"""Bytes handed to the socket per write inside a chunk (64 KiB): the grain of the rate
+cap and of how fast a stopping edge abandons a chunk."""
 ALARM_STATUSES = frozenset({401, 403, 413, 422})
-"""Answers that need a person (credential, size limit, corruption): logged as errors
-from the first attempt. Transient failures become errors after ``ALARM_AFTER``."""
+"""Answers that need a person (credential, size limit, corruption): logged as errors at
+once. Transient failures become errors after ``ALARM_AFTER`` in a row."""
 ALARM_AFTER = 5
-"""Consecutive failed attempts after which a transient failure is logged as an error."""
+"""Consecutive failures after which a transient failure is logged as an error."""
 MAX_DETAIL_CHARS = 200
 """How much of a county problem document is kept in the journal and the log."""
 
 
-@dataclass(frozen=True, slots=True)
-class UploadResult:
-    """What one upload attempt achieved."""
+class UploadError(Exception):
+    """One step of a bundle upload failed. ``link_down``: it concerns every bundle
+    (network, county unavailable, credential); ``unknown``: the county does not know
+    the bundle id (announce it again)."""
 
-    outcome: IngestOutcome | None
-    """Set only when the county holds the bytes durably (200 with an outcome)."""
-    error: str | None = None
-    """Why it failed, for the journal and the log: identifiers and statuses only."""
-    link_down: bool = False
-    """The failure concerns every instance (network, county down, credential)."""
-    status: int | None = None
-    """HTTP status of the answer, None when there was none."""
+    def __init__(self, message: str, *, status: int | None = None, link_down: bool = True,
+                 unknown: bool = False) -> None:
+        super().__init__(message[:MAX_DETAIL_CHARS])
+        self.status, self.link_down, self.unknown = status, link_down, unknown
+
+
+class Rejected(UploadError):
+    """The county refused the bundle's bytes (422, or 409 for a clashing id): rebuild it."""
+
+
+class Interrupted(Exception):
+    """The forwarder is stopping; the chunk in progress is abandoned (resumed next start)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What the county holds of one bundle (wire steps 1 and 3)."""
+
+    received: int
+    state: str
+    results: list[dict[str, Any]] | None
 
 
 def retry_delay(*, attempts: int, lo: float, hi: float, rng: random.Random) -> float:
@@ -72,20 +100,6 @@ def retry_delay(*, attempts: int, lo: float, hi: float, rng: random.Random) -> f
     twenty edges recovering from one county outage do not retry in lockstep."""
     ceiling = min(hi, lo * 2.0 ** max(0, min(attempts - 1, 32)))
     return max(lo, ceiling / 2 + rng.uniform(0, ceiling / 2))
-
-
-def upload_headers(*, entry: SpoolEntry, token: str | None) -> dict[str, str]:
-    """The request headers of the wire contract for one spooled instance."""
-    headers = {
-        "Content-Type": wire.DICOM_MEDIA_TYPE,
-        wire.HEADER_SHA256: entry.sha256,
-        wire.HEADER_PRIORITY: entry.priority.value,
-        wire.HEADER_CALLING_AE: entry.calling_ae,
-        wire.HEADER_RECEIVED_AT: entry.received_at,
-    }
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
 
 
 def _problem(response: httpx.Response) -> str:
@@ -100,107 +114,452 @@ def _problem(response: httpx.Response) -> str:
     return f"HTTP {response.status_code} {text}".strip()[:MAX_DETAIL_CHARS]
 
 
-def _accepted(response: httpx.Response, entry: SpoolEntry) -> UploadResult:
+def _refusal(response: httpx.Response) -> UploadError:
+    status = response.status_code
+    if status in (409, 422):
+        return Rejected(_problem(response), status=status, link_down=False)
+    if status == 404:
+        return UploadError(_problem(response), status=status, link_down=False, unknown=True)
+    return UploadError(_problem(response), status=status, link_down=status != 413)
+
+
+class BundleClient:
+    """The bundle protocol of ``relay.dicom.wire`` over one HTTP connection."""
+
+    def __init__(self, *, client: httpx.Client, token: str | None, bucket: TokenBucket,
+                 stop: threading.Event) -> None:
+        self.client, self.bucket, self.stop = client, bucket, stop
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.failures = 0
+        """Consecutive failed steps on this stream (0 after any success)."""
+
+    def _call(self, method: str, url: str, *, ok: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+        headers = {**self.auth, **kwargs.pop("headers", {})}
+        try:
+            response = self.client.request(method, url, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise UploadError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code not in ok:
+            raise _refusal(response)
+        return response
+
+    def create(self, bundle: Bundle) -> Progress:
+        """Announce the bundle (or learn the progress of one announced before)."""
+        response = self._call("POST", wire.BUNDLES_PATH, ok=(200,), json=bundle.announcement())
+        return _progress(response)
+
+    def progress(self, bundle: Bundle) -> Progress:
+        """How much of the bundle the county holds (after a cut)."""
+        return _progress(self._call("GET", f"{wire.BUNDLES_PATH}/{bundle.bundle_id}", ok=(200,)))
+
+    def send_chunk(self, bundle: Bundle, *, offset: int, length: int) -> int:
+        """PATCH bytes [offset, offset+length); return the offset the county now holds."""
+        headers = {wire.HEADER_UPLOAD_OFFSET: str(offset), "Content-Type": wire.CHUNK_MEDIA_TYPE,
+                   "Content-Length": str(length)}
+        response = self._call("PATCH", f"{wire.BUNDLES_PATH}/{bundle.bundle_id}", ok=(204, 409),
+                              headers=headers, content=self._body(bundle.path, offset, length))
+        try:
+            return int(response.headers[wire.HEADER_UPLOAD_OFFSET])
+        except (KeyError, ValueError):
+            raise UploadError(f"HTTP {response.status_code} without a usable "
+                              f"{wire.HEADER_UPLOAD_OFFSET}") from None
+
+    def _body(self, path: Path, offset: int, length: int) -> Iterator[bytes]:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            while length > 0:
+                if self.stop.is_set():
+                    raise Interrupted()
+                block = fh.read(min(BLOCK_BYTES, length))
+                if not block:
+                    raise UploadError("bundle file shorter than recorded", link_down=False)
+                self.bucket.take(len(block))
+                length -= len(block)
+                yield block
+
+    def complete(self, bundle: Bundle) -> list[dict[str, Any]]:
+        """Ask the county to verify and ingest the bundle; its per-instance results."""
+        response = self._call("POST", f"{wire.BUNDLES_PATH}/{bundle.bundle_id}/complete",
+                              ok=(200,))
+        results = _json(response).get("results")
+        if not isinstance(results, list):
+            raise UploadError("HTTP 200 to complete without results")
+        return results
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
-        outcome = IngestOutcome(body["outcome"])
-    except (ValueError, KeyError, TypeError):
-        return UploadResult(None, "HTTP 200 without a JSON outcome", link_down=True, status=200)
-    if body.get("sha256", entry.sha256) != entry.sha256:
-        return UploadResult(None, "HTTP 200 for another SHA-256", link_down=True, status=200)
-    return UploadResult(outcome, status=200)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise UploadError(f"HTTP {response.status_code} without a JSON object")
+    return body
 
 
-def upload_instance(*, client: httpx.Client, entry: SpoolEntry, token: str | None) -> UploadResult:
-    """POST one spooled instance to the county and classify the answer. Never raises
-    for network or file errors: they come back as a failed ``UploadResult``."""
+def _progress(response: httpx.Response) -> Progress:
+    body = _json(response)
     try:
-        with entry.path.open("rb") as body:  # streamed; Content-Length from the file
-            response = client.post(
-                wire.INGEST_PATH, content=body, headers=upload_headers(entry=entry, token=token)
-            )
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"[:MAX_DETAIL_CHARS]
-        return UploadResult(None, error, link_down=True)
-    except OSError as exc:
-        return UploadResult(None, f"spool file unreadable: {exc.strerror or exc}")
-    status = response.status_code
-    if status == 200:
-        return _accepted(response, entry)
-    return UploadResult(None, _problem(response),
-                        link_down=status not in PER_INSTANCE_STATUSES, status=status)
+        return Progress(received=int(body["received"]), state=str(body["state"]),
+                        results=body.get("results"))
+    except (KeyError, TypeError, ValueError):
+        raise UploadError("bundle progress without received/state") from None
+
+
+def pack(entries: list[SpoolEntry], *, max_bytes: int, max_count: int) -> list[SpoolEntry]:
+    """The head of ``entries`` (already in send order) that goes into one bundle: the
+    first entry's priority only, within the byte and count caps (at least one entry)."""
+    chosen: list[SpoolEntry] = []
+    total = 0
+    for entry in entries:
+        if entry.priority != entries[0].priority or len(chosen) >= max_count:
+            break
+        if chosen and total + entry.size > max_bytes:
+            break
+        chosen.append(entry)
+        total += entry.size
+    return chosen
+
+
+@dataclass
+class _Shared:
+    """State the streams share, under ``lock``."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    claimed: set[str] = field(default_factory=set)
+    announced: set[str] = field(default_factory=set)
+    offsets: dict[str, int] = field(default_factory=dict)
+    """Offset the county confirmed for a bundle, while no failure has cast doubt on it."""
+    not_before: dict[str, float] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+    link_failures: int = 0
+    rejections: int = 0
+    paused_until: float = 0.0
 
 
 class Forwarder:
-    """Sends what the spool holds, forever, in priority order. Run ``run(stop)`` in a
-    thread; it returns soon after ``stop`` is set."""
+    """Sends what the spool holds, forever, in priority order, over ``forward_streams``
+    streams. Run ``run(stop)`` in a thread; it returns soon after ``stop`` is set."""
 
-    def __init__(self, *, spool: Spool, settings: Settings,
-                 client: httpx.Client | None = None, rng: random.Random | None = None) -> None:
-        self.spool = spool
-        self.settings = settings
-        self.client = client or httpx.Client(
-            base_url=settings.county_url, timeout=settings.forward_timeout
-        )
+    def __init__(self, *, spool: Spool, settings: Settings, outbox: Outbox | None = None,
+                 bucket: TokenBucket | None = None, rng: random.Random | None = None) -> None:
+        self.spool, self.settings = spool, settings
+        self._owns_outbox = outbox is None
+        self.outbox = outbox or Outbox(spool.root)
+        self.bucket = bucket or TokenBucket(settings.forward_rate_limit_bps)
+        self.window = RoutineWindow.parse(settings.forward_routine_window,
+                                          zone=settings.timezone)
         self.rng = rng or random.Random()
-        self._link_failures = 0
-        self._paused_until = 0.0  # time.monotonic() before which nothing is sent
+        self._pick_lock = threading.Lock()  # one stream packs at a time
+        self._s = _Shared()
+        # Completion (the county verifies and ingests, ~1-2 s for 32 MiB) runs beside the
+        # streams, so a stream starts its next bundle at once and the link stays busy.
+        self._completing = threading.Semaphore(settings.forward_streams)
+        self._completers = ThreadPoolExecutor(settings.forward_streams,
+                                              thread_name_prefix="relay-complete")
+        self._completer_clients = threading.local()
 
+    # --- loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Loop until ``stop``; survives any error of its own (logged, then a pause)."""
+        """Run the streams until ``stop``; each survives any error of its own."""
         if not self.settings.edge_site_token:
             log.error("no edge_site_token configured: the county will refuse uploads")
-        while not stop.is_set():
-            try:
-                self._step(stop)
-            except Exception:
-                log.exception("forwarder error; pausing")
-                stop.wait(self.settings.forward_retry_min)
-        self.client.close()
+        streams = [threading.Thread(target=self._stream, args=(stop,), daemon=True,
+                                    name=f"relay-forward-{n}")
+                   for n in range(self.settings.forward_streams)]
+        for thread in streams:
+            thread.start()
+        for thread in streams:
+            thread.join()
+        self._completers.shutdown(wait=True)
+        if self._owns_outbox:
+            self.outbox.close()
 
-    def _step(self, stop: threading.Event) -> None:
-        pause = self._paused_until - time.monotonic()
+    def new_client(self, stop: threading.Event) -> BundleClient:
+        """A protocol client with its own HTTP connection (one per stream)."""
+        http = httpx.Client(base_url=self.settings.county_url,
+                            timeout=self.settings.forward_timeout)
+        return BundleClient(client=http, token=self.settings.edge_site_token,
+                            bucket=self.bucket, stop=stop)
+
+    def _stream(self, stop: threading.Event) -> None:
+        client = self.new_client(stop)
+        try:
+            while not stop.is_set():
+                try:
+                    self.step(client, stop)
+                except Exception:
+                    log.exception("forwarder error; pausing")
+                    stop.wait(self.settings.forward_retry_min)
+        finally:
+            client.client.close()
+
+    def step(self, client: BundleClient, stop: threading.Event) -> None:
+        """One unit of work: wait out a pause, or upload (part of) the best bundle."""
+        pause = self._s.paused_until - time.monotonic()
         if pause > 0:
             stop.wait(pause)
             return
-        batch = self.spool.next_batch(BATCH_SIZE)
-        if not batch:
+        bundle = self.claim_next()
+        if bundle is None:
             self.spool.wait_for_new(IDLE_POLL_S)
             return
-        for entry in batch:
-            if stop.is_set() or self.forward_entry(entry).link_down:
-                return
+        handed_off = False
+        try:
+            handed_off = self.upload(bundle, client=client, stop=stop)
+        finally:
+            if not handed_off:
+                self._release(bundle)
 
-    def forward_entry(self, entry: SpoolEntry) -> UploadResult:
-        """Upload one instance and record the result in the journal and the log."""
+    def _release(self, bundle: Bundle) -> None:
+        with self._s.lock:
+            self._s.claimed.discard(bundle.bundle_id)
+
+    # --- choosing what to send ----------------------------------------------------------
+    def claim_next(self) -> Bundle | None:
+        """The most urgent sendable work, claimed for the calling stream: a waiting
+        bundle, or a new one packed from the spool if its instances are more urgent."""
+        with self._pick_lock:
+            waiting = self._best_waiting()
+            entries = self._unpacked(limit=self.settings.forward_bundle_max_instances)
+            bundle = waiting
+            if entries and (waiting is None or entries[0].priority.rank < waiting.priority.rank):
+                bundle = self._build(entries) or waiting
+            if bundle is not None:
+                with self._s.lock:
+                    self._s.claimed.add(bundle.bundle_id)
+            return bundle
+
+    def _best_waiting(self) -> Bundle | None:
+        now, mono = utc_now(), time.monotonic()
+        with self._s.lock:
+            busy = set(self._s.claimed)
+            not_before = dict(self._s.not_before)
+        for bundle in self.outbox.bundles():
+            if bundle.bundle_id in busy or not_before.get(bundle.bundle_id, 0) > mono:
+                continue
+            if may_send(self.window, priority=bundle.priority, moment=now):
+                return bundle
+        return None
+
+    def _unpacked(self, *, limit: int) -> list[SpoolEntry]:
+        """Due spool entries not yet in a bundle and allowed now, in send order."""
+        reserved = self.outbox.reserved_ids()
+        now = utc_now()
+        return [e for e in self.spool.next_batch(len(reserved) + limit)
+                if e.entry_id not in reserved
+                and may_send(self.window, priority=e.priority, moment=now)][:limit]
+
+    def _build(self, entries: list[SpoolEntry]) -> Bundle | None:
+        chosen = pack(entries, max_bytes=self._bundle_cap(entries),
+                      max_count=self.settings.forward_bundle_max_instances)
         started = time.perf_counter()
-        result = upload_instance(client=self.client, entry=entry,
-                                 token=self.settings.edge_site_token)
-        ms = (time.perf_counter() - started) * 1000
-        if result.outcome is not None:
-            self._link_failures = 0
-            self.spool.mark_sent(entry.entry_id, outcome=result.outcome)
-            log.info("forwarded sop=%s bytes=%d ms=%.1f priority=%s outcome=%s",
-                     entry.sop_uid, entry.size, ms, entry.priority.value, result.outcome.value)
-        else:
-            self._record_failure(entry, result, ms)
-        return result
+        bundle, unusable = self.outbox.build(chosen, priority=chosen[0].priority,
+                                             encoding=self.settings.forward_encoding)
+        for bad in unusable:
+            self._instance_unusable(bad.entry, bad.reason)
+        if bundle is not None:
+            log.info("bundle packed id=%s priority=%s instances=%d raw_bytes=%d bytes=%d "
+                     "encoding=%s ms=%.1f", bundle.bundle_id, bundle.priority.value,
+                     len(bundle.items), bundle.raw_bytes, bundle.size, bundle.encoding,
+                     (time.perf_counter() - started) * 1000)
+        return bundle
 
-    def _record_failure(self, entry: SpoolEntry, result: UploadResult, ms: float) -> None:
-        if result.link_down:
-            self._link_failures += 1
-        attempts = max(entry.attempts + 1, self._link_failures)
-        delay = retry_delay(attempts=attempts, lo=self.settings.forward_retry_min,
+    def _bundle_cap(self, entries: list[SpoolEntry]) -> int:
+        """Raw bytes for the next bundle: the configured cap, but when little is left
+        a share of it per stream, so the tail of a study uses every stream instead of
+        one stop-and-wait stream (at least one chunk's worth, so bundles stay useful)."""
+        s = self.settings
+        same = sum(e.size for e in entries if e.priority == entries[0].priority)
+        share = -(-same // s.forward_streams)
+        return min(s.forward_bundle_max_bytes, max(s.forward_chunk_bytes, share))
+
+    def _instance_unusable(self, entry: SpoolEntry, reason: str) -> None:
+        delay = retry_delay(attempts=entry.attempts + 1, lo=self.settings.forward_retry_min,
                             hi=self.settings.forward_retry_max, rng=self.rng)
-        error = result.error or "unknown error"
-        self.spool.mark_failed(entry.entry_id, error=error,
+        self.spool.mark_failed(entry.entry_id, error=f"spool file unusable: {reason}",
                                next_attempt_at=utc_now() + timedelta(seconds=delay))
-        if result.link_down:
-            self._paused_until = time.monotonic() + delay
-        alarm = result.status in ALARM_STATUSES or attempts >= ALARM_AFTER
-        level = logging.ERROR if alarm else logging.WARNING
-        log.log(level, "forward failed sop=%s bytes=%d ms=%.1f attempt=%d retry_in=%.1fs: %s",
-                entry.sop_uid, entry.size, ms, attempts, delay, error)
+        log.error("instance not packed entry=%d sop=%s retry_in=%.1fs: %s",
+                  entry.entry_id, entry.sop_uid, delay, reason)
+
+    def more_urgent_waiting(self, bundle: Bundle) -> bool:
+        """Whether a stream sending ``bundle`` should hand the link to other work."""
+        rank = bundle.priority.rank
+        if rank == 0:
+            return False
+        waiting = self._best_waiting()
+        if waiting is not None and waiting.priority.rank < rank:
+            return True
+        head = self._unpacked(limit=1)
+        return bool(head) and head[0].priority.rank < rank
+
+    # --- uploading ------------------------------------------------------------------------
+    def upload(self, bundle: Bundle, *, client: BundleClient, stop: threading.Event) -> bool:
+        """Take ``bundle`` as far as possible: all bytes sent (then its completion is
+        handed to a completer and True is returned: the claim is released there), a
+        yield, or a failure (recorded, with backoff). Never raises for the county's or
+        the link's faults."""
+        with self._s.lock:
+            self._s.started.setdefault(bundle.bundle_id, time.perf_counter())
+        try:
+            progress = self._resume_point(bundle, client)
+            if progress.state == "complete" and progress.results is not None:
+                self._finish(bundle, progress.results, client)
+            elif self._send_chunks(bundle, client, stop, progress.received):
+                self._completing.acquire()  # bounded: at most forward_streams at once
+                self._completers.submit(self._complete, bundle, stop)
+                return True
+        except Rejected as exc:
+            self._rebuild(bundle, exc)
+        except UploadError as exc:
+            self._failed(bundle, exc, client)
+        except Interrupted:
+            log.info("bundle interrupted id=%s (stopping; resumes on next start)",
+                     bundle.bundle_id)
+        return False
+
+    def _complete(self, bundle: Bundle, stop: threading.Event) -> None:
+        """Ask the county to complete ``bundle`` and record the outcome (completer thread)."""
+        client: BundleClient | None = getattr(self._completer_clients, "client", None)
+        if client is None:
+            client = self._completer_clients.client = self.new_client(stop)
+        try:
+            self._finish(bundle, client.complete(bundle), client)
+        except Rejected as exc:
+            self._rebuild(bundle, exc)
+        except UploadError as exc:
+            self._failed(bundle, exc, client)
+        except Exception:
+            log.exception("completion error id=%s; it is retried", bundle.bundle_id)
+        finally:
+            self._release(bundle)
+            self._completing.release()
+
+    def _resume_point(self, bundle: Bundle, client: BundleClient) -> Progress:
+        with self._s.lock:
+            offset = self._s.offsets.get(bundle.bundle_id)
+            announced = bundle.bundle_id in self._s.announced
+        if offset is not None:
+            return Progress(received=offset, state="open", results=None)
+        progress = client.progress(bundle) if announced else client.create(bundle)
+        with self._s.lock:
+            self._s.announced.add(bundle.bundle_id)
+        log.info("bundle %s id=%s received=%d of bytes=%d state=%s",
+                 "resumed" if announced else "announced", bundle.bundle_id,
+                 progress.received, bundle.size, progress.state)
+        return progress
+
+    def _send_chunks(self, bundle: Bundle, client: BundleClient, stop: threading.Event,
+                     offset: int) -> bool:
+        """PATCH chunks from ``offset`` to the end; False if the stream yielded first."""
+        while offset < bundle.size:
+            if stop.is_set() or self._must_yield(bundle, offset):
+                return False
+            length = min(self.settings.forward_chunk_bytes, bundle.size - offset)
+            started = time.perf_counter()
+            held = client.send_chunk(bundle, offset=offset, length=length)
+            self._link_ok(client)
+            with self._s.lock:
+                self._s.offsets[bundle.bundle_id] = held
+            log.info("chunk sent id=%s offset=%d bytes=%d held=%d of %d ms=%.1f",
+                     bundle.bundle_id, offset, length, held, bundle.size,
+                     (time.perf_counter() - started) * 1000)
+            offset = held
+        return True
+
+    def _must_yield(self, bundle: Bundle, offset: int) -> bool:
+        allowed = may_send(self.window, priority=bundle.priority, moment=utc_now())
+        if allowed and not self.more_urgent_waiting(bundle):
+            return False
+        log.info("bundle yielded id=%s priority=%s at offset=%d of %d (%s)", bundle.bundle_id,
+                 bundle.priority.value, offset, bundle.size,
+                 "more urgent work waiting" if allowed else "outside the routine window")
+        return True
+
+    # --- outcomes ---------------------------------------------------------------------
+    def _finish(self, bundle: Bundle, results: list[dict[str, Any]],
+                client: BundleClient) -> None:
+        """Mark the instances the county vouched for as sent (journal first), then drop
+        the bundle; instances missing from ``results`` become packable again."""
+        by_key = {(i.sop_uid, i.sha256): i.entry_id for i in bundle.items}
+        outcomes: list[tuple[int, IngestOutcome]] = []
+        for result in results:
+            try:
+                key = (str(result["sop_uid"]), str(result["sha256"]))
+                outcome = IngestOutcome(result["outcome"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if key in by_key:
+                outcomes.append((by_key[key], outcome))
+        self.spool.mark_sent_many(outcomes)
+        self.outbox.drop(bundle.bundle_id)
+        self._link_ok(client)
+        with self._s.lock:
+            self._s.rejections = 0
+            started = self._forget(bundle.bundle_id)
+        counts = {o.value: sum(1 for _, x in outcomes if x == o) for o in IngestOutcome}
+        level = logging.INFO if len(outcomes) == len(bundle.items) else logging.ERROR
+        log.log(level, "bundle done id=%s priority=%s instances=%d/%d stored=%d duplicate=%d "
+                "quarantined=%d raw_bytes=%d bytes=%d ms=%.1f", bundle.bundle_id,
+                bundle.priority.value, len(outcomes), len(bundle.items), counts["stored"],
+                counts["duplicate"], counts["quarantined"], bundle.raw_bytes, bundle.size,
+                (time.perf_counter() - started) * 1000)
+
+    def _forget(self, bundle_id: str) -> float:
+        """Drop in-memory state of a finished or discarded bundle; its start time."""
+        self._s.announced.discard(bundle_id)
+        self._s.offsets.pop(bundle_id, None)
+        self._s.not_before.pop(bundle_id, None)
+        return self._s.started.pop(bundle_id, time.perf_counter())
+
+    def _rebuild(self, bundle: Bundle, exc: UploadError) -> None:
+        """The county refused the bytes: drop the bundle; its instances are packed again
+        from the spool after a backoff (so a persistent fault does not spin)."""
+        with self._s.lock:
+            self._s.rejections += 1
+            attempts = self._s.rejections
+            self._forget(bundle.bundle_id)
+        delay = self._delay(attempts)
+        self.outbox.drop(bundle.bundle_id)
+        self.spool.mark_failed_many([i.entry_id for i in bundle.items], error=str(exc),
+                                    next_attempt_at=utc_now() + timedelta(seconds=delay))
+        log.error("bundle rejected id=%s instances=%d bytes=%d attempt=%d repack_in=%.1fs: %s",
+                  bundle.bundle_id, len(bundle.items), bundle.size, attempts, delay, exc)
+
+    def _failed(self, bundle: Bundle, exc: UploadError, client: BundleClient) -> None:
+        """Record a failed step; the bundle stays in the outbox and is resumed later."""
+        client.failures += 1
+        with self._s.lock:
+            self._s.offsets.pop(bundle.bundle_id, None)  # ask the county after a failure
+            if exc.unknown:
+                self._s.announced.discard(bundle.bundle_id)
+            self._s.link_failures += 1
+            attempts = max(client.failures, self._s.link_failures)
+        # A stream's first failure after a success is retried at once: a cut link is
+        # usually back by the time the new connection is up. Later ones back off, and
+        # a link-wide failure then pauses every stream.
+        delay = 0.0 if client.failures == 1 else self._delay(client.failures - 1)
+        with self._s.lock:
+            until = time.monotonic() + delay
+            if exc.link_down:
+                self._s.paused_until = max(self._s.paused_until, until)
+            else:
+                self._s.not_before[bundle.bundle_id] = until
+        self.spool.mark_failed_many([i.entry_id for i in bundle.items], error=str(exc),
+                                    next_attempt_at=utc_now())
+        alarm = exc.status in ALARM_STATUSES or attempts >= ALARM_AFTER
+        log.log(logging.ERROR if alarm else logging.WARNING,
+                "bundle failed id=%s bytes=%d attempt=%d retry_in=%.1fs: %s",
+                bundle.bundle_id, bundle.size, attempts, delay, exc)
+
+    def _delay(self, attempts: int) -> float:
+        return retry_delay(attempts=attempts, lo=self.settings.forward_retry_min,
+                           hi=self.settings.forward_retry_max, rng=self.rng)
+
+    def _link_ok(self, client: BundleClient) -> None:
+        client.failures = 0
+        with self._s.lock:
+            self._s.link_failures = 0
 
 
 def start_forwarder(*, spool: Spool, settings: Settings, stop: threading.Event,

@@ -1,17 +1,23 @@
 """The edge's DICOM SCP: accept C-STORE from township modalities into the spool.
 
-Handlers are thin (STYLE.md habit 1): ``handle_store`` reads the routing UIDs, hands
-the bytes as received to ``Spool.store`` and answers with a DIMSE status. pynetdicom
-sends the C-STORE response when the handler returns, so Success is returned only
-after the spool has the instance on disk and journaled (pynetdicom#807). The
-handlers never raise: an exception would become pynetdicom's generic 0xC211.
+Handlers are thin (STYLE.md habit 1): ``handle_requested`` checks the calling AE
+against the allow-list (A-ASSOCIATE-RJ "calling AE title not recognised" otherwise);
+``handle_store`` checks the disk watermark (0xA700 before writing anything), reads
+the routing UIDs, hands the bytes as received to ``Spool.store`` and answers with a
+DIMSE status. pynetdicom sends the C-STORE response when the handler returns, so
+Success is returned only after the spool has the instance on disk and journaled
+(pynetdicom#807). The handlers never raise: an exception would become pynetdicom's
+generic 0xC211. A study's first instance also has its header decoded once
+(``study_info_from``: modality for the STAT rules, patient name for the local page).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pydicom.uid import (
@@ -44,19 +50,16 @@ from relay.config import Settings
 from relay.dicom.header import InstanceIds, InvalidInstance, read_ids
 from relay.dicom.status import StoreStatus
 from relay.dicom.vocab import Priority
+from relay.edge.admission import Alarms, AllowList, DiskGuard
+from relay.edge.completeness import StudyInfo, StudyPolicy, matching_rule, study_info_from
 from relay.edge.spool import Spool
 
 log = logging.getLogger(__name__)
 
-ACSE_TIMEOUT_S = 30.0
-"""Seconds pynetdicom waits for association messages (request, release) and its
-ARTIM timer: a connection that sent garbage holds an association slot this long
-(pynetdicom default 30). A module constant until Settings has a field for it."""
-DIMSE_TIMEOUT_S = 60.0
-"""Seconds pynetdicom waits for a DIMSE message it expects (pynetdicom default 30),
-doubled for slow township links and large instances. A module constant until
-Settings has a field for it; idle associations are bounded by
-``Settings.edge_network_timeout``."""
+REJECT_PERMANENT = 0x01
+SOURCE_SERVICE_USER = 0x01
+DIAG_CALLING_AE_NOT_RECOGNIZED = 0x03
+"""A-ASSOCIATE-RJ fields (PS3.8 9.3.4): result, source, reason/diagnostic."""
 
 SHUTDOWN_GRACE_S = 10.0
 """Seconds ``stop_scp`` lets running associations finish before aborting them, so
@@ -68,6 +71,15 @@ _FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 def _request(event: Event) -> C_STORE:
     return cast(C_STORE, event.request)
+
+
+@dataclass(slots=True)
+class StoreContext:
+    """What the C-STORE handler needs besides the event, bound in ``start_scp``."""
+
+    spool: Spool
+    guard: DiskGuard | None = None
+    policy: StudyPolicy = field(default_factory=StudyPolicy)
 
 
 def _peer(event: Event) -> str:
@@ -106,13 +118,33 @@ def _refuse(event: Event, status: StoreStatus, reason: str) -> int:
     return status.value
 
 
-def handle_store(event: Event, spool: Spool) -> int:
+def handle_requested(event: Event, allow: AllowList) -> None:
+    """EVT_REQUESTED: reject a calling AE (or address) not in the allow-list with
+    A-ASSOCIATE-RJ permanent, service user, "calling AE title not recognised"."""
+    requestor = event.assoc.requestor
+    calling_ae = str(requestor.primitive.calling_ae_title).strip()  # ae_title is set later
+    reason = allow.refusal(calling_ae=calling_ae, address=str(requestor.address))
+    if reason is None:
+        return
+    log.warning("rejected association from ae=%s peer=%s: %s", calling_ae, _peer(event), reason)
+    event.assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_SERVICE_USER,
+                                 DIAG_CALLING_AE_NOT_RECOGNIZED)
+    # As pynetdicom's own rejections do: kill() lets the DUL send the A-ASSOCIATE-RJ
+    # before the connection is closed.
+    evt.trigger(event.assoc, evt.EVT_REJECTED, {})
+    event.assoc.kill()
+
+
+def handle_store(event: Event, context: StoreContext | Spool) -> int:
     """EVT_C_STORE: spool the instance as received, then answer. Never raises."""
     started = time.perf_counter()
+    ctx = context if isinstance(context, StoreContext) else StoreContext(spool=context)
     try:
-        return _store(event, spool, started)
+        return _store(event, ctx, started)
     except OSError as exc:
         if exc.errno in _FULL_DISK:
+            if ctx.guard is not None:
+                ctx.guard.disk_full(str(exc))
             log.error("spool full, refusing C-STORE from %s: %s", _calling_ae(event), exc)
             return StoreStatus.OUT_OF_RESOURCES.value
         log.exception("C-STORE from %s failed", _calling_ae(event))
@@ -122,8 +154,22 @@ def handle_store(event: Event, spool: Spool) -> int:
         return StoreStatus.PROCESSING_FAILURE.value
 
 
-def _store(event: Event, spool: Spool, started: float) -> int:
+def _priority(event: Event, ctx: StoreContext, *, calling_ae: str,
+              info: StudyInfo | None) -> tuple[Priority, str | None]:
+    """The instance's priority and, if STAT, why: C-STORE HIGH, then the rules."""
+    if Priority.from_dimse(_request(event).Priority) is Priority.STAT:
+        return Priority.STAT, "dimse-high"
+    rule = matching_rule(ctx.policy.stat_rules, calling_ae=calling_ae,
+                         modality=info.modality if info else "")
+    return (Priority.STAT, rule) if rule else (Priority.ROUTINE, None)
+
+
+def _store(event: Event, ctx: StoreContext, started: float) -> int:
     data = event.encoded_dataset()  # Part 10 bytes with file meta; pixels not decoded
+    if ctx.guard is not None:
+        full = ctx.guard.refusal(len(data))
+        if full:
+            return _refuse(event, StoreStatus.OUT_OF_RESOURCES, full)
     try:
         ids = read_ids(data)
     except InvalidInstance as exc:
@@ -131,16 +177,25 @@ def _store(event: Event, spool: Spool, started: float) -> int:
     mismatch = _mismatch(event, ids)
     if mismatch:
         return _refuse(event, StoreStatus.DATASET_MISMATCH, mismatch)
-    result = spool.store(
-        data, ids=ids, priority=Priority.from_dimse(_request(event).Priority),
-        calling_ae=_calling_ae(event), peer=_peer(event),
-    )
+    calling_ae = _calling_ae(event)
+    info = None if ctx.spool.knows_study(ids.study_uid) else study_info_from(data)
+    priority, stat_reason = _priority(event, ctx, calling_ae=calling_ae, info=info)
+    result = ctx.spool.store(data, ids=ids, priority=priority, calling_ae=calling_ae,
+                             peer=_peer(event), study=info, stat_reason=stat_reason)
     log.info(
-        "C-STORE %s from=%s peer=%s sop=%s bytes=%d sha256=%s ms=%.1f",
-        result.outcome.value, _calling_ae(event), _peer(event), ids.sop_uid,
-        result.size, result.sha256[:12], (time.perf_counter() - started) * 1000,
+        "C-STORE %s from=%s peer=%s sop=%s bytes=%d sha256=%s priority=%s ms=%.1f",
+        result.outcome.value, calling_ae, _peer(event), ids.sop_uid, result.size,
+        result.sha256[:12], priority.value, (time.perf_counter() - started) * 1000,
     )
     return StoreStatus.SUCCESS.value
+
+
+def handle_conn_open(event: Event) -> None:
+    """EVT_CONN_OPEN: TCP_NODELAY on the accepted socket, so that a C-STORE response
+    (a small PDU) is never held back by Nagle's algorithm while the modality waits."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def handle_echo(event: Event) -> int:
@@ -178,8 +233,9 @@ def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.edge_ae_title)
     ae.maximum_pdu_size = settings.edge_max_pdu
     ae.network_timeout = settings.edge_network_timeout
-    ae.acse_timeout = ACSE_TIMEOUT_S
-    ae.dimse_timeout = DIMSE_TIMEOUT_S
+    ae.acse_timeout = settings.edge_acse_timeout_s
+    ae.dimse_timeout = settings.edge_dimse_timeout_s
+    ae.maximum_associations = settings.edge_max_associations
     syntaxes = preferred_transfer_syntaxes()
     ae.add_supported_context(Verification, syntaxes)
     for context in AllStoragePresentationContexts:
@@ -187,15 +243,29 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
-def start_scp(settings: Settings, spool: Spool) -> ThreadedAssociationServer:
+def start_scp(settings: Settings, spool: Spool, *,
+              alarms: Alarms | None = None) -> ThreadedAssociationServer:
     """Start listening at ``settings.edge_host:edge_port`` in background threads.
 
     Returns the server; ``server.server_address`` is the bound address (useful with
-    port 0) and ``server.shutdown()`` stops it.
+    port 0) and ``server.shutdown()`` stops it. ``alarms`` collects the disk alarm.
     """
     ae = build_ae(settings)
+    allow = AllowList.parse(settings.edge_allowed_aes)
+    if allow.accepts_any:
+        log.warning("SECURITY: edge_allowed_aes is empty: ANY calling AE from ANY address "
+                    "may store to this edge; set RELAY_EDGE_ALLOWED_AES in production")
+    else:
+        log.info("association allow-list: %s", ", ".join(
+            f"{e.ae_title}@{e.address or '*'}" for e in allow.entries))
+    guard = DiskGuard(root=spool.root, min_free_bytes=settings.edge_min_free_bytes,
+                      min_free_percent=settings.edge_min_free_percent,
+                      alarms=alarms or Alarms())
+    context = StoreContext(spool=spool, guard=guard, policy=spool.policy)
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, handle_store, [spool]),
+        (evt.EVT_CONN_OPEN, handle_conn_open),
+        (evt.EVT_REQUESTED, handle_requested, [allow]),
+        (evt.EVT_C_STORE, handle_store, [context]),
         (evt.EVT_C_ECHO, handle_echo),
     ]
     server = ae.start_server(
@@ -211,6 +281,11 @@ def stop_scp(server: ThreadedAssociationServer, *, grace_s: float = SHUTDOWN_GRA
     server.shutdown()
     deadline = time.monotonic() + grace_s
     for assoc in server.active_associations:
+        if not assoc.is_established:
+            # No association yet (e.g. a port probe): nothing to finish. Not aborted:
+            # pynetdicom's abort() waits for the DUL to reach Sta1, which a connection
+            # still awaiting its A-ASSOCIATE-RQ only does at the ARTIM timeout (30 s).
+            continue
         assoc.join(max(0.0, deadline - time.monotonic()))
         if assoc.is_alive():
             log.warning("aborting association from %s at shutdown", assoc.requestor.ae_title)

@@ -23,7 +23,8 @@ has a journal row. Recovery on open follows from that:
 Layout under the spool root::
 
     spool.lock          exclusive flock: one agent per spool
-    journal.sqlite3     the journal (plus -wal / -shm)
+    journal.sqlite3     the journal (plus -wal / -shm): instances, and studies
+                        (relay.edge.completeness: quiet period, STAT, additions)
     tmp/                writes in progress
     objects/00..ff/     one file per (SOP Instance UID, SHA-256)
 
@@ -45,7 +46,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,8 @@ from typing import TextIO
 
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import IngestOutcome, Priority
+from relay.edge import completeness
+from relay.edge.completeness import StudyInfo, StudyPolicy, StudyRow
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,9 @@ JOURNAL_NAME = "journal.sqlite3"
 LOCK_NAME = "spool.lock"
 TMP_DIR = "tmp"
 OBJECTS_DIR = "objects"
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of the journal; bump with a migration step in ``_migrate``."""
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of the journal; bump with a migration step in ``_migrate``.
+2: ``studies`` table and ``instances.late`` (study completeness, additions)."""
 MAX_ERROR_CHARS = 500
 """Longest ``last_error`` kept per row: enough for a status line and a problem title."""
 
@@ -87,6 +91,7 @@ CREATE TABLE IF NOT EXISTS instances (
     next_attempt_at     TEXT NOT NULL,      -- UTC ISO 8601; due when <= now
     last_error          TEXT,
     county_outcome      TEXT,               -- IngestOutcome value once sent
+    late                INTEGER NOT NULL DEFAULT 0,  -- 1: arrived after its study was released
     UNIQUE (sop_uid, sha256)
 );
 CREATE INDEX IF NOT EXISTS instances_due
@@ -143,6 +148,8 @@ class SpoolEntry:
     calling_ae: str
     received_at: str
     attempts: int
+    late: bool = False
+    """Arrived after its study was handed to the forwarder: an addition to the study."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +233,10 @@ class Spool:
     in the module docstring. Close with ``close()`` or use as a context manager.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, policy: StudyPolicy | None = None) -> None:
         self.root = root.resolve()
+        self.policy = policy or StudyPolicy()
+        """When studies are ready; the default (all zero) makes every study ready at once."""
         self._tmp = self.root / TMP_DIR
         self._objects = self.root / OBJECTS_DIR
         self._lock = threading.Lock()
@@ -266,7 +275,11 @@ class Spool:
 
     def _migrate(self) -> None:
         with self._conn:
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(_SCHEMA + completeness.STUDIES_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(instances)")}
+            if "late" not in columns:  # journal of schema version 1
+                self._conn.execute(
+                    "ALTER TABLE instances ADD COLUMN late INTEGER NOT NULL DEFAULT 0")
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -321,13 +334,16 @@ class Spool:
                     del self._claims[key]
 
     def store(
-        self, data: bytes, *, ids: InstanceIds, priority: Priority, calling_ae: str, peer: str
+        self, data: bytes, *, ids: InstanceIds, priority: Priority, calling_ae: str, peer: str,
+        study: StudyInfo | None = None, stat_reason: str | None = None,
     ) -> StoreResult:
         """Keep one received instance durably; only then may the SCP answer Success.
 
         The same SOP Instance UID with the same bytes again is a no-op (``DUPLICATE``);
         the same UID with other bytes gets a row of its own, and the county decides
         (it quarantines the conflict). Raises OSError (ENOSPC when the disk is full).
+        ``study``: header facts of a study new to the journal (see ``knows_study``);
+        ``stat_reason``: why ``priority`` is STAT, kept with the study.
         """
         sha256 = hashlib.sha256(data).hexdigest()
         rel = f"{OBJECTS_DIR}/{sha256[:2]}/{ids.sop_uid}.{sha256}.dcm"
@@ -338,7 +354,8 @@ class Spool:
             _write_durably(data, tmp_dir=self._tmp, final=self.root / rel)
             try:
                 entry_id = self._insert(ids=ids, sha256=sha256, rel=rel, size=len(data),
-                                        priority=priority, calling_ae=calling_ae, peer=peer)
+                                        priority=priority, calling_ae=calling_ae, peer=peer,
+                                        study=study, stat_reason=stat_reason)
             except BaseException:
                 (self.root / rel).unlink(missing_ok=True)  # not acknowledged: not kept
                 raise
@@ -353,31 +370,44 @@ class Spool:
         return None if row is None else int(row[0])
 
     def _insert(self, *, ids: InstanceIds, sha256: str, rel: str, size: int,
-                priority: Priority, calling_ae: str, peer: str) -> int:
+                priority: Priority, calling_ae: str, peer: str,
+                study: StudyInfo | None = None, stat_reason: str | None = None) -> int:
         now = iso(utc_now())
-        values = (ids.sop_uid, sha256, ids.sop_class_uid, ids.study_uid, ids.series_uid,
-                  ids.transfer_syntax_uid, rel, size, priority.value, priority.rank,
-                  calling_ae, peer, now, now)
         try:
             with self._lock, self._conn:
+                late, priority = completeness.record_instance(
+                    self._conn, study_uid=ids.study_uid, at=now, priority=priority,
+                    stat_reason=stat_reason, calling_ae=calling_ae, info=study)
+                values = (ids.sop_uid, sha256, ids.sop_class_uid, ids.study_uid,
+                          ids.series_uid, ids.transfer_syntax_uid, rel, size, priority.value,
+                          priority.rank, calling_ae, peer, now, now, int(late))
                 cur = self._conn.execute(
                     "INSERT INTO instances (sop_uid, sha256, sop_class_uid, study_uid,"
                     " series_uid, transfer_syntax_uid, path, size, priority, priority_rank,"
-                    " calling_ae, peer, received_at, next_attempt_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+                    " calling_ae, peer, received_at, next_attempt_at, late)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
                 return int(cur.lastrowid or 0)
         except sqlite3.Error as exc:
             raise _as_os_error(exc) from exc
 
     # --- forwarder side ---------------------------------------------------------------
     def next_batch(self, limit: int, *, now: datetime | None = None) -> list[SpoolEntry]:
-        """Pending instances that are due, most urgent first, then oldest first."""
+        """Pending instances that are due, of studies that are ready (quiet, or waited
+        long enough: ``completeness``), most urgent first, then oldest first. Their
+        studies are marked released: instances arriving later are additions (late)."""
+        moment = now or utc_now()
+        ready, params = completeness.ready_clause(self.policy, moment)
         with self._lock:
             rows = self._conn.execute(
-                "SELECT * FROM instances WHERE state = ? AND next_attempt_at <= ?"
-                " ORDER BY priority_rank, received_at, id LIMIT ?",
-                (SpoolState.SPOOLED, iso(now or utc_now()), limit),
+                f"SELECT i.* FROM instances i {completeness.READY_JOIN}"
+                f" WHERE i.state = ? AND i.next_attempt_at <= ? AND {ready}"
+                " ORDER BY i.priority_rank, i.received_at, i.id LIMIT ?",
+                (SpoolState.SPOOLED, iso(moment), *params, limit),
             ).fetchall()
+            if rows:
+                with self._conn:
+                    completeness.release(self._conn, study_uids={r["study_uid"] for r in rows},
+                                         at=iso(moment))
         return [self._entry(row) for row in rows]
 
     def _entry(self, row: sqlite3.Row) -> SpoolEntry:
@@ -386,7 +416,7 @@ class Spool:
             sop_class_uid=row["sop_class_uid"], study_uid=row["study_uid"],
             series_uid=row["series_uid"], path=self.root / row["path"], size=row["size"],
             priority=Priority(row["priority"]), calling_ae=row["calling_ae"],
-            received_at=row["received_at"], attempts=row["attempts"],
+            received_at=row["received_at"], attempts=row["attempts"], late=bool(row["late"]),
         )
 
     def mark_sent(self, entry_id: int, *, outcome: IngestOutcome) -> None:
@@ -406,6 +436,51 @@ class Spool:
                 " next_attempt_at = ? WHERE id = ? AND state = ?",
                 (error[:MAX_ERROR_CHARS], iso(next_attempt_at), entry_id, SpoolState.SPOOLED),
             )
+
+    def mark_sent_many(self, outcomes: Sequence[tuple[int, IngestOutcome]]) -> None:
+        """``mark_sent`` for a whole bundle in one commit (one fsync, not one per
+        instance). Rows already sent are left as they are, so a repeat is a no-op."""
+        now = iso(utc_now())
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "UPDATE instances SET state = ?, sent_at = ?, county_outcome = ?,"
+                " attempts = attempts + 1, last_error = NULL WHERE id = ? AND state = ?",
+                [(SpoolState.SENT, now, outcome.value, entry_id, SpoolState.SPOOLED)
+                 for entry_id, outcome in outcomes],
+            )
+
+    def mark_failed_many(self, entry_ids: Sequence[int], *, error: str,
+                         next_attempt_at: datetime) -> None:
+        """``mark_failed`` for every instance of a failed bundle, in one commit."""
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "UPDATE instances SET attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = ? WHERE id = ? AND state = ?",
+                [(error[:MAX_ERROR_CHARS], iso(next_attempt_at), entry_id, SpoolState.SPOOLED)
+                 for entry_id in entry_ids],
+            )
+
+    # --- studies (SCP, status page) -------------------------------------------------
+    def knows_study(self, study_uid: str) -> bool:
+        """True if the journal tracks this study already (its header facts are cached)."""
+        with self._lock:
+            return completeness.study_known(self._conn, study_uid)
+
+    def mark_study_stat(self, study_uid: str, *, reason: str = "technician") -> bool:
+        """Make a study and its pending instances STAT (the technician's button);
+        False if the study is unknown."""
+        with self._lock, self._conn:
+            found = completeness.escalate(self._conn, study_uid=study_uid,
+                                          priority=Priority.STAT, reason=reason)
+        if found:
+            self._new_work.set()
+        return found
+
+    def studies(self, *, since: datetime, now: datetime | None = None) -> list[StudyRow]:
+        """Studies first seen since ``since`` with their phase, for the status page."""
+        with self._lock:
+            return completeness.list_studies(self._conn, since=since, policy=self.policy,
+                                             now=now or utc_now())
 
     def wait_for_new(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds until something new was stored."""

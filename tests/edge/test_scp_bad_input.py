@@ -21,7 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from relay.dicom.status import StoreStatus
-from relay.edge import scp as scp_module
+from relay.config import Settings
 from relay.edge import spool as spool_module
 from tests.edge.conftest import RunningScp
 from tests.edge.factories import ct_dataset, write_part10
@@ -52,10 +52,10 @@ def _send(scp: RunningScp, dataset_or_path: object) -> int:
 
 
 @pytest.fixture(autouse=True)
-def short_artim(monkeypatch: pytest.MonkeyPatch) -> None:
+def short_artim(edge_settings: Settings) -> None:
     """pynetdicom holds a garbage connection until the ARTIM (ACSE) timer expires;
     one second instead of thirty keeps these tests fast."""
-    monkeypatch.setattr(scp_module, "ACSE_TIMEOUT_S", 1.0)
+    edge_settings.edge_acse_timeout_s = 1.0
 
 
 @pytest.fixture

@@ -1,0 +1,172 @@
+"""Ingest: DCMTK storescu -> the edge, versus -> DCMTK storescp, versus -> Orthanc.
+
+The same deterministic 300-instance CT (512x512 16-bit, ~512 KB each; bench/ct_series.py),
+sent by one `storescu` in one association, alternated target by target in one run,
+TCP_NODELAY=1 on both sides (Debian's DCMTK leaves Nagle on). Each trial gets a fresh
+receiver with an empty store, so nothing is a duplicate:
+
+* edge: `python -m relay edge` (a real process, embedded defaults, fsync of every file,
+  its directory and the journal before each Success; county URL unreachable, so the
+  forwarder idles and the page is off)
+* storescp: DCMTK `storescp -od DIR` (no fsync: the floor of what a DICOM store costs)
+* orthanc: Debian's Orthanc with a JSON config of its own (it fsyncs by default)
+
+Then 4 concurrent storescu (4 different series) against one edge versus 1, as
+throughput (instances per second), and the same for storescp (what the machine's
+CPUs and disk allow at all). Reported: medians, and ratios to storescp.
+The issue's targets: edge <= 1.25 x storescp, edge <= orthanc, 4 senders >= 1.6 x one.
+
+    .venv/bin/python -m bench.ingest [--trials 5] [--count 300] [--skip-orthanc]
+
+Measured 2026-11-23 (2 vCPUs, shared with other jobs, load ~3; medians of 5):
+storescp 0.66 s, edge 3.69 s (5.6 x storescp), orthanc 1.95 s (3.0 x); edge with 4
+senders 1.24 x one sender, storescp with 4 senders 1.01 x (the machine does not scale
+either). Where an edge instance goes (~10-12 ms): pynetdicom alone, with a handler
+that stores nothing, ~5.5 ms (1.64-1.7 s per 300); durable write (fsync file +
+directory) ~2-4 ms; journal commit ~1 ms; hashing, copying, parsing ~1-2 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.common import dcmtk_env, free_port, wait_port
+from bench.ct_series import write_ct_series
+from bench.edge_proc import EdgeProcess
+
+AE = "RELAY_EDGE"
+
+
+def send(port: int, files: list[Path]) -> float:
+    """Wall time of one storescu sending ``files`` in one association, in seconds."""
+    started = time.perf_counter()
+    subprocess.run(["storescu", "-aec", AE, "127.0.0.1", str(port), *map(str, files)],
+                   check=True, capture_output=True, env=dcmtk_env(), timeout=600)
+    return time.perf_counter() - started
+
+
+def send_parallel(port: int, series: list[list[Path]]) -> float:
+    """Wall time of one storescu per series, all at once, in seconds."""
+    started = time.perf_counter()
+    procs = [subprocess.Popen(["storescu", "-aec", AE, "127.0.0.1", str(port),
+                               *map(str, files)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=dcmtk_env()) for files in series]
+    codes = [p.wait(600) for p in procs]
+    assert codes == [0] * len(procs), codes
+    return time.perf_counter() - started
+
+
+@contextmanager
+def edge(folder: Path) -> Iterator[int]:
+    port = free_port()
+    proc = EdgeProcess(data_dir=folder / "var", port=port, log_path=folder / "edge.log")
+    try:
+        proc.wait_ready()
+        yield port
+    finally:
+        proc.stop()
+
+
+@contextmanager
+def storescp(folder: Path) -> Iterator[int]:
+    port, out = free_port(), folder / "storescp"
+    out.mkdir()
+    proc = subprocess.Popen(["storescp", "-aet", AE, "-od", str(out), str(port)],
+                            env=dcmtk_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def orthanc(folder: Path) -> Iterator[int]:
+    port, http_port, store = free_port(), free_port(), folder / "orthanc"
+    store.mkdir()
+    config = {"Name": "bench", "DicomAet": AE, "DicomPort": port, "HttpPort": http_port,
+              "StorageDirectory": str(store), "IndexDirectory": str(store),
+              "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+              "DicomCheckCalledAeTitle": False, "Plugins": []}
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], env=dcmtk_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def trial(target: Callable[[Path], Iterator[int]], files: list[Path]) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        with target(Path(tmp)) as port:  # type: ignore[attr-defined]
+            return send(port, files)
+
+
+def parallel_trial(target: Callable[[Path], Iterator[int]], series: list[list[Path]]) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        with target(Path(tmp)) as port:  # type: ignore[attr-defined]
+            return send_parallel(port, series)
+
+
+def run(*, trials: int, count: int, with_orthanc: bool) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory(prefix="bench-ct-") as tmp:
+        series = [write_ct_series(Path(tmp) / f"s{n}", count=count, seed=f"bench-ingest-{n}")
+                  for n in range(4)]
+        targets = {"edge": edge, "storescp": storescp}
+        if with_orthanc:
+            targets["orthanc"] = orthanc
+        times: dict[str, list[float]] = {
+            name: [] for name in [*targets, "edge_x4", "storescp_x4"]}
+        for n in range(trials):
+            for name, target in targets.items():
+                times[name].append(trial(target, series[0]))  # type: ignore[arg-type]
+            times["edge_x4"].append(parallel_trial(edge, series))  # type: ignore[arg-type]
+            times["storescp_x4"].append(parallel_trial(storescp, series))  # type: ignore[arg-type]
+            print(f"trial {n + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+                  flush=True)
+        return times
+
+
+def report(times: dict[str, list[float]], *, count: int) -> None:
+    med = {name: statistics.median(values) for name, values in times.items()}
+    base = med["storescp"]
+    print(f"\n{count} instances x {len(times['edge'])} trials, medians (min-max):")
+    for name in ("storescp", "edge", "orthanc"):
+        if name in med:
+            print(f"  {name:9s} {med[name]:6.2f} s ({min(times[name]):.2f}-"
+                  f"{max(times[name]):.2f})  {med[name] / base:5.2f} x storescp")
+    one, four = count / med["edge"], 4 * count / med["edge_x4"]
+    print(f"  edge, 4 senders at once: {med['edge_x4']:.2f} s for {4 * count} instances: "
+          f"{four:.0f}/s vs {one:.0f}/s with one sender = {four / one:.2f} x")
+    scp_one, scp_four = count / base, 4 * count / med["storescp_x4"]
+    print(f"  storescp, 4 senders at once (this machine's ceiling): {scp_four:.0f}/s vs "
+          f"{scp_one:.0f}/s = {scp_four / scp_one:.2f} x")
+    if "orthanc" in med:
+        print(f"  edge / orthanc: {med['edge'] / med['orthanc']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--skip-orthanc", action="store_true")
+    args = parser.parse_args()
+    times = run(trials=args.trials, count=args.count, with_orthanc=not args.skip_orthanc)
+    report(times, count=args.count)
+
+
+if __name__ == "__main__":
+    main()

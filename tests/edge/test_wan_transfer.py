@@ -1,0 +1,190 @@
+"""Bundle uploads over a bad link: cuts re-send at most one chunk, STAT preempts a
+routine bundle between chunks, a restarted edge resumes the same bundle, the site's
+rate cap holds. Real sockets through bench.linkemu where the link matters."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.linkemu import LinkEmulator
+from relay.config import Settings
+from relay.dicom.header import read_ids
+from relay.dicom.vocab import Priority
+from relay.edge.forward import Forwarder
+from relay.edge.outbox import Outbox
+from relay.edge.spool import Spool
+from tests.edge.factories import ct_dataset, part10_bytes
+from tests.edge.helpers import wait_until
+from tests.edge.standin_county import StandInCounty
+
+CHUNK = 64 * 1024
+
+
+def spool_big(spool: Spool, *, seed: int, priority: Priority = Priority.ROUTINE) -> str:
+    """A 256x256 CT slice of noise (~128 KiB, incompressible)."""
+    ds = ct_dataset(seed=seed)
+    ds.Rows = ds.Columns = 256
+    ds.PixelData = np.random.default_rng(seed).integers(0, 4096, (256, 256)).astype(
+        np.uint16).tobytes()
+    data = part10_bytes(ds)
+    ids = read_ids(data)
+    spool.store(data, ids=ids, priority=priority, calling_ae="CT1", peer="127.0.0.1:1")
+    return ids.sop_uid
+
+
+class Running:
+    """A forwarder in a thread, stopped (and joined) by ``close``."""
+
+    def __init__(self, spool: Spool, settings: Settings) -> None:
+        self.stop = threading.Event()
+        self.spool = spool
+        self.forwarder = Forwarder(spool=spool, settings=settings, rng=random.Random(3))
+        self.thread = threading.Thread(target=self.forwarder.run, args=(self.stop,),
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.spool.wake()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def wan_settings(edge_settings: Settings, standin_county: StandInCounty) -> Settings:
+    return edge_settings.model_copy(update={
+        "county_url": standin_county.url, "forward_encoding": "identity",
+        "forward_chunk_bytes": CHUNK, "forward_streams": 1})
+
+
+@pytest.fixture
+def link(standin_county: StandInCounty) -> Iterator[LinkEmulator]:
+    with LinkEmulator("127.0.0.1", standin_county.port, rate_bps=16e6, delay_s=0.005) as emu:
+        yield emu
+
+
+def _only_bundle_size(county: StandInCounty) -> int:
+    (staged,) = county.state.bundles.values()
+    return int(staged.meta["size"])
+
+
+def test_each_cut_resends_at_most_one_chunk(
+    spool: Spool, standin_county: StandInCounty, link: LinkEmulator, wan_settings: Settings
+) -> None:
+    uids = [spool_big(spool, seed=n) for n in range(16)]  # ~2 MiB: ~1 s at 16 Mbit/s
+    settings = wan_settings.model_copy(
+        update={"county_url": f"http://127.0.0.1:{link.listen_port}"})
+    run = Running(spool, settings)
+    try:
+        cuts = 0
+        for _ in range(3):  # cut after every ~4 chunks: mid-chunk or between chunks
+            target = standin_county.state.patch_bytes() + 4 * CHUNK
+            assert wait_until(lambda: standin_county.state.patch_bytes() >= target)
+            link.cut()
+            cuts += 1
+        assert wait_until(lambda: spool.counts().pending == 0, timeout=30)
+    finally:
+        run.close()
+    size = _only_bundle_size(standin_county)
+    assert sorted(standin_county.state.sent_uids()) == sorted(uids)
+    assert run.forwarder.bucket.taken <= size + cuts * CHUNK  # what the edge pushed
+    assert standin_county.state.patch_bytes() <= size + cuts * CHUNK
+
+
+def test_link_down_for_a_while_then_everything_arrives(
+    spool: Spool, standin_county: StandInCounty, link: LinkEmulator, wan_settings: Settings
+) -> None:
+    link.down()
+    uids = [spool_big(spool, seed=n) for n in range(4)]
+    settings = wan_settings.model_copy(
+        update={"county_url": f"http://127.0.0.1:{link.listen_port}"})
+    run = Running(spool, settings)
+    try:
+        assert wait_until(lambda: "ConnectError" in str(spool.counts().last_error)
+                          or "Remote" in str(spool.counts().last_error), timeout=10)
+        assert spool.counts().pending == 4
+        link.up()
+        assert wait_until(lambda: spool.counts().pending == 0, timeout=20)
+    finally:
+        run.close()
+    assert sorted(standin_county.state.sent_uids()) == sorted(uids)
+
+
+def test_stat_overtakes_a_routine_bundle_within_one_chunk(
+    spool: Spool, standin_county: StandInCounty, wan_settings: Settings
+) -> None:
+    standin_county.state.chunk_delay_s = 0.03  # the routine bundle takes ~1 s of chunks
+    routine = [spool_big(spool, seed=n) for n in range(16)]
+    run = Running(spool, wan_settings)
+    try:
+        assert wait_until(lambda: standin_county.state.patch_bytes() >= 2 * CHUNK)
+        stored_at = time.monotonic()
+        stat = spool_big(spool, seed=99, priority=Priority.STAT)
+        assert wait_until(lambda: spool.counts().pending == 0, timeout=20)
+    finally:
+        run.close()
+    requests = standin_county.state.requests
+    routine_id = next(r.bundle_id for r in requests if r.method == "PATCH")
+    stat_first = next(r.at for r in requests if r.bundle_id not in (None, routine_id))
+    late_routine = [r for r in requests if r.method == "PATCH" and r.bundle_id == routine_id
+                    and stored_at <= r.at <= stat_first]
+    assert len(late_routine) <= 1  # at most the chunk already on the wire
+    assert standin_county.state.sent_uids() == [stat, *routine]
+    assert standin_county.state.patch_bytes(routine_id) == int(
+        standin_county.state.bundles[str(routine_id)].meta["size"])  # resumed, not resent
+
+
+def test_a_restarted_edge_resumes_the_same_bundle(
+    edge_settings: Settings, standin_county: StandInCounty, wan_settings: Settings
+) -> None:
+    standin_county.state.chunk_delay_s = 0.03
+    root: Path = edge_settings.edge_spool_dir
+    spool = Spool(root)
+    uids = [spool_big(spool, seed=n) for n in range(16)]
+    run = Running(spool, wan_settings)
+    assert wait_until(lambda: standin_county.state.patch_bytes() >= 3 * CHUNK)
+    run.close()
+    spool.close()
+    outbox = Outbox(root)
+    (bundle,) = outbox.bundles()
+    outbox.close()
+    assert standin_county.state.patch_bytes() < bundle.size  # stopped mid-bundle
+
+    spool = Spool(root)  # the restarted edge
+    run = Running(spool, wan_settings)
+    try:
+        assert wait_until(lambda: spool.counts().pending == 0, timeout=20)
+    finally:
+        run.close()
+        spool.close()
+    assert list(standin_county.state.bundles) == [bundle.bundle_id]  # the same bundle
+    assert sorted(standin_county.state.sent_uids()) == sorted(uids)
+    assert standin_county.state.patch_bytes() <= bundle.size + CHUNK
+
+
+def test_the_rate_cap_holds_across_streams(
+    spool: Spool, standin_county: StandInCounty, wan_settings: Settings
+) -> None:
+    for n in range(16):
+        spool_big(spool, seed=n)
+    settings = wan_settings.model_copy(update={
+        "forward_rate_limit_bps": 8e6, "forward_streams": 2,
+        "forward_bundle_max_bytes": 1024 * 1024})  # two bundles, both streams busy
+    started = time.monotonic()
+    run = Running(spool, settings)
+    try:
+        assert wait_until(lambda: spool.counts().pending == 0, timeout=20)
+        elapsed = time.monotonic() - started
+    finally:
+        run.close()
+    bucket = run.forwarder.bucket
+    assert bucket.taken == standin_county.state.patch_bytes()
+    assert len(standin_county.state.bundles) >= 2
+    assert elapsed >= 0.9 * (bucket.taken - bucket.capacity) / 1e6  # 8 Mbit/s = 1 MB/s
