@@ -188,6 +188,13 @@ class Settings(BaseSettings):
         description="TCP port of the technician's status page (http://127.0.0.1:8081). "
         "-1 disables the page; 0 picks a free port (tests).",
     )
+    edge_retention_hours: float = Field(
+        72.0,
+        description="Hours an instance's file stays in the edge spool after the county "
+        "confirmed it (then deleted; its journal row stays). Default 3 days: room to "
+        "re-examine a transfer, while a busy township's disk does not fill. Negative keeps "
+        "files forever.",
+    )
     forward_retry_min: float = Field(
         1.0, description="First retry delay after a failed upload, in seconds."
     )

@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import sqlite3
 import threading
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -63,10 +64,29 @@ def run_edge(settings: Settings, *, stop: threading.Event) -> None:
         host, port = server.server_address[:2]
         log.info("edge started ae=%s address=%s port=%d county=%s spool=%s",
                  settings.edge_ae_title, host, port, settings.county_url, spool.root)
+        next_prune = 0.0
         while not stop.wait(SIGNAL_POLL_S):
-            pass
+            if time.monotonic() >= next_prune:
+                _prune(spool, settings)
+                next_prune = time.monotonic() + PRUNE_EVERY_S
         log.info("edge stopping")
     log.info("edge stopped")
+
+
+PRUNE_EVERY_S = 600.0
+"""Seconds between retention sweeps of the spool (files confirmed long enough ago)."""
+
+
+def _prune(spool: Spool, settings: Settings) -> None:
+    if settings.edge_retention_hours < 0:
+        return
+    try:
+        files, freed = spool.prune_sent(older_than=timedelta(hours=settings.edge_retention_hours))
+    except OSError as exc:
+        log.warning("spool retention sweep failed: %s", exc)
+        return
+    if files:
+        log.info("spool retention: removed %d confirmed files, %d bytes", files, freed)
 
 
 def _start_page(stack: contextlib.ExitStack, *, settings: Settings, spool: Spool,

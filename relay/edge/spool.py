@@ -48,7 +48,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -427,6 +427,21 @@ class Spool:
                 " attempts = attempts + 1, last_error = NULL WHERE id = ?",
                 (SpoolState.SENT, iso(utc_now()), outcome.value, entry_id),
             )
+
+    def prune_sent(self, *, older_than: timedelta, now: datetime | None = None) -> tuple[int, int]:
+        """Delete files of instances the county confirmed more than ``older_than`` ago;
+        return (files, bytes). The journal rows stay, with the path emptied, so a
+        re-send of the same bytes is still recognised as a duplicate."""
+        cutoff = iso((now or utc_now()) - older_than)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, path, size FROM instances WHERE state = ? AND path != '' AND sent_at <= ?",
+                (SpoolState.SENT, cutoff)).fetchall()
+        for row in rows:  # unlink first: a crash in between leaves a row a later prune finishes
+            (self.root / row["path"]).unlink(missing_ok=True)
+            with self._lock, self._conn:
+                self._conn.execute("UPDATE instances SET path = '' WHERE id = ?", (row["id"],))
+        return len(rows), sum(int(row["size"]) for row in rows)
 
     def mark_failed(self, entry_id: int, *, error: str, next_attempt_at: datetime) -> None:
         """Record a failed upload; the instance stays pending and is due again later."""

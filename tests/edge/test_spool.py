@@ -176,3 +176,28 @@ def test_concurrent_stores_from_many_threads_are_all_journaled_once(spool: Spool
     assert len(rows) == 17
     assert sum(r["sop_uid"] == shared_ids.sop_uid for r in rows) == 1
     assert all((spool.root / r["path"]).is_file() for r in rows)
+
+
+def test_retention_deletes_only_files_the_county_confirmed_long_enough_ago(spool: Spool) -> None:
+    from relay.edge.spool import utc_now
+
+    sent_old, sent_new, pending = (part10_bytes(ct_dataset()) for _ in range(3))
+    old_ids = _ids()
+    old_id, new_id = _store(spool, sent_old, old_ids), _store(spool, sent_new, _ids())
+    _store(spool, pending, _ids())
+    spool.mark_sent(old_id, outcome=IngestOutcome.STORED)
+    spool.mark_sent(new_id, outcome=IngestOutcome.STORED)
+    later = utc_now() + timedelta(hours=73)
+    files, freed = spool.prune_sent(older_than=timedelta(hours=72), now=later)
+    assert (files, freed) == (2, len(sent_old) + len(sent_new))
+    assert len(list((spool.root / "objects").glob("*/*.dcm"))) == 1  # the unsent one stays
+    assert spool.prune_sent(older_than=timedelta(hours=72), now=later) == (0, 0)
+    resent = spool.store(sent_old, ids=old_ids, priority=Priority.ROUTINE, calling_ae="A", peer="p")
+    assert resent.outcome is StoreOutcome.DUPLICATE  # a pruned instance sent again is not re-forwarded
+    assert len(journal_rows(spool.root)) == 3  # the journal remembers what was sent
+
+
+def test_nothing_is_pruned_before_its_time(spool: Spool) -> None:
+    entry = _store(spool, part10_bytes(ct_dataset()), _ids())
+    spool.mark_sent(entry, outcome=IngestOutcome.STORED)
+    assert spool.prune_sent(older_than=timedelta(hours=72)) == (0, 0)
