@@ -1,5 +1,8 @@
 """The HTTP contract between a township edge and the county: paths and headers.
 
+The edge forwards in *bundles* (below): many instances per upload, compressed,
+resumable in chunks. The single-instance upload stays for simple clients and tools.
+
 Upload of one instance::
 
     POST {county_url}/api/ingest/instances
