@@ -41,6 +41,8 @@ class FrameHeader:
     priority: str
     calling_ae: str
     received_at: str
+    late: bool = False
+    """Arrived at the edge after its study was forwarded: an addition to the study."""
 
 
 def encode_frame(header: FrameHeader, data: bytes) -> bytes:

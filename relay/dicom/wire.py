@@ -51,7 +51,8 @@ DICOM_MEDIA_TYPE = "application/dicom"
 # Bundle body, before encoding: for each instance, a frame
 #     4 bytes  big-endian length L of the JSON header
 #     L bytes  UTF-8 JSON {"sop_uid", "sha256", "size", "priority", "calling_ae",
-#                          "received_at"}  (the same facts as the single-upload headers)
+#                          "received_at", "late"}  (the single-upload facts, plus "late":
+#                          the instance arrived after its study was forwarded)
 #     size bytes  the DICOM Part 10 bytes exactly as the edge stored them
 # Encoding: "zstd" (one zstandard frame of the whole body; lossless, bit-exact) or
 # "identity". SHA-256 values: of each instance's bytes (frame header) and of the

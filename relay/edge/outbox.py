@@ -233,7 +233,7 @@ class Outbox:
             items.append(BundleItem(entry.entry_id, entry.sop_uid, entry.sha256, entry.size))
             yield FrameHeader(sop_uid=entry.sop_uid, sha256=entry.sha256, size=entry.size,
                               priority=entry.priority.value, calling_ae=entry.calling_ae,
-                              received_at=entry.received_at), data
+                              received_at=entry.received_at, late=entry.late), data
 
     def _record(self, bundle: Bundle) -> None:
         try:

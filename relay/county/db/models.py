@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -145,6 +146,8 @@ class Instance(Base):
     series_pk: Mapped[int | None] = mapped_column(ForeignKey("series.id"), nullable=True)
     instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     indexed_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """Arrived after its study was forwarded (the edge says so) or read: an addition."""
 
 
 class QuarantinedInstance(Base):

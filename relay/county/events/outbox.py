@@ -21,6 +21,8 @@ class Topic(enum.StrEnum):
     """A study's first instance was indexed at the county; it is on the reading queue."""
     STUDY_ESCALATED = "study.escalated"
     """A study's priority was raised (a STAT instance arrived for it)."""
+    STUDY_REOPENED = "study.reopened"
+    """Instances arrived for a study already signed: it is back on the queue for an addendum."""
     STUDY_SIGNED = "study.signed"
     """A report or an addendum was signed."""
     CRITICAL_RESULT = "critical.result"

@@ -182,7 +182,8 @@ def _ingest_frames(*, session: Session, store: ObjectStore, site: Site, bundle: 
     for header, data in iter_frames(stream, encoding=bundle.encoding):  # type: ignore[arg-type]
         _check_announced(header, announced)
         upload = Upload(data=data, claimed_sha256=header.sha256, priority=Priority(header.priority),
-                        calling_ae=header.calling_ae, edge_received_at=_time(header.received_at))
+                        calling_ae=header.calling_ae, edge_received_at=_time(header.received_at),
+                        late=header.late)
         result = ingest_instance(session=session, store=store, site=site, upload=upload, max_bytes=max_bytes)
         results.append({"sop_uid": result.sop_uid, "sha256": result.sha256, "outcome": result.outcome.value})
         if result.instance_id is not None:

@@ -35,6 +35,8 @@ class Upload:
     priority: Priority
     calling_ae: str
     edge_received_at: datetime | None
+    late: bool = False
+    """The edge forwarded the instance after its study: an addition."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,5 +109,5 @@ def _instance_values(
         "transfer_syntax_uid": ids.transfer_syntax_uid[:64], "object_key": key,
         "size": len(upload.data), "site_id": site.id, "priority": upload.priority.value,
         "calling_ae": upload.calling_ae[:16], "edge_received_at": upload.edge_received_at,
-        "received_at": now_utc(),
+        "received_at": now_utc(), "late": upload.late,
     }

@@ -65,3 +65,21 @@ def touch_study(session: Session, *, study_pk: int, modalities: str, at: datetim
 def count_indexed(session: Session, study_uid: str) -> int:
     return int(session.execute(select(func.count()).select_from(Instance).where(
         Instance.study_uid == study_uid, Instance.indexed_at.is_not(None))).scalar_one())
+
+
+def study_state(session: Session, study_pk: int) -> str:
+    return str(session.execute(select(Study.state).where(Study.id == study_pk)).scalar_one())
+
+
+def reopen(session: Session, *, study_pk: int, at: datetime) -> None:
+    """Put a signed study back on the reading queue, unassigned, keeping its priority."""
+    session.execute(update(Study).where(Study.id == study_pk).values(state="queued", updated_at=at))
+    session.execute(update(ReadingItem).where(ReadingItem.study_pk == study_pk)
+                    .values(assigned_user_id=None, assigned_at=None, queued_at=at))
+
+
+def late_counts(session: Session, study_uids: list[str]) -> dict[str, int]:
+    """Per study, how many instances arrived as additions."""
+    rows = session.execute(select(Instance.study_uid, func.count()).where(
+        Instance.study_uid.in_(study_uids), Instance.late.is_(True)).group_by(Instance.study_uid))
+    return {uid: int(n) for uid, n in rows}

@@ -9,6 +9,7 @@ instances only add their series and may raise the study's priority.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -56,15 +57,39 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
         repository.add_transition(session, study_pk=study_pk, state=StudyState.QUEUED, at=now)
         repository.enqueue_reading(session, study_pk=study_pk, priority_rank=priority.rank, at=now)
         outbox.emit(session, Topic.STUDY_ARRIVED, event)
-    elif priority is Priority.STAT and repository.escalate_priority(
-            session, study_pk=study_pk, priority=priority.value, rank=priority.rank, at=now):
-        outbox.emit(session, Topic.STUDY_ESCALATED, event)
+    else:
+        _existing_study(session, inst, study_pk, priority, now, event)
     inst.series_pk, inst.instance_number, inst.indexed_at = series_pk, meta.instance_number if meta else None, now
     session.flush()
     modalities = "\\".join(repository.study_modalities(session, study_pk))
     repository.touch_study(session, study_pk=study_pk, modalities=modalities, at=now)
     session.commit()
     return IndexResult(instance_id, inst.study_uid, False, new_study)
+
+
+READ_STATES = (StudyState.ASSIGNED.value, StudyState.READING.value)
+SIGNED_STATES = (StudyState.SIGNED.value, StudyState.DELIVERED.value, StudyState.ACKNOWLEDGED.value)
+
+
+def _existing_study(session: Session, inst: Instance, study_pk: int, priority: Priority, now: datetime,
+                    event: dict[str, object]) -> None:
+    """A further instance of a known study: escalate, and never merge it silently into a read.
+
+    While a reader holds the study it is marked as an addition; once the study is
+    signed, it reopens: back on the queue, a transition saying why, an event, and the
+    signed report stays as signed (the reader adds an addendum).
+    """
+    if priority is Priority.STAT and repository.escalate_priority(
+            session, study_pk=study_pk, priority=priority.value, rank=priority.rank, at=now):
+        outbox.emit(session, Topic.STUDY_ESCALATED, event)
+    state = repository.study_state(session, study_pk)
+    if state in READ_STATES or state in SIGNED_STATES:
+        inst.late = True
+    if state in SIGNED_STATES:
+        repository.reopen(session, study_pk=study_pk, at=now)
+        repository.add_transition(session, study_pk=study_pk, state=StudyState.QUEUED, at=now,
+                                  detail=f"reopened: instance {inst.sop_uid} arrived after the report was signed")
+        outbox.emit(session, Topic.STUDY_REOPENED, event)
 
 
 def _read(store: ObjectStore, inst: Instance) -> InstanceMeta | None:

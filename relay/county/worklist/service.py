@@ -10,9 +10,14 @@ from sqlalchemy.orm import Session
 
 from relay.county.auth.service import Principal
 from relay.county.previews.service import render_notes
+from relay.county.studies.repository import late_counts
 from relay.county.worklist import repository
 from relay.county.worklist.schemas import WorklistItem
 from relay.dicom.vocab import Role
+
+
+def _additions(n: int) -> list[str]:
+    return [f"补传图像 {n} 幅 / {n} instance(s) arrived after the study was forwarded or read"] if n else []
 
 
 def _utc(value: datetime) -> datetime:
@@ -40,7 +45,9 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500,
     if principal.role is Role.TECHNICIAN and site_id is None:
         return []
     rows: list[Any] = repository.open_items(session, site_id=site_id, limit=limit)
-    notes = render_notes(session, [row[0].study_uid for row in rows])
+    uids = [row[0].study_uid for row in rows]
+    notes = render_notes(session, uids)
+    additions = late_counts(session, uids)
     return [
         WorklistItem(
             study_instance_uid=study.study_uid, patient_name=patient.name,
@@ -49,7 +56,8 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500,
             study_time=study.study_time, description=study.description,
             accession_number=study.accession_number, arrived_at=_utc(study.created_at),
             queued_at=_utc(item.queued_at),
-            notes=[f"无法显示图像 / cannot render: {reason}" for reason in notes.get(study.study_uid, [])],
+            notes=_additions(additions.get(study.study_uid, 0))
+            + [f"无法显示图像 / cannot render: {reason}" for reason in notes.get(study.study_uid, [])],
             assigned_to=holder,
             sla_due_at=sla.due(study.priority, _utc(study.created_at)),
             sla_remaining_s=(sla.due(study.priority, _utc(study.created_at)) - now).total_seconds(),
