@@ -188,6 +188,18 @@ class Settings(BaseSettings):
         description="TCP port of the technician's status page (http://127.0.0.1:8081). "
         "-1 disables the page; 0 picks a free port (tests).",
     )
+    edge_tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) for DICOM TLS on the modality side (PS3.15 B.1). "
+        "Default none: plain DICOM, as most township modalities speak. With it set, the edge "
+        "accepts only TLS associations.",
+    )
+    edge_tls_key: Path | None = Field(None, description="PEM private key of edge_tls_cert.")
+    edge_tls_client_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle: when set, a modality must present a certificate signed by "
+        "it (mutual TLS), which is real authentication, unlike calling AE titles.",
+    )
     edge_retention_hours: float = Field(
         72.0,
         description="Hours an instance's file stays in the edge spool after the county "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -269,10 +270,28 @@ def start_scp(settings: Settings, spool: Spool, *,
         (evt.EVT_C_ECHO, handle_echo),
     ]
     server = ae.start_server(
-        (settings.edge_host, settings.edge_port), block=False, evt_handlers=handlers
+        (settings.edge_host, settings.edge_port), block=False, evt_handlers=handlers,
+        ssl_context=tls_context(settings),
     )
     assert server is not None  # block=False always returns the server
     return server
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server TLS context for DICOM TLS, or None for plain DICOM (the default)."""
+    if settings.edge_tls_cert is None:
+        return None
+    if settings.edge_tls_key is None:
+        raise ValueError("edge_tls_cert is set without edge_tls_key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(settings.edge_tls_cert), str(settings.edge_tls_key))
+    if settings.edge_tls_client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(str(settings.edge_tls_client_ca))
+    log.info("DICOM TLS on; client certificates %s",
+             "required" if settings.edge_tls_client_ca else "not required")
+    return context
 
 
 def stop_scp(server: ThreadedAssociationServer, *, grace_s: float = SHUTDOWN_GRACE_S) -> None:
