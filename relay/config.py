@@ -200,6 +200,14 @@ class Settings(BaseSettings):
         description="PEM CA bundle: when set, a modality must present a certificate signed by "
         "it (mutual TLS), which is real authentication, unlike calling AE titles.",
     )
+    edge_report_destinations: str = Field(
+        "",
+        description="Where signed reports go at the township, comma-separated AE@host:port "
+        "(e.g. TOWNPACS@127.0.0.1:4242). Empty: reports are kept at the edge and shown on the "
+        "technician's page only.",
+    )
+    edge_report_poll_s: float = Field(
+        15.0, description="Seconds between checks for new signed reports at the county.")
     edge_retention_hours: float = Field(
         72.0,
         description="Hours an instance's file stays in the edge spool after the county "

@@ -21,6 +21,7 @@ from relay.county.dicomweb.rendered import router as rendered_router
 from relay.county.edges.endpoints import router as edges_router
 from relay.county.errors import install_error_handler
 from relay.county.reading.endpoints import router as reading_router
+from relay.county.reports.delivery_endpoints import router as deliveries_router
 from relay.county.reports.endpoints import reports_router
 from relay.county.reports.endpoints import router as signing_keys_router
 from relay.county.studies.endpoints import router as studies_router
@@ -74,6 +75,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(signing_keys_router)
     app.include_router(reports_router)
+    app.include_router(deliveries_router)
     app.include_router(worklist_router)
     app.include_router(reading_router)
     app.include_router(studies_router)

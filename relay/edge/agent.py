@@ -20,6 +20,7 @@ from relay.config import Settings
 from relay.edge.admission import Alarms, disk_state
 from relay.edge.completeness import StudyPolicy, list_studies, policy_from
 from relay.edge.heartbeat import start_heartbeat
+from relay.edge.reports import start_pickup
 from relay.edge.forward import start_forwarder
 from relay.edge.scp import start_scp, stop_scp
 from relay.edge.spool import JOURNAL_NAME, Spool, read_counts, utc_now
@@ -58,9 +59,10 @@ def run_edge(settings: Settings, *, stop: threading.Event) -> None:
         forwarder = start_forwarder(spool=spool, settings=settings, stop=forward_stop)
         stack.callback(_stop_forwarder, forwarder, forward_stop, spool)
         _start_page(stack, settings=settings, spool=spool, alarms=alarms)
-        heartbeat_stop = threading.Event()
-        start_heartbeat(settings, heartbeat_stop)
-        stack.callback(heartbeat_stop.set)
+        background_stop = threading.Event()
+        start_heartbeat(settings, background_stop)
+        start_pickup(settings, background_stop)
+        stack.callback(background_stop.set)
         host, port = server.server_address[:2]
         log.info("edge started ae=%s address=%s port=%d county=%s spool=%s",
                  settings.edge_ae_title, host, port, settings.county_url, spool.root)

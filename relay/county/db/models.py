@@ -364,3 +364,23 @@ class Report(Base):
     signature: Mapped[str] = mapped_column(Text, default="")
     document_json: Mapped[str] = mapped_column(Text, default="")
     """The canonical document that was signed, kept exactly as signed."""
+
+
+class ReportDelivery(Base):
+    """A signed report (or addendum) on its way back to the study's township.
+
+    Created with the signature; the site's edge picks it up, stores its objects into
+    the township's PACS, says so (``delivered_at``), and the technician acknowledges
+    it (``acknowledged_at``). Each step is also a study transition, for TAT.
+    """
+
+    __tablename__ = "report_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_pk: Mapped[int] = mapped_column(ForeignKey("reports.id"), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    object_keys_json: Mapped[str] = mapped_column(Text, default="{}")
+    """What travels: {"signed": key of the signed JSON, "sr": ..., "pdf": ..., "encapsulated_pdf": ...}."""
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    acknowledged_by: Mapped[str] = mapped_column(String(128), default="")

@@ -25,6 +25,10 @@ class Topic(enum.StrEnum):
     """Instances arrived for a study already signed: it is back on the queue for an addendum."""
     STUDY_SIGNED = "study.signed"
     """A report or an addendum was signed."""
+    REPORT_DELIVERED = "report.delivered"
+    """The township's edge stored a signed report into the township PACS."""
+    REPORT_ACKNOWLEDGED = "report.acknowledged"
+    """The township technician saw or printed the report."""
     CRITICAL_RESULT = "critical.result"
     """A signed report carries a critical finding (危急值): the township must know at once."""
 

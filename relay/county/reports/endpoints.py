@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from relay.county.auth.deps import PrincipalDep, SessionDep
+from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.db.models import Report
 from relay.county.errors import NotFound
-from relay.county.reports import keys, service, templates
+from relay.county.reports import delivery, keys, service, templates
 from relay.dicom.vocab import Role
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/signing-keys", tags=["reports"])
 reports_router = APIRouter(prefix="/api", tags=["reports"])
 
@@ -118,10 +120,17 @@ def update_draft(report_id: int, body: ReportIn, principal: PrincipalDep, sessio
 
 
 @reports_router.post("/reports/{report_id}/sign", response_model=ReportOut)
-def sign_report(report_id: int, body: SignIn, principal: PrincipalDep, session: SessionDep) -> ReportOut:
-    """Sign with the reader's key (the signing password unlocks it for this signature only)."""
-    return _report_out(service.sign(session=session, principal=principal, report_id=report_id,
-                                     signing_password=body.signing_password))
+def sign_report(report_id: int, body: SignIn, principal: PrincipalDep, session: SessionDep,
+                county: CountyDep) -> ReportOut:
+    """Sign with the reader's key (the signing password unlocks it for this signature only);
+    the signed report is queued for delivery to the study's township."""
+    signed = service.sign(session=session, principal=principal, report_id=report_id,
+                          signing_password=body.signing_password, store=county.store)
+    try:
+        delivery.attach_renderings(county, report_id)
+    except Exception:  # the signed document still travels; the renderings can be rebuilt
+        log.exception("could not build the SR/PDF of report %d", report_id)
+    return _report_out(signed)
 
 
 @reports_router.get("/reports/{report_id}/signed")

@@ -21,7 +21,8 @@ from relay.county.db.models import Instance, ReadingItem, Report, Site, Study
 from relay.county.errors import BadRequest, Conflict, Forbidden, NotFound
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
-from relay.county.reports import keys, templates
+from relay.county.reports import delivery, keys, templates
+from relay.county.storage import ObjectStore
 from relay.county.studies.repository import add_transition
 from relay.dicom import signing
 from relay.dicom.vocab import Role, StudyState
@@ -120,7 +121,8 @@ def _document(session: Session, report: Report, study: Study, principal: Princip
     }
 
 
-def sign(*, session: Session, principal: Principal, report_id: int, signing_password: str) -> Report:
+def sign(*, session: Session, principal: Principal, report_id: int, signing_password: str,
+         store: ObjectStore) -> Report:
     """Sign a draft with the reader's key; the study becomes ``signed``."""
     report = _own_draft(session, principal, report_id)
     if not report.impression.strip():
@@ -140,6 +142,8 @@ def sign(*, session: Session, principal: Principal, report_id: int, signing_pass
     report.key_id, report.signature = signed.key_id, signed.signature
     report.document_json = json.dumps(signed.document, ensure_ascii=False)
     _mark_signed(session, study, report, principal, now)
+    session.flush()
+    delivery.create_delivery(session=session, store=store, report=report, study=study, signed=signed)
     session.commit()
     return report
 

@@ -1,0 +1,160 @@
+"""Signed reports back to the township: what to deliver, and the steps back from the edge.
+
+At signing, the signed document (the verifiable JSON) is stored under a deterministic
+key and a delivery row is created for the study's site. The DICOM renderings (SR,
+Encapsulated PDF) and the printable PDF are added when built. The site's edge lists
+its pending deliveries, fetches the objects, stores them into the township PACS, and
+reports ``delivered``; the technician's acknowledgement comes back the same way.
+Every step is idempotent and a study transition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from relay.county.auth.service import now_utc
+from relay.county.db.models import Report, ReportDelivery, Site, Study, User
+from relay.county.errors import NotFound
+from relay.county.events import outbox
+from relay.county.events.outbox import Topic
+from relay.county.storage import ObjectStore
+from relay.county.studies.repository import add_transition
+from relay.dicom.signing import SignedReport
+from relay.dicom.vocab import StudyState
+
+
+def object_key(study_uid: str, revision: int, name: str) -> str:
+    return f"reports/{study_uid}/{revision}/{name}"
+
+
+def put_object(store: ObjectStore, key: str, data: bytes) -> str:
+    store.put(key, data, sha256=hashlib.sha256(data).hexdigest())
+    return key
+
+
+def create_delivery(*, session: Session, store: ObjectStore, report: Report, study: Study,
+                    signed: SignedReport) -> ReportDelivery:
+    """Store the signed document and queue it for the study's township (same transaction)."""
+    key = put_object(store, object_key(study.study_uid, report.revision, "signed.json"),
+                     signed.to_json().encode())
+    delivery = ReportDelivery(report_pk=report.id, site_id=study.site_id, created_at=now_utc(),
+                              object_keys_json=json.dumps({"signed": key}))
+    session.add(delivery)
+    return delivery
+
+
+def add_objects(*, session: Session, delivery: ReportDelivery, keys: dict[str, str]) -> None:
+    current = json.loads(delivery.object_keys_json)
+    current.update(keys)
+    delivery.object_keys_json = json.dumps(current)
+    session.commit()
+
+
+def pending_for_site(session: Session, site: Site) -> list[tuple[ReportDelivery, Report, Study, str]]:
+    """Deliveries the site's edge has not confirmed yet, oldest first (critical ones first)."""
+    rows = session.execute(
+        select(ReportDelivery, Report, Study, User.username)
+        .join(Report, Report.id == ReportDelivery.report_pk).join(Study, Study.id == Report.study_pk)
+        .join(User, User.id == Report.author_user_id)
+        .where(ReportDelivery.site_id == site.id, ReportDelivery.delivered_at.is_(None))
+        .order_by(Report.critical.desc(), ReportDelivery.id)).all()
+    return [(d, r, s, u) for d, r, s, u in rows]
+
+
+def owned(session: Session, site: Site, delivery_id: int) -> tuple[ReportDelivery, Report, Study]:
+    row = session.execute(select(ReportDelivery, Report, Study).join(Report, Report.id == ReportDelivery.report_pk)
+                          .join(Study, Study.id == Report.study_pk)
+                          .where(ReportDelivery.id == delivery_id)).one_or_none()
+    if row is None or row[0].site_id != site.id:
+        raise NotFound(f"no delivery {delivery_id}")
+    return row[0], row[1], row[2]
+
+
+def mark_delivered(*, session: Session, site: Site, delivery_id: int, detail: str) -> ReportDelivery:
+    """The edge stored the report at the township (idempotent)."""
+    delivery, report, study = owned(session, site, delivery_id)
+    if delivery.delivered_at is None:
+        now = now_utc()
+        delivery.delivered_at = now
+        _advance(session, study, report, StudyState.DELIVERED, now, actor=f"site:{site.name}", detail=detail)
+        outbox.emit(session, Topic.REPORT_DELIVERED, _event(study, report))
+        session.commit()
+    return delivery
+
+
+def mark_acknowledged(*, session: Session, site: Site, delivery_id: int, by: str) -> ReportDelivery:
+    """The technician saw or printed the report (idempotent; the first acknowledgement counts)."""
+    delivery, report, study = owned(session, site, delivery_id)
+    if delivery.acknowledged_at is None:
+        now = now_utc()
+        delivery.acknowledged_at, delivery.acknowledged_by = now, by[:128]
+        if delivery.delivered_at is None:
+            delivery.delivered_at = now
+        _advance(session, study, report, StudyState.ACKNOWLEDGED, now, actor=by[:128] or f"site:{site.name}",
+                 detail=f"revision {report.revision}")
+        outbox.emit(session, Topic.REPORT_ACKNOWLEDGED, _event(study, report))
+        session.commit()
+    return delivery
+
+
+def _advance(session: Session, study: Study, report: Report, state: StudyState, at: datetime, *,
+             actor: str, detail: str) -> None:
+    if report.kind == "report" and study.state in (StudyState.SIGNED.value, StudyState.DELIVERED.value):
+        study.state, study.updated_at = state.value, at
+    add_transition(session, study_pk=study.id, state=state, at=at, actor=actor, detail=detail)
+
+
+def _event(study: Study, report: Report) -> dict[str, Any]:
+    return {"study_instance_uid": study.study_uid, "revision": report.revision, "kind": report.kind,
+            "critical": report.critical}
+
+
+def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
+    """Build the SR, the printable PDF and the Encapsulated PDF of a signed report, store
+    them (the DICOM ones as instances of the study, visible through DICOMweb), and add
+    them to the delivery. Deterministic UIDs make a second run a harmless duplicate."""
+    from relay.county.ingest.endpoints import enqueue_committed
+    from relay.county.ingest.service import Upload, ingest_instance
+    from relay.county.reports import objects
+    from relay.dicom.vocab import Priority
+
+    with county.sessions() as session:
+        report = session.get(Report, report_id)
+        study = session.get(Study, report.study_pk)
+        site = session.get(Site, study.site_id)
+        header = _study_header(session, study)
+        document = json.loads(report.document_json)
+        sr = objects.build_sr(document=document, study=header, signature_b64=report.signature, key_id=report.key_id)
+        pdf = objects.build_pdf(document=document, study=header)
+        encapsulated = objects.build_encapsulated_pdf(pdf=pdf, document=document, study=header)
+        pending, keys = [], {"pdf": put_object(county.store, object_key(study.study_uid, report.revision, "report.pdf"), pdf)}
+        for name, data in (("sr", sr), ("encapsulated_pdf", encapsulated)):
+            upload = Upload(data=data, claimed_sha256=hashlib.sha256(data).hexdigest(), priority=Priority.ROUTINE,
+                            calling_ae="COUNTY_REPORT", edge_received_at=None)
+            result = ingest_instance(session=session, store=county.store, site=site, upload=upload,
+                                     max_bytes=county.settings.max_instance_bytes)
+            keys[name] = put_object(county.store, object_key(study.study_uid, report.revision, f"{name}.dcm"), data)
+            pending += [result.instance_id] if result.instance_id is not None else []
+        found = session.execute(select(ReportDelivery).where(ReportDelivery.report_pk == report_id)).scalar_one()
+        add_objects(session=session, delivery=found, keys=keys)
+    enqueue_committed(county, pending)
+    return keys
+
+
+def _study_header(session: Session, study: Study) -> Any:
+    from relay.county.db.models import Patient
+    from relay.county.reports.objects import StudyHeader
+
+    patient = session.get(Patient, study.patient_pk)
+    site = session.get(Site, study.site_id)
+    return StudyHeader(study_uid=study.study_uid, patient_name=patient.name if patient else "",
+                       patient_id=patient.patient_id if patient else "",
+                       birth_date=patient.birth_date if patient else "", sex=patient.sex if patient else "",
+                       accession_number=study.accession_number, study_date=study.study_date,
+                       study_time=study.study_time, institution=site.display_name if site else "")
