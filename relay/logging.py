@@ -25,5 +25,6 @@ def setup_logging(level: str = "INFO", *, process: str = "relay") -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # Celery logs "received" and "succeeded" per task; our tasks log one line each
     # with identifiers and timings (STYLE.md: one log line per unit of work).
-    for name in ("celery.worker.strategy", "celery.app.trace"):
+    # fontTools (PDF font subsetting) logs every glyph at INFO.
+    for name in ("celery.worker.strategy", "celery.app.trace", "fontTools"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +72,16 @@ def arrived(base: str, bearer: str, samples: list[dict[str, str]]) -> bool:
     return expected_studies(samples).items() <= got.items()
 
 
-@pytest.fixture
-def relay_on_servers(tmp_path: Path, settings: Settings, county: County) -> Iterator[dict[str, object]]:
+@contextmanager
+def launch_relay(tmp_path: Path, settings: Settings, county: County, **extra: str) -> Iterator[dict[str, Any]]:
     """Edge, county API and worker as separate processes on PostgreSQL, RabbitMQ and S3."""
     _, site_token = make_site(county, "qingshan")
-    county_port, edge_port = free_port(), free_port()
+    county_port, edge_port, page_port = free_port(), free_port(), free_port()
     env = base_env(data_dir=str(tmp_path / "var"), database_url=settings.resolved_database_url,
                    broker_url=settings.resolved_broker_url, store_url=settings.resolved_store_url,
                    queue_prefix=settings.queue_prefix, county_port=str(county_port),
                    edge_port=str(edge_port), edge_site="qingshan", edge_site_token=site_token,
-                   county_url=f"http://127.0.0.1:{county_port}")
+                   county_url=f"http://127.0.0.1:{county_port}", edge_status_port=str(page_port), **extra)
     procs = [RelayProcess(name, args, env=env, cwd=tmp_path, logdir=tmp_path) for name, args in
              [("county", ["county", "--no-migrate"]), ("worker", ["worker", "--concurrency", "1"]),
               ("edge", ["edge"])]]
@@ -89,10 +90,17 @@ def relay_on_servers(tmp_path: Path, settings: Settings, county: County) -> Iter
         wait_for("county API", lambda: httpx.get(f"{base}/healthz").status_code == 200,
                  timeout=30, procs=procs)
         wait_for("edge C-ECHO", lambda: echoscu(edge_port).returncode == 0, timeout=30, procs=procs)
-        yield {"base": base, "edge_port": edge_port, "procs": procs, "spool": tmp_path / "var" / "edge"}
+        yield {"base": base, "edge_port": edge_port, "procs": procs, "spool": tmp_path / "var" / "edge",
+               "page": f"http://127.0.0.1:{page_port}"}
     finally:
         for p in procs:
             p.stop()
+
+
+@pytest.fixture
+def relay_on_servers(tmp_path: Path, settings: Settings, county: County) -> Iterator[dict[str, Any]]:
+    with launch_relay(tmp_path, settings, county) as relay:
+        yield relay
 
 
 def test_storescu_to_the_edge_puts_every_study_on_the_worklist_with_exact_names(

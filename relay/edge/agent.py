@@ -99,7 +99,7 @@ def _start_page(stack: contextlib.ExitStack, *, settings: Settings, spool: Spool
     from relay.edge.status_page import StatusPage
 
     page = StatusPage(spool=spool, alarms=alarms, host=settings.edge_status_host,
-                      port=settings.edge_status_port, timezone=settings.timezone)
+                      port=settings.edge_status_port, timezone=settings.timezone, settings=settings)
     try:
         page.start()
     except RuntimeError as exc:  # receiving matters more than the page: keep going

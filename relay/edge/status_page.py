@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime, time as dtime
@@ -29,7 +30,9 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from relay.config import Settings
 from relay.edge.admission import Alarms, disk_state
+from relay.edge.reports import acknowledge, local_reports
 from relay.edge.completeness import StudyPhase, StudyRow
 from relay.edge.spool import Spool, SpoolCounts
 
@@ -51,6 +54,10 @@ TEXT: dict[str, dict[str, str]] = {
         "receiving": "接收中", "waiting": "等待发送", "sending": "发送中",
         "at_county": "已到达县医院", "report_back": "报告已返回", "lang_switch": "English",
         "refresh": "每 10 秒自动刷新", "seconds": "秒",
+        "reports": "诊断报告", "no_reports": "还没有返回的报告。", "report": "报告", "addendum": "补充报告",
+        "critical": "危急值", "critical_alarm": "危急值报告！请立即查看并确认。", "reader": "诊断医师",
+        "signed_at": "签发时间", "view_pdf": "查看/打印", "ack": "确认已阅", "acked": "已确认",
+        "your_name": "技师姓名", "study": "检查",
     },
     "en": {
         "title": "Image relay status", "studies": "Studies today", "time": "Study time",
@@ -58,6 +65,10 @@ TEXT: dict[str, dict[str, str]] = {
         "count": "Images", "state": "State", "priority": "Priority", "action": "Action",
         "mark_stat": "Mark STAT", "stat": "STAT", "routine": "routine", "urgent": "urgent",
         "spool": "Waiting to send", "pending": "Pending images",
+        "reports": "Reports", "no_reports": "No reports back yet.", "report": "Report", "addendum": "Addendum",
+        "critical": "CRITICAL", "critical_alarm": "Critical result! Open and acknowledge it now.",
+        "reader": "Reader", "signed_at": "Signed", "view_pdf": "View / print", "ack": "Acknowledge",
+        "acked": "Acknowledged", "your_name": "Your name", "study": "Study",
         "pending_bytes": "Pending data", "oldest": "Oldest unsent", "disk_free": "Disk free",
         "last_error": "Last error", "alarms": "Alarms", "none": "none",
         "late": "addition", "no_studies": "No studies received today yet.",
@@ -131,6 +142,8 @@ class PageDeps:
     alarms: Alarms
     zone: ZoneInfo
     csrf_token: str
+    settings: Settings | None = None
+    """For the reports section (fetched reports, acknowledgements to the county)."""
 
 
 def start_of_today(zone: ZoneInfo, now: datetime) -> datetime:
@@ -177,11 +190,24 @@ def _summary(counts: SpoolCounts, deps: PageDeps, lang: str = "zh") -> dict[str,
 def page_context(deps: PageDeps, *, lang: str, now: datetime) -> dict[str, Any]:
     """Everything the template shows, in plain values."""
     studies = deps.spool.studies(since=start_of_today(deps.zone, now), now=now)
+    names = {row.study_uid: _view(row, deps.zone, lang)["name"] for row in studies}
+    reports = [_report_view(item, deps, names) for item in (local_reports(deps.settings) if deps.settings else [])]
     return {
         "t": TEXT[lang], "lang": lang, "csrf": deps.csrf_token,
         "studies": [_view(row, deps.zone, lang) for row in studies],
         "summary": _summary(deps.spool.counts(now=now), deps, lang),
+        "reports": reports, "critical_open": any(r["critical"] and not r["acked"] for r in reports),
     }
+
+
+def _report_view(item: dict[str, Any], deps: PageDeps, names: dict[str, str]) -> dict[str, Any]:
+    assert deps.settings is not None
+    folder = deps.settings.edge_spool_dir / "reports" / str(item["delivery_id"])
+    signed = datetime.fromisoformat(item["signed_at"]).astimezone(deps.zone).strftime("%m-%d %H:%M")
+    return {"id": item["delivery_id"], "kind": item["kind"], "critical": item["critical"],
+            "reader": item["reader"], "signed": signed, "name": names.get(item["study_instance_uid"], ""),
+            "study": item["study_instance_uid"], "pdf": (folder / "pdf.pdf").exists(),
+            "acked": (folder / "ack.json").exists()}
 
 
 def _lang(value: str | None) -> str:
@@ -208,6 +234,24 @@ def build_app(deps: PageDeps) -> FastAPI:
         log.info("study %s marked STAT by the technician", study_uid)
         return RedirectResponse(f"/?lang={_lang(lang)}", status_code=303)
 
+    @app.get("/reports/{delivery_id}/pdf")
+    def report_pdf(delivery_id: int) -> Response:
+        path = _report_folder(deps, delivery_id) / "pdf.pdf"
+        if not path.is_file():
+            return JSONResponse({"detail": "no PDF for this report"}, status_code=404)
+        return Response(path.read_bytes(), media_type="application/pdf")
+
+    @app.post("/reports/{delivery_id}/ack")
+    def ack_report(delivery_id: int, csrf: str = Form(""), by: str = Form(""), lang: str = Form("zh")) -> Response:
+        if not hmac.compare_digest(csrf, deps.csrf_token):
+            return JSONResponse({"detail": "bad or missing CSRF token"}, status_code=403)
+        if deps.settings is None or not by.strip():
+            return JSONResponse({"detail": "say who acknowledges"}, status_code=400)
+        acknowledge(deps.settings, delivery_id, by.strip())
+        (_report_folder(deps, delivery_id) / "ack.json").write_text(json.dumps({"by": by.strip()}, ensure_ascii=False))
+        log.info("report delivery %d acknowledged at the township", delivery_id)
+        return RedirectResponse(f"/?lang={_lang(lang)}", status_code=303)
+
     @app.get("/api/summary")
     def summary() -> dict[str, Any]:
         return _summary(deps.spool.counts(), deps)
@@ -215,13 +259,18 @@ def build_app(deps: PageDeps) -> FastAPI:
     return app
 
 
+def _report_folder(deps: PageDeps, delivery_id: int) -> Path:
+    assert deps.settings is not None
+    return deps.settings.edge_spool_dir / "reports" / str(int(delivery_id))
+
+
 class StatusPage:
     """The page served by uvicorn in a background thread; ``stop()`` ends it."""
 
     def __init__(self, *, spool: Spool, alarms: Alarms, host: str, port: int,
-                 timezone: str) -> None:
+                 timezone: str, settings: Settings | None = None) -> None:
         deps = PageDeps(spool=spool, alarms=alarms, zone=ZoneInfo(timezone),
-                        csrf_token=secrets.token_urlsafe(24))
+                        csrf_token=secrets.token_urlsafe(24), settings=settings)
         config = uvicorn.Config(build_app(deps), host=host, port=port, access_log=False,
                                 log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)

@@ -381,6 +381,8 @@ class ReportDelivery(Base):
     object_keys_json: Mapped[str] = mapped_column(Text, default="{}")
     """What travels: {"signed": key of the signed JSON, "sr": ..., "pdf": ..., "encapsulated_pdf": ...}."""
     created_at: Mapped[datetime] = mapped_column(UTC)
+    ready_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    """When its renderings (SR, PDF) were attached; until then the edge is not offered it."""
     delivered_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     acknowledged_by: Mapped[str] = mapped_column(String(128), default="")

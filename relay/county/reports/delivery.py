@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from relay.county.auth.service import now_utc
@@ -49,10 +49,24 @@ def create_delivery(*, session: Session, store: ObjectStore, report: Report, stu
     return delivery
 
 
+READY_GRACE = timedelta(minutes=2)
+"""A delivery whose renderings never got attached (a failure, an API that died right after
+signing) is offered anyway after this long: the signed report always goes home."""
+
+
 def add_objects(*, session: Session, delivery: ReportDelivery, keys: dict[str, str]) -> None:
+    """Attach objects and offer the delivery to the edge."""
     current = json.loads(delivery.object_keys_json)
     current.update(keys)
     delivery.object_keys_json = json.dumps(current)
+    delivery.ready_at = delivery.ready_at or now_utc()
+    session.commit()
+
+
+def mark_ready(*, session: Session, report_id: int) -> None:
+    """Offer the delivery as it is (renderings could not be built)."""
+    found = session.execute(select(ReportDelivery).where(ReportDelivery.report_pk == report_id)).scalar_one()
+    found.ready_at = found.ready_at or now_utc()
     session.commit()
 
 
@@ -62,7 +76,8 @@ def pending_for_site(session: Session, site: Site) -> list[tuple[ReportDelivery,
         select(ReportDelivery, Report, Study, User.username)
         .join(Report, Report.id == ReportDelivery.report_pk).join(Study, Study.id == Report.study_pk)
         .join(User, User.id == Report.author_user_id)
-        .where(ReportDelivery.site_id == site.id, ReportDelivery.delivered_at.is_(None))
+        .where(ReportDelivery.site_id == site.id, ReportDelivery.delivered_at.is_(None),
+               or_(ReportDelivery.ready_at.is_not(None), ReportDelivery.created_at < now_utc() - READY_GRACE))
         .order_by(Report.critical.desc(), ReportDelivery.id)).all()
     return [(d, r, s, u) for d, r, s, u in rows]
 
@@ -131,7 +146,7 @@ def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
         header = _study_header(session, study)
         document = json.loads(report.document_json)
         sr = objects.build_sr(document=document, study=header, signature_b64=report.signature, key_id=report.key_id)
-        pdf = objects.build_pdf(document=document, study=header)
+        pdf = objects.build_pdf(document=document, study=header, key_id=report.key_id)
         encapsulated = objects.build_encapsulated_pdf(pdf=pdf, document=document, study=header)
         pending, keys = [], {"pdf": put_object(county.store, object_key(study.study_uid, report.revision, "report.pdf"), pdf)}
         for name, data in (("sr", sr), ("encapsulated_pdf", encapsulated)):
@@ -157,4 +172,5 @@ def _study_header(session: Session, study: Study) -> Any:
                        patient_id=patient.patient_id if patient else "",
                        birth_date=patient.birth_date if patient else "", sex=patient.sex if patient else "",
                        accession_number=study.accession_number, study_date=study.study_date,
-                       study_time=study.study_time, institution=site.display_name if site else "")
+                       study_time=study.study_time, institution=site.display_name if site else "",
+                       modality=study.modalities.replace("\\", "/"), study_description=study.description)

@@ -130,6 +130,7 @@ def sign_report(report_id: int, body: SignIn, principal: PrincipalDep, session: 
         delivery.attach_renderings(county, report_id)
     except Exception:  # the signed document still travels; the renderings can be rebuilt
         log.exception("could not build the SR/PDF of report %d", report_id)
+        delivery.mark_ready(session=session, report_id=report_id)
     return _report_out(signed)
 
 
