@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test install dev peers services bench clean
+.PHONY: run test install dev peers services typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,11 @@ services:
 run: install
 	$(BIN)/relay up --demo
 
-test: dev peers services
+test: dev peers services typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+typecheck: dev
+	$(BIN)/mypy --strict --ignore-missing-imports relay reader_portal
 
 bench: dev peers
 	$(BIN)/python -m bench

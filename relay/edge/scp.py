@@ -123,7 +123,8 @@ def handle_requested(event: Event, allow: AllowList) -> None:
     """EVT_REQUESTED: reject a calling AE (or address) not in the allow-list with
     A-ASSOCIATE-RJ permanent, service user, "calling AE title not recognised"."""
     requestor = event.assoc.requestor
-    calling_ae = str(requestor.primitive.calling_ae_title).strip()  # ae_title is set later
+    primitive = requestor.primitive  # the A-ASSOCIATE-RQ; ae_title is set only after acceptance
+    calling_ae = str(primitive.calling_ae_title).strip() if primitive is not None else ""
     reason = allow.refusal(calling_ae=calling_ae, address=str(requestor.address))
     if reason is None:
         return

@@ -155,7 +155,7 @@ def _signed_at(document: dict[str, Any]) -> datetime:
 
 
 def _is_addendum(document: dict[str, Any]) -> bool:
-    kind = document.get("kind", "report")
+    kind = str(document.get("kind", "report"))
     if kind not in ("report", "addendum"):
         raise ValueError(f"document kind must be 'report' or 'addendum', not {kind!r}")
     return kind == "addendum"

@@ -50,7 +50,7 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
     study_pk, new_study = repository.upsert_study(session, _study_values(meta, inst, patient_pk, now))
     series_pk = repository.upsert_series(session, _series_values(meta, inst, study_pk))
     priority = Priority(inst.priority)
-    event = {"study_instance_uid": inst.study_uid, "site": site.name, "priority": priority.value,
+    event: dict[str, object] = {"study_instance_uid": inst.study_uid, "site": site.name, "priority": priority.value,
              "modality": meta.modality if meta else ""}
     if new_study:
         repository.add_transition(session, study_pk=study_pk, state=StudyState.ARRIVED, at=now)
