@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 import statistics
 import subprocess
 import time
@@ -46,3 +50,25 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 def summary(values: list[float]) -> str:
     return (f"median {statistics.median(values):.2f} s, min {min(values):.2f} s, "
             f"max {max(values):.2f} s (n={len(values)})")
+
+
+@contextmanager
+def serve_app(app: Any, *, start_timeout_s: float = 30.0) -> Iterator[str]:
+    """An ASGI app under uvicorn in a thread on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                        access_log=False))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not srv.started:
+        raise RuntimeError("uvicorn did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -42,7 +42,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -55,13 +54,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psycopg
-import uvicorn
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
-from bench.common import REPO, free_port
+from bench.common import REPO, free_port, serve_app
 from relay.config import Settings
 from relay.county.auth import service as auth
 from relay.county.context import County
@@ -144,22 +142,9 @@ def fresh_database() -> Iterator[tuple[str, str]]:
 
 @contextmanager
 def serve(county: County) -> Iterator[str]:
-    """The real county app under uvicorn in a thread (as tests/county/test_dicomweb.py)."""
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(county), host="127.0.0.1", port=port,
-                                        log_config=None, access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not srv.started:
-        raise RuntimeError("uvicorn did not start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(15)
+    """The real county app under uvicorn in a thread."""
+    with serve_app(create_app(county)) as url:
+        yield url
 
 
 def delete_queues(settings: Settings) -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
 import requests
-import uvicorn
 from dicomweb_client.api import DICOMwebClient
 
 from relay.county.context import County
@@ -23,25 +20,15 @@ from relay.county.dicomweb import multipart
 from relay.dicom.vocab import Role
 from reader_portal.app import create_app
 from tests.factories import make_site, make_user
-from tests.servers import free_port
+from bench.common import serve_app
 from sqlalchemy import select
 
 
 @pytest.fixture
 def server(county: County) -> Iterator[str]:
     """The county app under uvicorn on a free loopback port."""
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(county), host="127.0.0.1", port=port,
-                                        log_config=None, access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serve_app(create_app(county)) as url:
+        yield url
 
 
 def client_for(base: str, token: str) -> DICOMwebClient:
