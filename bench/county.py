@@ -59,7 +59,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
-from bench.common import REPO, free_port, serve_app
+from bench.common import REPO, serve_app
 from relay.config import Settings
 from relay.county.auth import service as auth
 from relay.county.context import County
