@@ -115,13 +115,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(status, json.dumps(doc).encode(), bundle_id=bundle_id)
 
     def _read_body(self) -> bytes:
+        """The request body; a body cut short counts its bytes whether the connection ended
+        with a FIN (read returns b"") or a reset (the link emulator's cut: read raises)."""
         want, parts, got = int(self.headers.get("Content-Length", "0")), [], 0
-        while got < want:
-            part = self.rfile.read1(min(65536, want - got))  # type: ignore[attr-defined]
-            if not part:
-                break
-            parts.append(part)
-            got += len(part)
+        try:
+            while got < want:
+                part = self.rfile.read1(min(65536, want - got))  # type: ignore[attr-defined]
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+        except ConnectionError:
+            with self.state.lock:
+                self.state.requests.append(Received(self.command, self.path, 0,
+                                                    self.path.rstrip("/").split("/")[-1], got))
+            raise
         return b"".join(parts)
 
     def _refused(self, bundle_id: str | None, nbytes: int = 0) -> bool:
