@@ -20,7 +20,7 @@ from tests.county.test_bundles import auth, build, send
 from tests.county.test_index import index, ingest
 from tests.county.test_reading import principal, queue_studies
 from tests.county.test_dicomweb import index_all
-from tests.county.test_reports import login
+from tests.county.test_delivery import signed_study
 from tests.factories import encode, make_dataset, make_site, sha256
 
 
@@ -66,13 +66,8 @@ def test_an_instance_arriving_while_the_study_is_read_is_marked_not_merged(count
 
 
 def test_an_instance_arriving_after_signing_reopens_the_study_and_keeps_the_report(county):
-    (uid,) = queue_studies(county, 1)
     with TestClient(create_app(county)) as client:
-        dr = login(client, county, "dr.wang", Role.RADIOLOGIST)
-        client.post("/api/signing-keys", json={"signing_password": "sign-me-please"}, headers=dr)
-        client.post(f"/api/worklist/{uid}/claim", headers=dr)
-        draft = client.post(f"/api/studies/{uid}/reports", json={"template": "chest-pa"}, headers=dr).json()
-        client.post(f"/api/reports/{draft['id']}/sign", json={"signing_password": "sign-me-please"}, headers=dr)
+        uid = signed_study(client, county)
     index(county, ingest(county, encode(make_dataset(StudyInstanceUID=uid)), site_id=county._test_site))
     (item,) = reader_view(county)
     assert (item.state, item.assigned_to) == ("queued", None)
