@@ -26,6 +26,7 @@ from relay.county.reports.endpoints import reports_router
 from relay.county.reports.endpoints import router as signing_keys_router
 from relay.county.studies.endpoints import router as studies_router
 from relay.county.tasks.endpoints import router as dead_letters_router
+from relay.county.tat.endpoints import router as tat_router
 from relay.county.ingest.bundle_endpoints import router as bundle_router
 from relay.county.ingest.endpoints import router as ingest_router
 from relay.county.ingest.quarantine import router as quarantine_router
@@ -72,6 +73,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(frames_router)
     app.include_router(dead_letters_router)
     app.include_router(audit_router)
+    app.include_router(tat_router)
     app.include_router(metrics_router)
     app.include_router(signing_keys_router)
     app.include_router(reports_router)

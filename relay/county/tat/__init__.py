@@ -1,0 +1,1 @@
+"""Turnaround times per stage, from the recorded study transitions."""
