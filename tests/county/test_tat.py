@@ -10,12 +10,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from relay.county.app import create_app
+from relay.county.db.engine import session_scope
 from relay.county.db.models import Instance, Patient, Site, Study, StudyTransition
+from relay.county.reading import service as reading
 from relay.county.tat import service
-from relay.dicom.vocab import Role
+from relay.dicom.vocab import Priority, Role
+from tests.county.test_reading import principal, queue_studies
 from tests.county.test_reports import login
 
 N = 10_000
@@ -110,3 +113,18 @@ def test_the_api_serves_figures_and_a_csv_for_administrators_only(county, histor
         assert len(rows) == N and rows[0]["site"] in SITES
         reader = login(client, county, "dr.li", Role.RADIOLOGIST)
         assert client.get("/api/tat", headers=reader).status_code == 403
+
+
+def test_sla_breaches_list_overdue_open_studies_with_their_holder(county):
+    (stat,) = queue_studies(county, 1, Priority.STAT)
+    (fresh,) = queue_studies(county, 1)
+    wang = principal(county, "dr.wang")
+    with session_scope(county.sessions) as s:
+        reading.claim(session=s, principal=wang, study_uid=stat)
+        s.execute(update(Study).where(Study.study_uid == stat).values(created_at=datetime.now(UTC) - timedelta(hours=1)))
+        s.commit()
+    with TestClient(create_app(county)) as client:
+        breaches = client.get("/api/sla/breaches", headers=login(client, county, "boss", Role.ADMIN)).json()
+    assert [(b["study_instance_uid"], b["state"], b["held_by"]) for b in breaches] == [(stat, "assigned", "dr.wang")]
+    assert 1700 < breaches[0]["overdue_s"] < 1900  # 60 min old, 30 min SLA
+    assert fresh not in {b["study_instance_uid"] for b in breaches}

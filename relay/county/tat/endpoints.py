@@ -9,7 +9,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep
 from relay.county.errors import BadRequest
@@ -72,3 +72,26 @@ def tat_csv(_admin: AdminDep, session: SessionDep, since: datetime | None = None
     # UTF-8 with BOM so that Excel on a county PC shows Chinese site names correctly.
     return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="tat.csv"'})
+
+
+class BreachOut(BaseModel):
+    study_instance_uid: str
+    site: str
+    priority: str
+    state: str = Field(description="The stage where the time is going now.")
+    held_by: str | None
+    overdue_s: float
+    sla_due_at: datetime
+
+
+@router.get("/sla/breaches", response_model=list[BreachOut])
+def sla_breaches(admin: AdminDep, session: SessionDep, county: CountyDep) -> list[BreachOut]:
+    """Open studies past their SLA deadline, most overdue first."""
+    from relay.county.worklist.service import SlaTargets, worklist
+
+    s = county.settings
+    sla = SlaTargets(stat=s.sla_stat_minutes, urgent=s.sla_urgent_minutes, routine=s.sla_routine_minutes)
+    items = worklist(session=session, principal=admin, limit=5000, sla=sla)
+    late = sorted((i for i in items if i.sla_remaining_s < 0), key=lambda i: i.sla_remaining_s)
+    return [BreachOut(study_instance_uid=i.study_instance_uid, site=i.site, priority=i.priority, state=i.state,
+                      held_by=i.assigned_to, overdue_s=-i.sla_remaining_s, sla_due_at=i.sla_due_at) for i in late]
