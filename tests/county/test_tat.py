@@ -128,3 +128,17 @@ def test_sla_breaches_list_overdue_open_studies_with_their_holder(county):
     assert [(b["study_instance_uid"], b["state"], b["held_by"]) for b in breaches] == [(stat, "assigned", "dr.wang")]
     assert 1700 < breaches[0]["overdue_s"] < 1900  # 60 min old, 30 min SLA
     assert fresh not in {b["study_instance_uid"] for b in breaches}
+
+
+def test_readers_workload_counts_what_they_hold_and_what_they_signed(county):
+    from tests.county.test_delivery import signed_study
+
+    with TestClient(create_app(county)) as client:
+        signed_study(client, county)  # dr.wang signs one
+        (held,) = queue_studies(county, 1)
+        with session_scope(county.sessions) as s:
+            reading.claim(session=s, principal=principal(county, "dr.li"), study_uid=held)
+        rows = client.get("/api/readers/workload", headers=login(client, county, "boss", Role.ADMIN)).json()
+    by_reader = {r["reader"]: r for r in rows}
+    assert (by_reader["dr.li"]["holding"], by_reader["dr.li"]["signed_7d"]) == (1, 0)
+    assert (by_reader["dr.wang"]["holding"], by_reader["dr.wang"]["signed_today"], by_reader["dr.wang"]["signed_7d"]) == (0, 1, 1)

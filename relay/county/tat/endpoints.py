@@ -95,3 +95,20 @@ def sla_breaches(admin: AdminDep, session: SessionDep, county: CountyDep) -> lis
     late = sorted((i for i in items if i.sla_remaining_s < 0), key=lambda i: i.sla_remaining_s)
     return [BreachOut(study_instance_uid=i.study_instance_uid, site=i.site, priority=i.priority, state=i.state,
                       held_by=i.assigned_to, overdue_s=-i.sla_remaining_s, sla_due_at=i.sla_due_at) for i in late]
+
+
+class WorkloadOut(BaseModel):
+    reader: str
+    holding: int = Field(description="Studies assigned to or being read by the reader now.")
+    signed_today: int = Field(description="Reports signed since local midnight.")
+    signed_7d: int
+    median_read_s: float | None = Field(description="Opened to signed, over the last 7 days.")
+
+
+@router.get("/readers/workload", response_model=list[WorkloadOut])
+def readers_workload(_admin: AdminDep, session: SessionDep, county: CountyDep) -> list[WorkloadOut]:
+    """Per reader: what they hold now, what they signed, how long reading takes them."""
+    from relay.county.tat.workload import workload
+
+    zone = ZoneInfo(county.settings.timezone)
+    return [WorkloadOut(**row) for row in workload(session, now=datetime.now(UTC), zone=zone)]
