@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         description="Lifetime of a bearer token from /api/auth/token, in hours: one "
         "reading shift, so a token left on a shared reading-room PC does not live on.",
     )
+    login_max_failures: int = Field(
+        5, description="Wrong passwords in a row after which a login is locked (guessing defence).")
+    login_lockout_minutes: float = Field(
+        15.0, description="Minutes a login stays locked after too many wrong passwords.")
     max_instance_bytes: int = Field(
         2 * 1024**3,
         description="Largest single DICOM instance the ingest endpoint accepts, in bytes "

@@ -56,3 +56,29 @@ def test_a_site_credential_is_not_a_user_login(county):
     _, site_token = make_site(county)
     with TestClient(create_app(county)) as client:
         assert client.get("/api/worklist", headers={"Authorization": f"Bearer {site_token}"}).status_code == 401
+
+
+def test_five_wrong_passwords_lock_the_login_even_against_the_right_one(county):
+    password = make_user(county, "reader1", Role.RADIOLOGIST)
+    with TestClient(create_app(county)) as client:
+        for _ in range(5):
+            assert login(client, "reader1", "guess-guess-guess").status_code == 401
+        locked = login(client, "reader1", password)
+        assert locked.status_code == 401 and "locked" in locked.json()["detail"]
+        with county.sessions() as s:
+            from relay.county.db.models import User
+            user = s.query(User).filter_by(username="reader1").one()
+            user.locked_until = datetime.now(UTC) - timedelta(seconds=1)  # the lock ends
+            s.commit()
+        assert login(client, "reader1", password).status_code == 200
+
+
+def test_a_successful_login_resets_the_count_of_wrong_passwords(county):
+    password = make_user(county, "reader1", Role.RADIOLOGIST)
+    with TestClient(create_app(county)) as client:
+        for _ in range(4):
+            login(client, "reader1", "guess-guess-guess")
+        assert login(client, "reader1", password).status_code == 200
+        for _ in range(4):
+            login(client, "reader1", "guess-guess-guess")
+        assert login(client, "reader1", password).status_code == 200

@@ -39,7 +39,10 @@ def login(
     """Exchange a username and password for a bearer token."""
     source = request.client.host if request.client else ""
     try:
-        user = service.authenticate(session=session, username=form.username, password=form.password)
+        lockout = service.Lockout(max_failures=county.settings.login_max_failures,
+                                  minutes=county.settings.login_lockout_minutes)
+        user = service.authenticate(session=session, username=form.username, password=form.password,
+                                    lockout=lockout)
     except Exception:
         log.info("login failed user_len=%d", len(form.username))
         append(county.sessions, Entry(actor=form.username, role="", action=Action.LOGIN_FAILED,

@@ -98,15 +98,46 @@ def create_user(
     return user
 
 
-def authenticate(*, session: Session, username: str, password: str) -> User:
-    """The user with this password, or Unauthorized (the same answer for both failures)."""
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    """After ``max_failures`` wrong passwords in a row, a login is locked for ``minutes``."""
+
+    max_failures: int = 5
+    minutes: float = 15.0
+
+
+def _locked(user: User | None, now: datetime) -> bool:
+    if user is None or user.locked_until is None:
+        return False
+    until = user.locked_until if user.locked_until.tzinfo else user.locked_until.replace(tzinfo=UTC)
+    return until > now
+
+
+def _count_failure(session: Session, user: User | None, lockout: Lockout, now: datetime) -> None:
+    if user is None:
+        return
+    user.failed_logins += 1
+    if user.failed_logins >= lockout.max_failures:
+        user.locked_until, user.failed_logins = now + timedelta(minutes=lockout.minutes), 0
+    session.commit()
+
+
+def authenticate(*, session: Session, username: str, password: str, lockout: Lockout = Lockout()) -> User:
+    """The user with this password, or Unauthorized (the same answer for both failures);
+    a locked login is refused even with the right password until the lock ends."""
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    now = now_utc()
+    if _locked(user, now):
+        raise Unauthorized("too many wrong passwords: this login is locked for a while")
     try:
         _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
+        _count_failure(session, user, lockout, now)
         raise Unauthorized("wrong username or password") from None
     if user is None or user.disabled_at is not None:
         raise Unauthorized("wrong username or password")
+    if user.failed_logins:
+        user.failed_logins = 0
     return user
 
 

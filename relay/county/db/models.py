@@ -66,6 +66,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTC)
     disabled_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """Wrong passwords in a row; reset by a successful login."""
+    locked_until: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
 
 
 class ApiToken(Base):
