@@ -69,6 +69,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     county = _county(settings, migrate=False)
     register_tasks(county.celery, county)
     _publish_events_while_running(settings, county)
+    _alert_critical_results_while_running(settings, county)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     county.celery.worker_main(worker_argv(settings, concurrency=args.concurrency,
                                           loglevel=settings.log_level, queues=queues))
@@ -90,6 +91,22 @@ def _publish_events_while_running(settings: Settings, county: Any) -> None:
 
     def _start(**_kwargs: Any) -> None:
         threading.Thread(target=publisher.run, args=(stop,), name="events", daemon=True).start()
+
+    signals.worker_ready.connect(_start, weak=False)
+    signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)
+
+
+def _alert_critical_results_while_running(settings: Settings, county: Any) -> None:
+    """Run the critical-result alert rounds in the worker's main process once its pool is up."""
+    from celery import signals
+
+    from relay.county.reports.alerts import run_alerts
+
+    stop = threading.Event()
+
+    def _start(**_kwargs: Any) -> None:
+        threading.Thread(target=run_alerts, args=(settings, county.sessions, stop), name="alerts",
+                         daemon=True).start()
 
     signals.worker_ready.connect(_start, weak=False)
     signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)

@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     sla_routine_minutes: float = Field(
         1440.0, description="Minutes from arrival to a signed report for a routine study (a day).")
 
+    # --- critical results (危急值) -------------------------------------------------
+    critical_webhook_url: str | None = Field(
+        None, description="URL that receives a JSON POST when a critical report is signed (e.g. an "
+        "SMS or WeChat gateway of the township). Identifiers only, no patient data. Default none.")
+    critical_escalation_url: str | None = Field(
+        None, description="URL that receives a JSON POST when nobody at the township acknowledged a "
+        "critical report in time: the county's on-duty lead. Default none (the event is still emitted).")
+    critical_escalate_minutes: float = Field(
+        15.0, description="Minutes a critical report may stay unacknowledged before it is escalated.")
+
     # --- county HTTP -------------------------------------------------------------
     county_host: str = Field("127.0.0.1", description="Address the county API binds.")
     county_port: int = Field(8000, description="TCP port of the county API.")

@@ -389,3 +389,7 @@ class ReportDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     acknowledged_by: Mapped[str] = mapped_column(String(128), default="")
+    critical_notified_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    """When the critical-result webhook accepted the alert (危急值 reports only)."""
+    escalated_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    """When an unacknowledged critical result was escalated to the county's on-duty lead."""

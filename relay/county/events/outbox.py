@@ -29,6 +29,8 @@ class Topic(enum.StrEnum):
     """The township's edge stored a signed report into the township PACS."""
     REPORT_ACKNOWLEDGED = "report.acknowledged"
     """The township technician saw or printed the report."""
+    CRITICAL_ESCALATED = "critical.escalated"
+    """Nobody at the township acknowledged a critical result in time: the county's lead must act."""
     CRITICAL_RESULT = "critical.result"
     """A signed report carries a critical finding (危急值): the township must know at once."""
 
