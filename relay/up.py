@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
@@ -74,8 +75,31 @@ def _one_machine_defaults(settings: Settings) -> dict[str, str]:
     return {"RELAY_EDGE_STUDY_QUIET_S": str(UP_STUDY_QUIET_S)}
 
 
+def busy_ports(settings: Settings) -> list[str]:
+    """The addresses `relay up` needs that something else already listens on."""
+    wanted = [("county API", settings.county_host, settings.county_port),
+              ("edge DICOM", settings.edge_host, settings.edge_port)]
+    if settings.edge_status_port > 0:
+        wanted.append(("technician's page", settings.edge_status_host, settings.edge_status_port))
+    busy = []
+    for what, host, port in wanted:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                busy.append(f"{what} {host}:{port}")
+    return busy
+
+
 def run_up(settings: Settings, *, demo: bool, stop: threading.Event) -> int:
     """Prepare the embedded state, run edge + county + worker, and supervise them."""
+    busy = busy_ports(settings)
+    if busy:
+        # Otherwise the readiness check would be answered by whatever holds the ports
+        # (another `relay up`, say) and this one would look healthy while it is not.
+        log.error("cannot start: already in use: %s (another relay running? set RELAY_COUNTY_PORT, "
+                  "RELAY_EDGE_PORT, RELAY_EDGE_STATUS_PORT)", ", ".join(busy))
+        return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     data_dir = str(settings.data_dir.resolve())
     upgrade(settings.resolved_database_url)

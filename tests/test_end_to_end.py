@@ -192,3 +192,15 @@ def test_relay_up_demo_runs_everything_on_embedded_defaults_and_stops_cleanly(tm
         code = up.stop(signal.SIGINT, timeout=40)
     assert code == 0, up.log()[-3000:]
     assert echoscu(edge_port).returncode != 0, "the edge still answers after relay up stopped"
+
+
+def test_relay_up_refuses_to_start_when_its_ports_are_taken(tmp_path):
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        env = base_env(county_port=str(squatter.getsockname()[1]), edge_port=str(free_port()))
+        up = RelayProcess("up", ["up"], env=env, cwd=tmp_path, logdir=tmp_path)
+        code = up.proc.wait(timeout=60)
+    assert code == 2 and "already in use" in up.log()
