@@ -97,16 +97,18 @@ def _publish_events_while_running(settings: Settings, county: Any) -> None:
 
 
 def _alert_critical_results_while_running(settings: Settings, county: Any) -> None:
-    """Run the critical-result alert rounds in the worker's main process once its pool is up."""
+    """Run the critical-result alert and the assignment rounds in the worker's main process
+    once its pool is up."""
     from celery import signals
 
+    from relay.county.reading.assign import run_assignment
     from relay.county.reports.alerts import run_alerts
 
     stop = threading.Event()
 
     def _start(**_kwargs: Any) -> None:
-        threading.Thread(target=run_alerts, args=(settings, county.sessions, stop), name="alerts",
-                         daemon=True).start()
+        for name, target in (("alerts", run_alerts), ("assignment", run_assignment)):
+            threading.Thread(target=target, args=(settings, county.sessions, stop), name=name, daemon=True).start()
 
     signals.worker_ready.connect(_start, weak=False)
     signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)
@@ -134,6 +136,7 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
             user = service.create_user(session=session, username=args.name, password=password,
                                        role=Role(args.role), site_name=args.site,
                                        display_name=args.display_name or "")
+            user.competences, user.on_duty = (args.competences or "").upper(), bool(args.on_duty)
             session.commit()
     except RelayError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
@@ -274,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--site", help="the township site (required for a technician)")
     create.add_argument("--display-name")
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.add_argument("--competences", help="a reader's modalities, e.g. CT,DX,ECG (default: all)")
+    create.add_argument("--on-duty", action="store_true", help="automatic assignment gives the reader studies")
     create.set_defaults(func=cmd_users)
     sites = sub.add_parser("sites", help="manage township sites")
     sites_sub = sites.add_subparsers(dest="sites_command", required=True)

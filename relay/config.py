@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     sla_routine_minutes: float = Field(
         1440.0, description="Minutes from arrival to a signed report for a routine study (a day).")
 
+    reassign_stat_minutes: float = Field(
+        5.0, description="Minutes an assigned STAT study may stay unopened before it goes to another reader.")
+    reassign_minutes: float = Field(
+        30.0, description="Minutes an assigned urgent or routine study may stay unopened before reassignment.")
+
     # --- critical results (危急值) -------------------------------------------------
     critical_webhook_url: str | None = Field(
         None, description="URL that receives a JSON POST when a critical report is signed (e.g. an "

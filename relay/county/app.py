@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 import relay
 from relay.county.audit.endpoints import router as audit_router
 from relay.county.auth.endpoints import router as auth_router
+from relay.county.auth.endpoints import users_router
 from relay.county.context import County
 from relay.county.dicomweb.endpoints import router as dicomweb_router
 from relay.county.dicomweb.frames import router as frames_router
@@ -64,6 +65,7 @@ def create_app(county: County) -> FastAPI:
     app.state.county = county
     install_error_handler(app)
     app.include_router(auth_router)
+    app.include_router(users_router)
     app.include_router(ingest_router)
     app.include_router(bundle_router)
     app.include_router(quarantine_router)

@@ -8,14 +8,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from relay.county.audit.service import Action, Entry, append
 from relay.county.auth import service
-from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
+from relay.county.auth.deps import AdminDep, CountyDep, PrincipalDep, SessionDep
+from relay.county.db.models import User
+from relay.county.errors import NotFound
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+users_router = APIRouter(prefix="/api/users", tags=["auth"])
 
 
 class TokenOut(BaseModel):
@@ -60,3 +64,29 @@ def login(
 def me(principal: PrincipalDep) -> MeOut:
     """Who the bearer token belongs to."""
     return MeOut(username=principal.username, role=principal.role.value, site_id=principal.site_id)
+
+
+class DutyIn(BaseModel):
+    on_duty: bool | None = None
+    competences: str | None = Field(None, description='Modalities, comma-separated, e.g. "CT,DX,ECG"; "" for all.')
+
+
+class DutyOut(BaseModel):
+    username: str
+    role: str
+    on_duty: bool
+    competences: str
+
+
+@users_router.patch("/{username}", response_model=DutyOut)
+def set_duty(username: str, body: DutyIn, _admin: AdminDep, session: SessionDep) -> DutyOut:
+    """Put a reader on or off duty and set what they read (automatic assignment uses both)."""
+    user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    if body.on_duty is not None:
+        user.on_duty = body.on_duty
+    if body.competences is not None:
+        user.competences = body.competences.upper().replace(" ", "")
+    session.commit()
+    return DutyOut(username=user.username, role=user.role, on_duty=user.on_duty, competences=user.competences)

@@ -66,6 +66,10 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTC)
     disabled_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    competences: Mapped[str] = mapped_column(String(256), default="", server_default=text("''"))
+    """Modalities the reader reads, comma-separated (e.g. "CT,DX,ECG"); empty: all."""
+    on_duty: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """Whether automatic assignment gives the reader studies now."""
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     """Wrong passwords in a row; reset by a successful login."""
     locked_until: Mapped[datetime | None] = mapped_column(UTC, nullable=True)

@@ -1,0 +1,127 @@
+"""Automatic assignment: on-duty readers with the right competence, least loaded, STAT first.
+
+Run in rounds by a thread of the worker process (any number of workers: the items are
+taken under ``FOR UPDATE SKIP LOCKED``). A round first moves studies that were
+assigned but not opened in time to another on-duty reader, then assigns unassigned
+studies, most urgent and oldest first, each to the competent reader holding the
+fewest. Every hand-over is a study transition with actor ``auto``. Readers may still
+claim by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from relay.config import Settings
+from relay.county.auth.service import now_utc
+from relay.county.db.models import ReadingItem, Study, User
+from relay.county.studies.repository import add_transition
+from relay.dicom.vocab import Role, StudyState
+
+log = logging.getLogger(__name__)
+
+ROUND_S = 15.0
+"""Seconds between assignment rounds."""
+BATCH = 200
+"""Unassigned studies considered per round."""
+
+
+@dataclass
+class Reader:
+    user_id: int
+    username: str
+    competences: frozenset[str]
+    load: int
+
+    def reads(self, modalities: str) -> bool:
+        wanted = {m for m in modalities.split("\\") if m}
+        return not self.competences or not wanted or bool(wanted & self.competences)
+
+
+def on_duty_readers(session: Session) -> list[Reader]:
+    held = dict(session.execute(
+        select(ReadingItem.assigned_user_id, func.count()).join(Study, Study.id == ReadingItem.study_pk)
+        .where(Study.state.in_((StudyState.ASSIGNED.value, StudyState.READING.value)))
+        .group_by(ReadingItem.assigned_user_id)).all())
+    users = session.execute(select(User).where(User.role == Role.RADIOLOGIST.value, User.on_duty.is_(True),
+                                               User.disabled_at.is_(None))).scalars()
+    return [Reader(u.id, u.username, frozenset(c.strip().upper() for c in u.competences.split(",") if c.strip()),
+                   int(held.get(u.id, 0))) for u in users]
+
+
+def _pick(readers: list[Reader], modalities: str, exclude: int | None = None) -> Reader | None:
+    fits = [r for r in readers if r.reads(modalities) and r.user_id != exclude]
+    return min(fits, key=lambda r: (r.load, r.username)) if fits else None
+
+
+def _locked(session: Session, stmt: Any) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(of=ReadingItem, skip_locked=True)
+    return stmt
+
+
+def _give(session: Session, item: ReadingItem, study: Study, reader: Reader, now: datetime, detail: str) -> None:
+    item.assigned_user_id, item.assigned_at = reader.user_id, now
+    study.state, study.updated_at = StudyState.ASSIGNED.value, now
+    add_transition(session, study_pk=study.id, state=StudyState.ASSIGNED, at=now, actor="auto", detail=detail)
+    reader.load += 1
+
+
+def _reassign_stale(session: Session, readers: list[Reader], settings: Settings, now: datetime) -> int:
+    moved = 0
+    stmt = (select(ReadingItem, Study).join(Study, Study.id == ReadingItem.study_pk)
+            .where(Study.state == StudyState.ASSIGNED.value, ReadingItem.assigned_at.is_not(None)))
+    for item, study in session.execute(_locked(session, stmt)).all():
+        limit = settings.reassign_stat_minutes if study.priority == "stat" else settings.reassign_minutes
+        assigned = item.assigned_at if item.assigned_at.tzinfo else item.assigned_at.replace(tzinfo=UTC)
+        if assigned > now - timedelta(minutes=limit):
+            continue
+        other = _pick(readers, study.modalities, exclude=item.assigned_user_id)
+        if other is None:
+            continue  # nobody else on duty can read it: it stays where it is
+        previous = next((r for r in readers if r.user_id == item.assigned_user_id), None)
+        if previous is not None:
+            previous.load -= 1
+        _give(session, item, study, other, now, f"reassigned: not opened within {limit:g} min")
+        moved += 1
+    return moved
+
+
+def assign_round(*, session: Session, settings: Settings, now: datetime | None = None) -> tuple[int, int]:
+    """One round; returns (assigned, reassigned)."""
+    now = now or now_utc()
+    readers = on_duty_readers(session)
+    if not readers:
+        session.rollback()
+        return 0, 0
+    reassigned = _reassign_stale(session, readers, settings, now)
+    stmt = (select(ReadingItem, Study).join(Study, Study.id == ReadingItem.study_pk)
+            .where(ReadingItem.assigned_user_id.is_(None), Study.state == StudyState.QUEUED.value)
+            .order_by(ReadingItem.priority_rank, ReadingItem.queued_at, ReadingItem.id).limit(BATCH))
+    assigned = 0
+    for item, study in session.execute(_locked(session, stmt)).all():
+        reader = _pick(readers, study.modalities)
+        if reader is not None:
+            _give(session, item, study, reader, now, f"to {reader.username}")
+            assigned += 1
+    session.commit()
+    if assigned or reassigned:
+        log.info("assignment round: assigned=%d reassigned=%d", assigned, reassigned)
+    return assigned, reassigned
+
+
+def run_assignment(settings: Settings, sessions: sessionmaker[Session], stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            with sessions() as session:
+                assign_round(session=session, settings=settings)
+        except Exception:
+            log.exception("assignment round failed")
+        stop.wait(ROUND_S)

@@ -1,0 +1,105 @@
+"""Automatic assignment: on duty, competent, least loaded, STAT first; reassignment when unopened."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from relay.config import Settings
+from relay.county.app import create_app
+from relay.county.auth.service import now_utc
+from relay.county.db.engine import session_scope
+from relay.county.db.models import StudyTransition, User
+from relay.county.reading import service as reading
+from relay.county.reading.assign import assign_round
+from relay.county.worklist.service import worklist
+from relay.dicom.vocab import Priority, Role
+from tests.county.test_index import index, ingest
+from tests.county.test_reading import principal
+from tests.county.test_reports import login
+from tests.factories import encode, make_dataset, make_site
+
+SETTINGS = Settings(reassign_stat_minutes=5, reassign_minutes=30)
+
+
+def reader(county, name: str, *, competences: str = "", on_duty: bool = True):
+    p = principal(county, name)
+    with county.sessions() as s:
+        s.execute(update(User).where(User.id == p.user_id).values(competences=competences, on_duty=on_duty))
+        s.commit()
+    return p
+
+
+def study(county, site_id: int, modality: str, priority: Priority = Priority.ROUTINE) -> str:
+    ds = make_dataset(Modality=modality)
+    index(county, ingest(county, encode(ds), site_id=site_id, priority=priority))
+    return str(ds.StudyInstanceUID)
+
+
+def holders(county) -> dict[str, str | None]:
+    admin = principal(county, "boss")
+    with county.sessions() as s:
+        return {i.study_instance_uid: i.assigned_to for i in worklist(session=s, principal=admin)}
+
+
+def test_each_study_goes_to_an_on_duty_reader_who_reads_that_modality(county):
+    site, _ = make_site(county)
+    reader(county, "dr.ct", competences="CT")
+    reader(county, "dr.ecg", competences="ECG")
+    reader(county, "dr.off", on_duty=False)
+    ct, ecg = study(county, site, "CT"), study(county, site, "ECG")
+    with county.sessions() as s:
+        assert assign_round(session=s, settings=SETTINGS) == (2, 0)
+    assert holders(county) == {ct: "dr.ct", ecg: "dr.ecg"}
+
+
+def test_the_least_loaded_reader_gets_the_next_study_and_stat_goes_first(county):
+    site, _ = make_site(county)
+    reader(county, "dr.a")
+    reader(county, "dr.b")
+    routine = [study(county, site, "DX") for _ in range(3)]
+    stat = study(county, site, "DX", Priority.STAT)
+    with county.sessions() as s:
+        assert assign_round(session=s, settings=SETTINGS) == (4, 0)
+        first = s.execute(select(StudyTransition.detail).where(StudyTransition.state == "assigned")
+                          .order_by(StudyTransition.id).limit(1)).scalar_one()
+    got = holders(county)
+    assert sorted(got.values()) == ["dr.a", "dr.a", "dr.b", "dr.b"]  # 2 each: balanced
+    assert first == f"to {got[stat]}" and set(got) == {stat, *routine}
+
+
+def test_a_study_not_opened_in_time_goes_to_another_reader_and_an_opened_one_stays(county):
+    site, _ = make_site(county)
+    a = reader(county, "dr.a")
+    unopened, opened = study(county, site, "DX", Priority.STAT), study(county, site, "DX", Priority.STAT)
+    with session_scope(county.sessions) as s:
+        reading.claim(session=s, principal=a, study_uid=unopened)
+        reading.claim(session=s, principal=a, study_uid=opened)
+        reading.open_study(session=s, principal=a, study_uid=opened)
+    reader(county, "dr.b")
+    with county.sessions() as s:
+        assert assign_round(session=s, settings=SETTINGS, now=now_utc() + timedelta(minutes=6)) == (0, 1)
+        last = s.execute(select(StudyTransition.detail).order_by(StudyTransition.id.desc()).limit(1)).scalar_one()
+    assert holders(county) == {unopened: "dr.b", opened: "dr.a"}
+    assert last.startswith("reassigned")
+
+
+def test_no_one_on_duty_means_nothing_is_assigned(county):
+    site, _ = make_site(county)
+    reader(county, "dr.off", on_duty=False)
+    study(county, site, "CT")
+    with county.sessions() as s:
+        assert assign_round(session=s, settings=SETTINGS) == (0, 0)
+
+
+def test_an_administrator_puts_a_reader_on_duty_with_competences(county):
+    principal(county, "dr.new")
+    with TestClient(create_app(county)) as client:
+        admin = login(client, county, "boss2", Role.ADMIN)
+        r = client.patch("/api/users/dr.new", json={"on_duty": True, "competences": "ct, dx"}, headers=admin)
+        assert r.status_code == 200 and r.json() == {"username": "dr.new", "role": "radiologist",
+                                                      "on_duty": True, "competences": "CT,DX"}
+        reader_auth = login(client, county, "dr.x", Role.RADIOLOGIST)
+        assert client.patch("/api/users/dr.new", json={"on_duty": False}, headers=reader_auth).status_code == 403
