@@ -1,7 +1,7 @@
 """What goes back to the township: the signed report as Basic Text SR, PDF and Encapsulated PDF.
 
 Pure and fast; DCMTK (dsrdump, dcmdump) and poppler (pdftotext, pdffonts) are the
-independent readers, and a missing one fails the test (make setup installs them).
+independent readers, and a missing one fails the test (make peers installs them).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ CRITICAL = {**DOCUMENT, "critical": True}
 
 def tool(name: str) -> str:
     path = shutil.which(name)
-    assert path, f"{name} is missing: run make setup (DCMTK and poppler-utils are in APT_PEERS)"
+    assert path, f"{name} is missing: run make peers (DCMTK and poppler-utils are in APT_PEERS)"
     return path
 
 
@@ -228,3 +228,11 @@ def test_a_long_report_breaks_lines_the_chinese_way_and_names_the_patient_on_eve
     lines = [line.strip() for line in pdf_text(pdf, tmp_path).splitlines() if line.strip()]
     assert not [line for line in lines if line[0] in "，。、；："]
     assert "65HU" in "".join(lines) and not [line for line in lines if line.startswith(("U，", "HU"))]
+
+
+def test_the_reader_is_named_as_people_know_them_on_the_pdf_and_in_the_sr(tmp_path):
+    document = {**DOCUMENT, "reader_name": "王建国"}
+    sr = pydicom.dcmread(io.BytesIO(sr_bytes(document)))
+    assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "王建国"
+    pdf = objects.build_pdf(document=document, study=STUDY)
+    assert "王建国" in pdf_text(pdf, tmp_path)

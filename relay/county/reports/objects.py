@@ -154,6 +154,11 @@ def _signed_at(document: dict[str, Any]) -> datetime:
     return at.astimezone(CHINA)
 
 
+def _reader(document: dict[str, Any]) -> str:
+    """The signing reader's name (``reader_name``), or the login when no name was given."""
+    return str(document.get("reader_name") or document["reader"])
+
+
 def _is_addendum(document: dict[str, Any]) -> bool:
     kind = str(document.get("kind", "report"))
     if kind not in ("report", "addendum"):
@@ -210,7 +215,7 @@ def _content(document: dict[str, Any], signed_json: str, predecessor: ObjectUids
     items: list[Any] = [
         CodeContentItem(LANGUAGE, CHINESE, relationship_type=_CONCEPT_MOD),
         CodeContentItem(OBSERVER_TYPE, PERSON, relationship_type=_OBS_CONTEXT),
-        _observer_name(str(document["reader"])),
+        _observer_name(_reader(document)),
     ]
     if predecessor is not None:
         note = (f"补充报告（第 {document['revision']} 版），补充第 {int(document['revision']) - 1} 版报告"
@@ -282,7 +287,7 @@ def build_sr(*, document: dict[str, Any], study: StudyHeader, signature_b64: str
     ds.ReferencedPerformedProcedureStepSequence = []
     ds.CompletionFlag, ds.VerificationFlag, ds.PreliminaryFlag = "COMPLETE", "VERIFIED", "FINAL"
     observer = Dataset()
-    observer.VerifyingObserverName = str(document["reader"])
+    observer.VerifyingObserverName = _reader(document)
     observer.VerifyingObserverIdentificationCodeSequence = []
     observer.VerifyingOrganization = CENTRE
     observer.VerificationDateTime = at.strftime("%Y%m%d%H%M%S") + at.strftime("%z")
@@ -401,7 +406,7 @@ def _font_files() -> tuple[tuple[Path, int], tuple[Path, int]]:
     for weight in ("Regular", "Bold"):
         path = FONT_DIR / f"NotoSansCJK-{weight}.ttc"
         if not path.exists():
-            raise RuntimeError(f"{path} is missing: install Debian's fonts-noto-cjk (make setup)")
+            raise RuntimeError(f"{path} is missing: install Debian's fonts-noto-cjk (make peers)")
         names = [f["name"].getDebugName(1) for f in TTCollection(str(path), lazy=True).fonts]
         found.append((path, names.index(FONT_FAMILY)))
     return found[0], found[1]
@@ -530,7 +535,7 @@ def build_pdf(*, document: dict[str, Any], study: StudyHeader, lang: str = "zh-C
     pdf.add_font("cjk", "B", str(bold[0]), collection_font_number=bold[1])
     pdf.set_creation_date(at)  # the same bytes on every rebuild
     pdf.set_title(f"{t['addendum'] if addendum else t['report']} {study.accession_number}")
-    pdf.set_author(str(document["reader"]))
+    pdf.set_author(_reader(document))
     pdf.set_creator(MANUFACTURER)
     pdf.set_lang(lang)
     pdf.alias_nb_pages()
@@ -589,6 +594,6 @@ def _signature_block(pdf: FPDF, document: dict[str, Any], t: dict[str, str], at:
     pdf.line(pdf.l_margin, pdf.get_y(), pdf.w - pdf.r_margin, pdf.get_y())
     pdf.ln(3)
     half = (pdf.w - pdf.l_margin - pdf.r_margin) / 2
-    _field(pdf, t["reader"], str(document["reader"]), half)
+    _field(pdf, t["reader"], _reader(document), half)
     _field(pdf, t["signed"], t["at"].format(t=f"{at:%Y-%m-%d %H:%M}"), half)
     pdf.ln(8)

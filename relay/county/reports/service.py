@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from relay.county.auth.service import Principal, now_utc
-from relay.county.db.models import Instance, ReadingItem, Report, Site, Study
+from relay.county.db.models import Instance, ReadingItem, Report, Site, Study, User
 from relay.county.errors import BadRequest, Conflict, Forbidden, NotFound
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
@@ -115,10 +115,17 @@ def _document(session: Session, report: Report, study: Study, principal: Princip
     return {
         "study_instance_uid": study.study_uid, "accession_number": study.accession_number,
         "site": site.name if site else "", "revision": report.revision, "kind": report.kind,
-        "reader": principal.username, "signed_at": at, "findings": report.findings,
+        "reader": principal.username, "reader_name": _display_name(session, principal.user_id),
+        "signed_at": at, "findings": report.findings,
         "impression": report.impression, "advice": report.advice, "critical": report.critical,
         "instances": [[sop, sha] for sop, sha in rows],
     }
+
+
+def _display_name(session: Session, user_id: int) -> str:
+    """The reader's name as people know it (the login name if none was given)."""
+    user = session.get(User, user_id)
+    return user.display_name if user and user.display_name else ""
 
 
 def sign(*, session: Session, principal: Principal, report_id: int, signing_password: str,
