@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import enum
 import json
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from relay.county.auth.service import now_utc
@@ -55,10 +54,3 @@ def claim_unpublished(session: Session, *, limit: int) -> list[OutboxEvent]:
 
 def mark_published(session: Session, ids: list[int]) -> None:
     session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(published_at=now_utc()))
-
-
-def prune(session: Session, *, older_than: timedelta) -> int:
-    """Drop published events (and, where nothing publishes, any event) past the retention."""
-    cutoff = now_utc() - older_than
-    result = session.execute(delete(OutboxEvent).where(OutboxEvent.created_at < cutoff))
-    return int(result.rowcount)  # type: ignore[attr-defined]

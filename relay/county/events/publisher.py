@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
@@ -19,8 +18,6 @@ BATCH = 200
 """Events published per round (each confirmed before the batch is marked)."""
 POLL_S = 1.0
 """Seconds between outbox rounds when there is nothing to publish."""
-RETENTION = timedelta(days=7)
-"""How long events stay in the outbox (published or, without a broker, not)."""
 
 
 class EventPublisher:

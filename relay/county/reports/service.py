@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from relay.county.auth.service import Principal, now_utc
@@ -172,8 +172,3 @@ def signed_report(report: Report) -> signing.SignedReport:
     if report.status != "signed":
         raise Conflict("the report is not signed yet")
     return signing.SignedReport(json.loads(report.document_json), report.key_id, report.signature)
-
-
-def count_signed(session: Session, study_pk: int) -> int:
-    return int(session.scalar(select(func.count()).select_from(Report).where(
-        Report.study_pk == study_pk, Report.status == "signed")) or 0)

@@ -62,9 +62,6 @@ def touch_study(session: Session, *, study_pk: int, modalities: str, at: datetim
     session.execute(update(Study).where(Study.id == study_pk).values(modalities=modalities, updated_at=at))
 
 
-def count_indexed(session: Session, study_uid: str) -> int:
-    return int(session.execute(select(func.count()).select_from(Instance).where(
-        Instance.study_uid == study_uid, Instance.indexed_at.is_not(None))).scalar_one())
 
 
 def study_state(session: Session, study_pk: int) -> str:
