@@ -3,7 +3,7 @@ the other routes call to record what a person did."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -61,7 +61,7 @@ def search(
         stmt = stmt.where(column == value) if value else stmt
     stmt = stmt.where(AuditEvent.at >= since) if since else stmt
     stmt = stmt.where(AuditEvent.at <= until) if until else stmt
-    return [AuditOut(id=e.id, at=e.at if e.at.tzinfo else e.at.replace(tzinfo=UTC), actor=e.actor,
+    return [AuditOut(id=e.id, at=e.at, actor=e.actor,
                      role=e.role, action=e.action, object_type=e.object_type, object_id=e.object_id,
                      outcome=e.outcome, source=e.source, detail=e.detail)
             for e in session.execute(stmt).scalars()]

@@ -67,7 +67,7 @@ class Entry:
 
 
 def _iso(at: datetime) -> str:
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat(timespec="microseconds")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def chain_hash(prev_hash: str, at: datetime, entry: Entry | AuditEvent) -> str:

@@ -107,10 +107,7 @@ class Lockout:
 
 
 def _locked(user: User | None, now: datetime) -> bool:
-    if user is None or user.locked_until is None:
-        return False
-    until = user.locked_until if user.locked_until.tzinfo else user.locked_until.replace(tzinfo=UTC)
-    return until > now
+    return user is not None and user.locked_until is not None and user.locked_until > now
 
 
 def _count_failure(session: Session, user: User | None, lockout: Lockout, now: datetime) -> None:
@@ -159,10 +156,7 @@ def principal_for_token(*, session: Session, token: str) -> Principal:
     if row is None:
         raise Unauthorized("unknown token")
     api_token, user = row
-    expires = api_token.expires_at
-    if expires.tzinfo is None:  # SQLite returns naive datetimes; they are stored as UTC
-        expires = expires.replace(tzinfo=UTC)
-    if expires <= now_utc() or user.disabled_at is not None:
+    if api_token.expires_at <= now_utc() or user.disabled_at is not None:
         raise Unauthorized("token expired")
     return Principal(user.id, user.username, Role(user.role), user.site_id)
 

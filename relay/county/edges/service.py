@@ -17,6 +17,7 @@ SILENT_AFTER = timedelta(minutes=10)
 
 
 def _utc(value: datetime) -> datetime:
+    """An edge's clock reading; one without a zone is taken as UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -51,7 +52,7 @@ def _edge_out(site: Site, health: EdgeHealth | None, now: datetime) -> EdgeOut:
                        silent=True, clock_offset_s=None, spool_instances=None, spool_bytes=None,
                        oldest_unsent_age_s=None, goodput_bps=None, disk_free_bytes=None,
                        version=None, last_error=None)
-    seen = _utc(health.received_at)
+    seen = health.received_at
     return EdgeOut(site=site.name, display_name=site.display_name, last_heartbeat_at=seen,
                    silent=now - seen > SILENT_AFTER, clock_offset_s=health.clock_offset_s,
                    spool_instances=health.spool_instances, spool_bytes=health.spool_bytes,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -34,6 +34,6 @@ def list_quarantine(_admin: AdminDep, session: SessionDep) -> list[QuarantinedOu
         .outerjoin(Instance, Instance.sop_uid == QuarantinedInstance.sop_uid)
         .order_by(QuarantinedInstance.received_at.desc()).limit(1000)).all()
     return [QuarantinedOut(sop_instance_uid=q.sop_uid, site=site, sha256=q.sha256, size=q.size,
-                           received_at=q.received_at if q.received_at.tzinfo else q.received_at.replace(tzinfo=UTC),
+                           received_at=q.received_at,
                            held_sha256=held_sha, held_size=held_size)
             for q, site, held_sha, held_size in rows]

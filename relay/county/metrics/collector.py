@@ -34,10 +34,6 @@ TAT_BUCKETS_S = (60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800)
 """Arrival-to-queue-exit histogram buckets, in seconds: 1 min to 2 days (SLA: 30 min / 2 h / 24 h)."""
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class CountyCollector(Collector):
     """Yields the county's metrics on each scrape."""
 
@@ -89,7 +85,7 @@ def _edges(session: Session) -> Iterator[GaugeMetricFamily]:
         families["spool"].add_metric([site], h.spool_instances)
         families["bytes"].add_metric([site], h.spool_bytes)
         families["oldest"].add_metric([site], h.oldest_unsent_age_s or 0)
-        families["silence"].add_metric([site], (now - _utc(h.received_at)).total_seconds())
+        families["silence"].add_metric([site], (now - h.received_at).total_seconds())
         families["disk"].add_metric([site], h.disk_free_bytes or 0)
         families["clock"].add_metric([site], h.clock_offset_s)
     yield from families.values()
@@ -119,7 +115,7 @@ def _arrival_to_assignment(session: Session) -> Iterator[HistogramMetricFamily]:
     hist = HistogramMetricFamily("relay_tat_arrival_to_assignment_seconds",
                                  "Time from arrival at the county to assignment to a reader.", labels=["priority"])
     for priority in ("stat", "urgent", "routine"):
-        waits = [(_utc(b) - _utc(a)).total_seconds() for p, a, b in rows if p == priority]
+        waits = [(b - a).total_seconds() for p, a, b in rows if p == priority]
         buckets = [(str(float(le)), sum(1 for w in waits if w <= le)) for le in TAT_BUCKETS_S]
         hist.add_metric([priority], buckets + [("+Inf", len(waits))], sum_value=sum(waits))
     yield hist

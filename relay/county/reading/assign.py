@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -80,8 +80,7 @@ def _reassign_stale(session: Session, readers: list[Reader], settings: Settings,
             .where(Study.state == StudyState.ASSIGNED.value, ReadingItem.assigned_at.is_not(None)))
     for item, study in session.execute(_locked(session, stmt)).all():
         limit = settings.reassign_stat_minutes if study.priority == "stat" else settings.reassign_minutes
-        assigned = item.assigned_at if item.assigned_at.tzinfo else item.assigned_at.replace(tzinfo=UTC)
-        if assigned > now - timedelta(minutes=limit):
+        if item.assigned_at > now - timedelta(minutes=limit):
             continue
         other = _pick(readers, study.modalities, exclude=item.assigned_user_id)
         if other is None:

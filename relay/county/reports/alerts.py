@@ -67,8 +67,7 @@ def alert_round(*, session: Session, settings: Settings, post: Post = http_post,
                 not settings.critical_webhook_url
                 or post(settings.critical_webhook_url, _payload("critical.result", delivery, report, study, site))):
             delivery.critical_notified_at, notified = now, notified + 1
-        created = delivery.created_at if delivery.created_at.tzinfo else delivery.created_at.replace(tzinfo=now.tzinfo)
-        if delivery.escalated_at is None and created <= due and (
+        if delivery.escalated_at is None and delivery.created_at <= due and (
                 not settings.critical_escalation_url
                 or post(settings.critical_escalation_url, _payload("critical.escalated", delivery, report, study, site))):
             delivery.escalated_at, escalated = now, escalated + 1

@@ -42,8 +42,7 @@ def pending(site: SiteDep, session: SessionDep) -> list[PendingReport]:
     """This site's signed reports not yet confirmed delivered, critical ones first."""
     return [PendingReport(delivery_id=d.id, study_instance_uid=s.study_uid, revision=r.revision, kind=r.kind,
                           critical=r.critical, reader=user,
-                          signed_at=r.signed_at if r.signed_at and r.signed_at.tzinfo
-                          else (r.signed_at or datetime.now(UTC)).replace(tzinfo=UTC),
+                          signed_at=r.signed_at or datetime.now(UTC),
                           objects=sorted(json.loads(d.object_keys_json)))
             for d, r, s, user in delivery.pending_for_site(session, site)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -49,5 +49,5 @@ def priors(study_uid: str, principal: PrincipalDep, session: SessionDep) -> Prio
     return PriorsOut(patient_id=patient.patient_id, issuer=patient.issuer, priors=[
         PriorOut(study_instance_uid=s.study_uid, study_date=s.study_date, modality=s.modalities,
                  description=s.description, site=site, state=s.state,
-                 arrived_at=s.created_at if s.created_at.tzinfo else s.created_at.replace(tzinfo=UTC))
+                 arrived_at=s.created_at)
         for s, site in session.execute(stmt).all()])

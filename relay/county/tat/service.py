@@ -13,7 +13,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -50,10 +50,6 @@ class StudyTimes:
         return None if a is None or b is None else (b - a).total_seconds()
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def load(session: Session, *, since: datetime, until: datetime) -> list[StudyTimes]:
     """Milestones of the studies that arrived at the county in [since, until)."""
     studies = session.execute(select(Study.id, Study.study_uid, Site.name, Study.modalities, Study.priority)
@@ -61,11 +57,11 @@ def load(session: Session, *, since: datetime, until: datetime) -> list[StudyTim
                               .where(Study.created_at >= since, Study.created_at < until)).all()
     times = {pk: StudyTimes(uid, site, modality, priority, "") for pk, uid, site, modality, priority in studies}
     for pk, state, at, actor in _first_transitions(session, list(times)):
-        times[pk].milestones[state] = _utc(at)
+        times[pk].milestones[state] = at
         if state == "signed":
             times[pk].reader = actor
     for uid_pk, received in _edge_receipts(session, times):
-        times[uid_pk].milestones["received_at_edge"] = _utc(received)
+        times[uid_pk].milestones["received_at_edge"] = received
     return list(times.values())
 
 

@@ -20,10 +20,6 @@ def _additions(n: int) -> list[str]:
     return [f"补传图像 {n} 幅 / {n} instance(s) arrived after the study was forwarded or read"] if n else []
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class SlaTargets:
     """Minutes from arrival at the county to a signed report, per priority."""
@@ -54,13 +50,13 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500,
             patient_id=patient.patient_id, modality=study.modalities, site=site.name,
             priority=study.priority, state=study.state, study_date=study.study_date,
             study_time=study.study_time, description=study.description,
-            accession_number=study.accession_number, arrived_at=_utc(study.created_at),
-            queued_at=_utc(item.queued_at),
+            accession_number=study.accession_number, arrived_at=study.created_at,
+            queued_at=item.queued_at,
             notes=_additions(additions.get(study.study_uid, 0))
             + [f"无法显示图像 / cannot render: {reason}" for reason in notes.get(study.study_uid, [])],
             assigned_to=holder,
-            sla_due_at=sla.due(study.priority, _utc(study.created_at)),
-            sla_remaining_s=(sla.due(study.priority, _utc(study.created_at)) - now).total_seconds(),
+            sla_due_at=sla.due(study.priority, study.created_at),
+            sla_remaining_s=(sla.due(study.priority, study.created_at) - now).total_seconds(),
         )
         for study, patient, site, item, holder in rows
     ]
