@@ -17,12 +17,9 @@ from relay.county.context import County
 from relay.county.dicomweb.endpoints import selected_instances
 from relay.county.errors import BadRequest, RelayError
 from relay.county.render import RenderError, render_ecg_png, render_jpeg, render_png, thumbnail
+from relay.dicom.sop import is_waveform
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
-
-WAVEFORM_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.9."
-"""SOP classes of waveforms (ECG among them), drawn as paper rather than as pixels."""
-
 
 class CannotRender(RelayError):
     status, title = 422, "Cannot render"
@@ -42,7 +39,7 @@ def _window(value: str | None) -> tuple[float, float] | None:
 def _render(data: bytes, *, sop_class: str, frame: int, window: tuple[float, float] | None,
             accept: str, lang: str) -> tuple[bytes, str]:
     try:
-        if sop_class.startswith(WAVEFORM_CLASS_PREFIX):
+        if is_waveform(sop_class):
             return render_ecg_png(data, lang=lang), "image/png"
         if "jpeg" in accept and "png" not in accept:
             return render_jpeg(data, frame=frame, window=window), "image/jpeg"

@@ -23,14 +23,9 @@ from relay.county.render.ecg import ecg_measurements
 from relay.county.render.errors import RenderError
 from relay.county.render.image import thumbnail
 from relay.county.storage import ObjectStore
+from relay.dicom.sop import is_document, is_waveform
 
 log = logging.getLogger(__name__)
-
-WAVEFORM_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.9."
-"""Waveform SOP classes (ECG among them): measured, not thumbnailed."""
-NON_IMAGE_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.104.")
-"""Structured reports and encapsulated documents: nothing to render, and no note either."""
-
 
 def _thumbnail_values(store: ObjectStore, inst: Instance, data: bytes) -> dict[str, object]:
     jpeg = thumbnail(data)
@@ -49,7 +44,7 @@ def _ecg_values(data: bytes) -> dict[str, object]:
 def render_instance(*, session: Session, store: ObjectStore, instance_id: int) -> RenderResult | None:
     """Render ``instance_id`` once; None if it does not exist or has nothing to render."""
     inst = session.get(Instance, instance_id)
-    if inst is None or inst.sop_class_uid.startswith(NON_IMAGE_CLASS_PREFIXES):
+    if inst is None or is_document(inst.sop_class_uid):  # nothing to render, and no note
         return None
     done = session.execute(select(RenderResult).where(RenderResult.instance_pk == instance_id)).scalar_one_or_none()
     if done is not None:
@@ -58,7 +53,7 @@ def render_instance(*, session: Session, store: ObjectStore, instance_id: int) -
     values: dict[str, object] = {"instance_pk": inst.id, "study_uid": inst.study_uid, "ok": True,
                                  "rendered_at": now_utc()}
     try:
-        is_ecg = inst.sop_class_uid.startswith(WAVEFORM_CLASS_PREFIX)
+        is_ecg = is_waveform(inst.sop_class_uid)
         values.update(_ecg_values(data) if is_ecg else _thumbnail_values(store, inst, data))
     except RenderError as exc:
         log.warning("cannot render sop=%s kind=%s: %s", inst.sop_uid, exc.kind.value, exc)

@@ -21,6 +21,7 @@ from relay.county.events.outbox import Topic
 from relay.county.storage import ObjectStore
 from relay.county.studies import repository
 from relay.dicom.header import InstanceMeta, InvalidInstance, read_meta
+from relay.dicom.sop import is_document
 from relay.dicom.vocab import Priority, StudyState
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,6 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
     return IndexResult(instance_id, inst.study_uid, False, new_study)
 
 
-DOCUMENT_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.104.")
-"""Structured reports and encapsulated documents: attached to a study, never reopening it."""
 READ_STATES = (StudyState.ASSIGNED.value, StudyState.READING.value)
 SIGNED_STATES = (StudyState.SIGNED.value, StudyState.DELIVERED.value, StudyState.ACKNOWLEDGED.value)
 
@@ -84,7 +83,7 @@ def _existing_study(session: Session, inst: Instance, study_pk: int, priority: P
     if priority is Priority.STAT and repository.escalate_priority(
             session, study_pk=study_pk, priority=priority.value, rank=priority.rank, at=now):
         outbox.emit(session, Topic.STUDY_ESCALATED, event)
-    if inst.sop_class_uid.startswith(DOCUMENT_CLASS_PREFIXES):
+    if is_document(inst.sop_class_uid):
         return  # reports and documents (ours among them) are not new imaging to read
     state = repository.study_state(session, study_pk)
     if state in READ_STATES or state in SIGNED_STATES:
