@@ -91,6 +91,21 @@ class Settings(BaseSettings):
         description="Lifetime of a bearer token from /api/auth/token, in hours: one "
         "reading shift, so a token left on a shared reading-room PC does not live on.",
     )
+    session_idle_minutes: float = Field(
+        60.0,
+        description="Minutes without a request after which a portal page session (cookie) ends: "
+        "a reading-room PC left alone logs itself out. Default 60.",
+    )
+    session_absolute_hours: float = Field(
+        12.0,
+        description="Hours after login at which a portal page session ends whatever the activity: "
+        "one reading shift, like a bearer token. Default 12.",
+    )
+    session_cookie_secure: bool | None = Field(
+        None,
+        description="Mark the portal session cookie Secure. Default (unset): Secure exactly when "
+        "the request came over HTTPS (behind a proxy, run uvicorn with --proxy-headers).",
+    )
     login_max_failures: int = Field(
         5, description="Wrong passwords in a row after which a login is locked (guessing defence).")
     login_lockout_minutes: float = Field(

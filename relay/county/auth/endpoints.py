@@ -11,9 +11,9 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from relay.county.audit.service import Action, Entry, append
 from relay.county.auth import service
 from relay.county.auth.deps import AdminDep, CountyDep, PrincipalDep, SessionDep
+from relay.county.auth.login import audit_login, password_login
 from relay.county.db.models import User
 from relay.county.errors import NotFound
 
@@ -42,27 +42,18 @@ def login(
 ) -> TokenOut:
     """Exchange a username and password for a bearer token."""
     source = request.client.host if request.client else ""
-    try:
-        lockout = service.Lockout(max_failures=county.settings.login_max_failures,
-                                  minutes=county.settings.login_lockout_minutes)
-        user = service.authenticate(session=session, username=form.username, password=form.password,
-                                    lockout=lockout)
-    except Exception:
-        log.info("login failed user_len=%d", len(form.username))
-        append(county.sessions, Entry(actor=form.username, role="", action=Action.LOGIN_FAILED,
-                                      outcome="failure", source=source))
-        raise
+    user = password_login(county=county, session=session, username=form.username, password=form.password,
+                          source=source)
     ttl = timedelta(hours=county.settings.token_ttl_hours)
     token = service.issue_token(session=session, user=user, ttl=ttl)
     session.commit()
-    log.info("login user_id=%d role=%s", user.id, user.role)
-    append(county.sessions, Entry(actor=user.username, role=user.role, action=Action.LOGIN, source=source))
+    audit_login(county=county, user=user, source=source)
     return TokenOut(access_token=token, expires_in=int(ttl.total_seconds()), role=user.role)
 
 
 @router.get("/me", response_model=MeOut)
 def me(principal: PrincipalDep) -> MeOut:
-    """Who the bearer token belongs to."""
+    """Who the bearer token (or the portal session cookie) belongs to."""
     return MeOut(username=principal.username, role=principal.role.value, site_id=principal.site_id)
 
 

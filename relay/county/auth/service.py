@@ -106,6 +106,10 @@ class Lockout:
     minutes: float = 15.0
 
 
+class LoginLocked(Unauthorized):
+    """The login is locked after too many wrong passwords (a 401 like any failed login)."""
+
+
 def _locked(user: User | None, now: datetime) -> bool:
     return user is not None and user.locked_until is not None and user.locked_until > now
 
@@ -125,7 +129,7 @@ def authenticate(*, session: Session, username: str, password: str, lockout: Loc
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     now = now_utc()
     if _locked(user, now):
-        raise Unauthorized("too many wrong passwords: this login is locked for a while")
+        raise LoginLocked("too many wrong passwords: this login is locked for a while")
     try:
         _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):

@@ -114,6 +114,23 @@ class ApiToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTC)
 
 
+class PortalSession(Base):
+    """A browser's login to the portal pages. The HttpOnly cookie holds a random id; the row
+    holds only its SHA-256, so a database leak is not a login. ``csrf_token`` is the
+    synchronizer token the pages send back in ``X-CSRF-Token`` (useless without the cookie)."""
+
+    __tablename__ = "portal_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_sha256: Mapped[str] = mapped_column(SHA256, unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    last_seen_at: Mapped[datetime] = mapped_column(UTC)
+    """Last request with this session (written at most once a minute): idle expiry counts from here."""
+    expires_at: Mapped[datetime] = mapped_column(UTC)
+    """Absolute end, whatever the activity."""
+
+
 class Patient(Base):
     """A patient as one issuer of patient IDs knows them (a township's own ID namespace)."""
 
