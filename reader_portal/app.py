@@ -2,52 +2,43 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 
 from relay.county.app import create_app as create_county_app
+from relay.county.auth.deps import CountyDep
 from relay.county.context import County
 from relay.county.render.image import CT_PRESETS
-from reader_portal.i18n import strings
-
-_templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+from reader_portal import pages
+from reader_portal.login import router as login_router
+from reader_portal.pages import LangQuery, PageSessionDep, render
 
 
 def create_app(county: County) -> FastAPI:
-    """The county API plus the portal pages under /portal."""
+    """The county API plus the portal pages under /portal (login with a session cookie)."""
     app = create_county_app(county)
+    pages.install(app)
+    app.include_router(login_router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse("/portal/")
 
     @app.get("/portal/", response_class=HTMLResponse, include_in_schema=False)
-    def worklist_page(request: Request, lang: Annotated[str | None, Query()] = None) -> HTMLResponse:
-        chosen, t = strings(lang or request.cookies.get("lang"))
-        other = "en" if chosen == "zh-CN" else "zh-CN"
-        response = _templates.TemplateResponse(
-            request, "worklist.html", {"t": t, "lang": chosen, "other_lang": other,
-                                       "zone": county.settings.timezone})
-        response.set_cookie("lang", chosen, samesite="lax")
-        return response
+    def worklist_page(request: Request, who: PageSessionDep, county: CountyDep,
+                      lang: LangQuery = None) -> HTMLResponse:
+        """The worklist, STAT first; a technician sees only their township's studies."""
+        return render(request, "worklist.html", county=county, who=who, lang=lang, active="worklist")
 
     @app.get("/portal/studies/{study_uid}", response_class=HTMLResponse, include_in_schema=False)
-    def study_page(study_uid: str, request: Request,
-                   lang: Annotated[str | None, Query()] = None) -> HTMLResponse:
+    def study_page(study_uid: str, request: Request, who: PageSessionDep, county: CountyDep,
+                   lang: LangQuery = None) -> HTMLResponse:
         """The reader's study page: series, viewer, priors and the report. The page holds no
-        data itself; it reads everything through the JSON API with the reader's bearer token."""
-        chosen, t = strings(lang or request.cookies.get("lang"))
-        other = "en" if chosen == "zh-CN" else "zh-CN"
+        data itself; it reads everything through the JSON API with the session cookie."""
+        chosen, _, _ = pages.language(request, lang)
         presets = {"CT": [{"key": p.key, "label": p.label(chosen), "center": p.center, "width": p.width}
                           for p in CT_PRESETS]}
-        response = _templates.TemplateResponse(
-            request, "study.html", {"t": t, "lang": chosen, "other_lang": other, "study_uid": study_uid,
-                                    "presets": presets, "zone": county.settings.timezone})
-        response.set_cookie("lang", chosen, samesite="lax")
-        return response
+        return render(request, "study.html", county=county, who=who, lang=lang, active="",
+                      study_uid=study_uid, presets=presets)
 
     return app

@@ -40,6 +40,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "critical_sent": "危急值已发出：乡镇卫生院将立即收到提醒，需确认。", "error": "出错",
         "study_date": "检查日期", "accession": "检查号", "leave_unsaved": "报告有未保存的修改",
         "password_short": "签名密码至少8位", "patient": "患者",
+        "login_locked": "密码错误次数过多，该账号已暂时锁定，请稍后再试",
+        "session_ended": "登录已过期，请重新登录", "role_admin": "管理员",
+        "role_radiologist": "诊断医师", "role_technician": "技师",
     },
     "en": {
         "title": "County imaging and ECG reading centre", "worklist": "Worklist", "login": "Log in",
@@ -76,6 +79,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "critical_sent": "Critical result sent: the township is alerted at once and must acknowledge.", "error": "Error",
         "study_date": "Exam date", "accession": "Accession", "leave_unsaved": "The report has unsaved changes",
         "password_short": "The signing password needs at least 8 characters", "patient": "Patient",
+        "login_locked": "Too many wrong passwords: this login is locked for a while; try again later",
+        "session_ended": "Your session has ended; please log in again", "role_admin": "Administrator",
+        "role_radiologist": "Reader", "role_technician": "Technician",
     },
 }
 

@@ -1,0 +1,139 @@
+"""What every logged-in portal page shares: who is looking, the nav, and rendering.
+
+A new page is a route like::
+
+    @app.get("/portal/fleet", response_class=HTMLResponse, include_in_schema=False)
+    def fleet_page(request: Request, who: PageSessionDep, county: CountyDep,
+                   lang: LangQuery = None) -> HTMLResponse:
+        require_role(who, Role.ADMIN)
+        return render(request, "fleet.html", county=county, who=who, lang=lang, active="fleet")
+
+plus a template that extends ``_base.html`` and, for a link in the header, one
+``NavItem`` in ``NAV`` (and its label in reader_portal.i18n). The page reads its data
+through the JSON API with the shared ``api()`` helper; the server filters by role and
+site as for any API client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from relay.county.auth import sessions
+from relay.county.auth.deps import CountyDep, SessionDep, session_policy
+from relay.county.context import County
+from relay.county.errors import Forbidden, Unauthorized
+from relay.dicom.vocab import Role
+from reader_portal.i18n import strings
+
+templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+LangQuery = Annotated[str | None, Query()]
+LOGIN_PATH = "/portal/login"
+HOME = "/portal/"
+_EVERYONE = frozenset(Role)
+
+
+@dataclass(frozen=True, slots=True)
+class NavItem:
+    """A link in the header: ``key`` names its label in reader_portal.i18n and, as
+    ``active``, marks the current page; only ``roles`` see it."""
+
+    key: str
+    href: str
+    roles: frozenset[Role] = _EVERYONE
+
+
+NAV: list[NavItem] = [
+    NavItem("worklist", HOME),
+]
+"""The header's links, in order. Admin pages add theirs here, e.g.
+``NavItem("tat", "/portal/tat", frozenset({Role.ADMIN}))``."""
+
+
+class LoginRequired(Exception):
+    """No live session: the page answers with a redirect to the login form."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+def _wanted(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def get_page_session(request: Request, session: SessionDep, county: CountyDep) -> sessions.PageSession:
+    """The browser's live session, or LoginRequired (a redirect to the login page)."""
+    session_id = request.cookies.get(sessions.COOKIE)
+    if not session_id:
+        raise LoginRequired(_wanted(request))
+    try:
+        return sessions.resolve(session=session, session_id=session_id, policy=session_policy(county))
+    except Unauthorized:
+        raise LoginRequired(_wanted(request)) from None
+
+
+PageSessionDep = Annotated[sessions.PageSession, Depends(get_page_session)]
+
+
+def require_role(who: sessions.PageSession, *roles: Role) -> None:
+    """Refuse (403) a page to anyone without one of ``roles``; the API checks again."""
+    if who.principal.role not in roles:
+        raise Forbidden("this page is not for your role")
+
+
+def login_url(next_url: str = HOME) -> str:
+    return LOGIN_PATH if next_url == HOME else f"{LOGIN_PATH}?next={quote(next_url, safe='')}"
+
+
+def safe_next(next_url: str | None) -> str:
+    """Where to go after login: only a page of the portal (no open redirect)."""
+    if not next_url or not next_url.startswith("/portal/") or next_url.startswith(LOGIN_PATH):
+        return HOME
+    return next_url
+
+
+def harden(response: Response) -> Response:
+    """Headers for every portal page: never framed (clickjacking), never cached (the
+    page carries the CSRF token and patient data)."""
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def language(request: Request, lang: str | None) -> tuple[str, dict[str, str], str]:
+    """The language (``?lang=`` or the ``lang`` cookie), its strings, and the other one."""
+    chosen, t = strings(lang or request.cookies.get("lang"))
+    return chosen, t, "en" if chosen == "zh-CN" else "zh-CN"
+
+
+def render(request: Request, template: str, *, county: County, who: sessions.PageSession, lang: str | None,
+           active: str = "", status_code: int = 200, **context: Any) -> HTMLResponse:
+    """A page extending ``_base.html``: strings, user, CSRF token and the nav it may see."""
+    chosen, t, other = language(request, lang)
+    nav = [item for item in NAV if who.principal.role in item.roles]
+    response = templates.TemplateResponse(
+        request, template,
+        {"t": t, "lang": chosen, "other_lang": other, "zone": county.settings.timezone, "user": who,
+         "csrf_token": who.csrf_token, "nav": nav, "active": active, **context},
+        status_code=status_code)
+    response.set_cookie("lang", chosen, samesite="lax")
+    harden(response)
+    return response
+
+
+def install(app: FastAPI) -> None:
+    """Send a page visitor without a session to the login form, and back afterwards."""
+
+    async def _to_login(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LoginRequired)
+        return harden(RedirectResponse(login_url(exc.next_url), status_code=303))
+
+    app.add_exception_handler(LoginRequired, _to_login)
