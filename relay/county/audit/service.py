@@ -52,6 +52,8 @@ class Action(enum.StrEnum):
     """A site's edge credential was revoked."""
     DEAD_LETTER_RETRY = "dead_letter.retry"
     """An administrator retried work that had given up."""
+    EXPORT = "export"
+    """Data left the system in bulk: a TAT CSV, an audit export (ATNA Export)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,7 +135,12 @@ class Patient(Base):
     """A patient as one issuer of patient IDs knows them (a township's own ID namespace)."""
 
     __tablename__ = "patients"
-    __table_args__ = (UniqueConstraint("patient_id", "issuer", name="uq_patients_id_issuer"),)
+    __table_args__ = (
+        UniqueConstraint("patient_id", "issuer", name="uq_patients_id_issuer"),
+        # QIDO-RS PatientName wildcards (LIKE '王%', '%=王%'): trigrams, PostgreSQL only (0017)
+        Index("ix_patients_name_trgm", "name", postgresql_using="gin",
+              postgresql_ops={"name": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(64))
     issuer: Mapped[str] = mapped_column(String(128))
@@ -162,8 +167,20 @@ class Study(Base):
     modalities: Mapped[str] = mapped_column(String(64), default="")
     priority: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTC)
+    created_at: Mapped[datetime] = mapped_column(UTC, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTC)
+    # TAT milestones: the first transition into each state (edge: the earliest instance the
+    # edge received). Kept by database triggers on study_transitions and instances
+    # (migration 0018), so the dashboards aggregate one row per study; see relay.county.tat.
+    tat_edge_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    tat_arrived_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    tat_assigned_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    tat_reading_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    tat_signed_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    tat_delivered_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    tat_acknowledged_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    tat_reader: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """Who signed first (the actor of the first ``signed`` transition)."""
 
 
 class Series(Base):

@@ -1,25 +1,36 @@
-"""GET /api/tat (figures) and GET /api/tat.csv (per-study times), for administrators."""
+"""Administrators' turnaround figures: GET /api/tat, /api/tat.csv, /api/sla/breaches,
+/api/readers/workload. Every figure an admin page charts comes from one of these."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from relay.county.audit.endpoints import audit
+from relay.county.audit.service import Action
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep
+from relay.county.context import County
 from relay.county.errors import BadRequest
 from relay.county.tat import service
+from relay.county.tat.workload import breaches, workload
 
 router = APIRouter(prefix="/api", tags=["turnaround"])
 
+DEFAULT_WINDOW = timedelta(days=7)
+"""The dashboards' window when no ``since`` is given: the last 7 days."""
+GroupBy = Literal["site", "modality", "priority", "reader", "day", "week", "all"]
+
 
 class Figures(BaseModel):
-    n: int
+    n: int = Field(description="Studies that reached both ends of the stage.")
     p50_s: float
     p90_s: float
     max_s: float
@@ -29,25 +40,28 @@ class TatOut(BaseModel):
     since: datetime
     until: datetime
     group_by: str
-    stages: list[str]
-    groups: dict[str, dict[str, Figures]]
+    stages: list[str] = Field(description="Stage names in path order; the last two span several stages.")
+    groups: dict[str, dict[str, Figures]] = Field(
+        description="group key -> stage -> figures (seconds). Keys: site name, modality, priority, reader "
+                    "login ('' = not signed yet), day or week (Monday) of arrival as YYYY-MM-DD in the "
+                    "site's zone, or 'all'. A stage no study completed is absent.")
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
     until = until or datetime.now(UTC)
-    return since or until - timedelta(days=7), until
+    return since or until - DEFAULT_WINDOW, until
 
 
 @router.get("/tat", response_model=TatOut)
 def tat(_admin: AdminDep, session: SessionDep, county: CountyDep,
-        group_by: Annotated[str, Query(description=f"one of {', '.join(service.GROUPS)}")] = "site",
+        group_by: Annotated[GroupBy, Query(description="how to group the studies")] = "site",
         since: datetime | None = None, until: datetime | None = None) -> TatOut:
-    """p50 / p90 / max seconds per stage and group, for studies that arrived in the window
-    (default: the last 7 days); days are the site's (Asia/Shanghai by default)."""
+    """p50 / p90 / max seconds per stage and group, for studies that arrived in [since, until)
+    (default: the last 7 days); days and weeks are the site's (Asia/Shanghai by default)."""
     start, end = _window(since, until)
-    studies = service.load(session, since=start, until=end)
     try:
-        groups = service.figures(studies, group_by=group_by, zone=ZoneInfo(county.settings.timezone))
+        groups = service.summary(session, since=start, until=end, group_by=group_by,
+                                 zone=ZoneInfo(county.settings.timezone))
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     return TatOut(since=start, until=end, group_by=group_by, stages=[s[0] for s in service.STAGES],
@@ -55,23 +69,39 @@ def tat(_admin: AdminDep, session: SessionDep, county: CountyDep,
                               for name, f in v.items()} for k, v in groups.items()})
 
 
-@router.get("/tat.csv")
-def tat_csv(_admin: AdminDep, session: SessionDep, since: datetime | None = None,
-            until: datetime | None = None) -> Response:
-    """One row per study: its milestones (UTC) and stage durations in seconds; opens in a spreadsheet."""
-    start, end = _window(since, until)
-    milestones = ["received_at_edge", "arrived", "assigned", "reading", "signed", "delivered", "acknowledged"]
+CSV_MILESTONES = ["received_at_edge", "arrived", "assigned", "reading", "signed", "delivered", "acknowledged"]
+
+
+def _csv_lines(county: County, start: datetime, end: datetime) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["study_instance_uid", "site", "modality", "priority", "reader", *milestones,
-                     *[s[0] + "_s" for s in service.STAGES]])
-    for st in service.load(session, since=start, until=end):
-        writer.writerow([st.study_uid, st.site, st.modality, st.priority, st.reader,
-                         *[st.milestones[m].isoformat() if m in st.milestones else "" for m in milestones],
-                         *["" if (d := st.duration_s(a, b)) is None else f"{d:.0f}" for _, a, b in service.STAGES]])
     # UTF-8 with BOM so that Excel on a county PC shows Chinese site names correctly.
-    return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="tat.csv"'})
+    out.write("\ufeff")
+    writer.writerow(["study_instance_uid", "site", "modality", "priority", "reader", *CSV_MILESTONES,
+                     *[s[0] + "_s" for s in service.STAGES]])
+    with county.sessions() as session:  # its own: the response streams after the route returned
+        for i, st in enumerate(service.iter_studies(session, since=start, until=end)):
+            writer.writerow([st.study_uid, st.site, st.modality, st.priority, st.reader,
+                             *[st.milestones[m].isoformat() if m in st.milestones else "" for m in CSV_MILESTONES],
+                             *["" if (d := st.duration_s(a, b)) is None else f"{d:.0f}" for _, a, b in service.STAGES]])
+            if i % 1000 == 999:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+    yield out.getvalue()
+
+
+@router.get("/tat.csv", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}}, "description": "one row per study"}})
+def tat_csv(admin: AdminDep, county: CountyDep, request: Request, since: datetime | None = None,
+            until: datetime | None = None) -> StreamingResponse:
+    """One row per study: its milestones (UTC) and stage durations in seconds; opens in a
+    spreadsheet. Streamed; recorded in the audit trail as an export."""
+    start, end = _window(since, until)
+    audit(county, request, admin, Action.EXPORT, object_type="tat.csv",
+          detail=f"since={start.isoformat()} until={end.isoformat()}")
+    return StreamingResponse(_csv_lines(county, start, end), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="tat.csv"'})
 
 
 class BreachOut(BaseModel):
@@ -85,16 +115,14 @@ class BreachOut(BaseModel):
 
 
 @router.get("/sla/breaches", response_model=list[BreachOut])
-def sla_breaches(admin: AdminDep, session: SessionDep, county: CountyDep) -> list[BreachOut]:
-    """Open studies past their SLA deadline, most overdue first."""
-    from relay.county.worklist.service import SlaTargets, worklist
-
+def sla_breaches(_admin: AdminDep, session: SessionDep, county: CountyDep) -> list[BreachOut]:
+    """Open studies past their SLA deadline (arrival + the priority's minutes), most overdue first."""
     s = county.settings
-    sla = SlaTargets(stat=s.sla_stat_minutes, urgent=s.sla_urgent_minutes, routine=s.sla_routine_minutes)
-    items = worklist(session=session, principal=admin, limit=5000, sla=sla)
-    late = sorted((i for i in items if i.sla_remaining_s < 0), key=lambda i: i.sla_remaining_s)
-    return [BreachOut(study_instance_uid=i.study_instance_uid, site=i.site, priority=i.priority, state=i.state,
-                      held_by=i.assigned_to, overdue_s=-i.sla_remaining_s, sla_due_at=i.sla_due_at) for i in late]
+    late = breaches(session, now=datetime.now(UTC), default_minutes=s.sla_routine_minutes,
+                    sla_minutes={"stat": s.sla_stat_minutes, "urgent": s.sla_urgent_minutes,
+                                 "routine": s.sla_routine_minutes})
+    return [BreachOut(study_instance_uid=b.study_uid, site=b.site, priority=b.priority, state=b.state,
+                      held_by=b.held_by, overdue_s=b.overdue_s, sla_due_at=b.due_at) for b in late]
 
 
 class WorkloadOut(BaseModel):
@@ -108,7 +136,5 @@ class WorkloadOut(BaseModel):
 @router.get("/readers/workload", response_model=list[WorkloadOut])
 def readers_workload(_admin: AdminDep, session: SessionDep, county: CountyDep) -> list[WorkloadOut]:
     """Per reader: what they hold now, what they signed, how long reading takes them."""
-    from relay.county.tat.workload import workload
-
     zone = ZoneInfo(county.settings.timezone)
     return [WorkloadOut(**row) for row in workload(session, now=datetime.now(UTC), zone=zone)]

@@ -1,24 +1,26 @@
 """Turnaround times from recorded transitions, never guessed.
 
 For each study, the time of each stage is the first transition into it (edge receipt
-comes from the instances the edge timestamped). A stage duration is the difference
-of two consecutive stage times; studies that have not reached a stage yet do not
-count for it. Percentiles interpolate linearly between order statistics (as numpy's
-default does), so figures can be checked independently.
+comes from the instances the edge timestamped). Database triggers copy these first
+times into the study's ``tat_*`` columns as the transitions are recorded (migration
+0018), so the figures read one row per study. A stage duration is the difference of
+two consecutive stage times; studies that have not reached a stage yet do not count
+for it. Percentiles interpolate linearly between order statistics (as numpy's default
+does, and PostgreSQL's ``percentile_cont``), so figures can be checked independently.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from relay.county.db.models import Instance, Site, Study, StudyTransition
+from relay.county.tat import repository
 
 STAGES: tuple[tuple[str, str, str], ...] = (
     ("edge_to_county", "received_at_edge", "arrived"),
@@ -31,7 +33,10 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("end_to_end", "received_at_edge", "acknowledged"),
 )
 """(name, from milestone, to milestone). The last two span several stages."""
-GROUPS = ("site", "modality", "priority", "reader", "day", "all")
+GROUPS = ("site", "modality", "priority", "reader", "day", "week", "all")
+"""Ways to group studies. ``day`` and ``week`` (the Monday starting it) are of the arrival
+at the county, in the site's zone."""
+MILESTONES = tuple(repository.MILESTONES)
 
 
 @dataclass
@@ -50,38 +55,16 @@ class StudyTimes:
         return None if a is None or b is None else (b - a).total_seconds()
 
 
+def iter_studies(session: Session, *, since: datetime, until: datetime) -> Iterator[StudyTimes]:
+    """Milestones of the studies that arrived at the county in [since, until), streamed."""
+    for uid, site, modality, priority, reader, *stamps in repository.study_rows(session, since=since, until=until):
+        yield StudyTimes(uid, site, modality, priority, reader,
+                         {name: at for name, at in zip(MILESTONES, stamps, strict=True) if at is not None})
+
+
 def load(session: Session, *, since: datetime, until: datetime) -> list[StudyTimes]:
     """Milestones of the studies that arrived at the county in [since, until)."""
-    studies = session.execute(select(Study.id, Study.study_uid, Site.name, Study.modalities, Study.priority)
-                              .join(Site, Site.id == Study.site_id)
-                              .where(Study.created_at >= since, Study.created_at < until)).all()
-    times = {pk: StudyTimes(uid, site, modality, priority, "") for pk, uid, site, modality, priority in studies}
-    for pk, state, at, actor in _first_transitions(session, list(times)):
-        times[pk].milestones[state] = at
-        if state == "signed":
-            times[pk].reader = actor
-    for uid_pk, received in _edge_receipts(session, times):
-        times[uid_pk].milestones["received_at_edge"] = received
-    return list(times.values())
-
-
-def _first_transitions(session: Session, pks: list[int]) -> Iterable[tuple[int, str, datetime, str]]:
-    for chunk in (pks[i:i + 5000] for i in range(0, len(pks), 5000)):
-        first = (select(StudyTransition.study_pk, StudyTransition.state, func.min(StudyTransition.id).label("id"))
-                 .where(StudyTransition.study_pk.in_(chunk))
-                 .group_by(StudyTransition.study_pk, StudyTransition.state).subquery())
-        yield from session.execute(select(StudyTransition.study_pk, StudyTransition.state, StudyTransition.at,
-                                          StudyTransition.actor).join(first, first.c.id == StudyTransition.id)).all()
-
-
-def _edge_receipts(session: Session, times: dict[int, StudyTimes]) -> Iterable[tuple[int, datetime]]:
-    by_uid = {t.study_uid: pk for pk, t in times.items()}
-    uids = list(by_uid)
-    for chunk in (uids[i:i + 5000] for i in range(0, len(uids), 5000)):
-        rows = session.execute(select(Instance.study_uid, func.min(Instance.edge_received_at))
-                               .where(Instance.study_uid.in_(chunk), Instance.edge_received_at.is_not(None))
-                               .group_by(Instance.study_uid)).all()
-        yield from ((by_uid[uid], at) for uid, at in rows if at is not None)
+    return list(iter_studies(session, since=since, until=until))
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -99,19 +82,26 @@ class StageFigures:
     max_s: float
 
 
-def _key(study: StudyTimes, group_by: str, zone: object) -> str:
+def _key(study: StudyTimes, group_by: str, zone: ZoneInfo) -> str:
     if group_by == "all":
         return "all"
-    if group_by == "day":
+    if group_by in ("day", "week"):
         arrived = study.milestones.get("arrived")
-        return arrived.astimezone(zone).date().isoformat() if arrived else ""  # type: ignore[arg-type]
+        if arrived is None:
+            return ""
+        day = arrived.astimezone(zone).date()
+        return (day - timedelta(days=day.weekday()) if group_by == "week" else day).isoformat()
     return str(getattr(study, group_by))
 
 
-def figures(studies: list[StudyTimes], *, group_by: str, zone: object) -> dict[str, dict[str, StageFigures]]:
-    """group -> stage -> p50/p90/max, over the studies that reached both ends of the stage."""
+def _check(group_by: str) -> None:
     if group_by not in GROUPS:
         raise ValueError(f"group_by must be one of {GROUPS}")
+
+
+def figures(studies: list[StudyTimes], *, group_by: str, zone: ZoneInfo) -> dict[str, dict[str, StageFigures]]:
+    """group -> stage -> p50/p90/max, over the studies that reached both ends of the stage."""
+    _check(group_by)
     samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for study in studies:
         key = _key(study, group_by, zone)
@@ -126,3 +116,19 @@ def figures(studies: list[StudyTimes], *, group_by: str, zone: object) -> dict[s
             values.sort()
             result[key][name] = StageFigures(len(values), percentile(values, 0.5), percentile(values, 0.9), values[-1])
     return result
+
+
+def summary(session: Session, *, since: datetime, until: datetime, group_by: str,
+            zone: ZoneInfo) -> dict[str, dict[str, StageFigures]]:
+    """The dashboard's figures: computed by PostgreSQL where it runs, else in Python (same numbers)."""
+    _check(group_by)
+    if not repository.is_postgresql(session):
+        return figures(load(session, since=since, until=until), group_by=group_by, zone=zone)
+    result: dict[str, dict[str, StageFigures]] = {}
+    order = {name: i for i, (name, _a, _b) in enumerate(STAGES)}
+    rows = repository.stage_percentiles_pg(session, since=since, until=until, group_by=group_by,
+                                           zone=zone.key, stages=STAGES)
+    for key, name, n, p50, p90, top in sorted(rows, key=lambda r: (r[0], order[r[1]])):
+        result.setdefault(key, {})[name] = StageFigures(n, p50, p90, top)
+    return result
+
