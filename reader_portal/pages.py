@@ -132,8 +132,12 @@ def render(request: Request, template: str, *, county: County, who: sessions.Pag
 def install(app: FastAPI) -> None:
     """Send a page visitor without a session to the login form, and back afterwards."""
 
-    async def _to_login(_request: Request, exc: Exception) -> Response:
+    async def _to_login(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LoginRequired)
-        return harden(RedirectResponse(login_url(exc.next_url), status_code=303))
+        response = RedirectResponse(login_url(exc.next_url), status_code=303)
+        if request.query_params.get("lang"):  # the login form speaks the language asked for
+            chosen, _ = strings(request.query_params["lang"])
+            response.set_cookie("lang", chosen, samesite="lax")
+        return harden(response)
 
     app.add_exception_handler(LoginRequired, _to_login)

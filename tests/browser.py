@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
@@ -33,3 +33,13 @@ def screenshot_path(name: str) -> Path:
     """Where a test keeps a screenshot as an artefact (test-artifacts/screenshots/)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / f"{name}.png"
+
+
+def log_in(page: Page, server: str, username: str, password: str, *, next_path: str = "/portal/") -> None:
+    """Log in through the portal's login form, as a person does, and wait for the page asked for."""
+    page.goto(f"{server}{next_path}")
+    page.wait_for_url("**/portal/login**")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("form#login button[type=submit]")
+    page.wait_for_url(f"{server}{next_path}")

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pydicom
 import requests
+from sqlalchemy import delete
 
+from relay.county.db.models import PortalSession
 from relay.dicom.vocab import Priority, Role
-from tests.browser import chromium, screenshot_path
+from tests.browser import chromium, log_in, screenshot_path
 from tests.county.test_dicomweb import index_all, server  # noqa: F401 - the uvicorn fixture
 from tests.county.test_index import ingest
 from tests.factories import encode, make_dataset, make_site, make_user
@@ -45,10 +47,7 @@ def test_a_reader_opens_a_stat_ct_reads_it_and_signs_a_critical_report(server, c
     with chromium() as browser:
         page = browser.new_page(locale="zh-CN", viewport={"width": 1600, "height": 900})
         page.set_default_timeout(WAIT_MS)
-        page.goto(f"{server}/portal/")
-        page.fill("input[name=username]", "dr.li")
-        page.fill("input[name=password]", password)
-        page.click("button[type=submit]")
+        log_in(page, server, "dr.li", password)
         page.wait_for_selector("#worklist tbody tr")
         first = page.locator("#worklist tbody tr").nth(0)
         assert "急诊" in first.inner_text() and "李娜" in first.inner_text()
@@ -117,9 +116,9 @@ def test_a_reader_opens_a_stat_ct_reads_it_and_signs_a_critical_report(server, c
         assert page.locator("#addendum").is_visible()
         page.screenshot(path=str(screenshot_path("reader-signed")))
 
-        token = page.evaluate("sessionStorage.getItem('relay_token')")
-    reports = requests.get(f"{server}/api/studies/{study_uid}/reports",
-                           headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+        # The page's own session cookie reads the API too (a GET needs no CSRF token).
+        cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    reports = requests.get(f"{server}/api/studies/{study_uid}/reports", cookies=cookies, timeout=10).json()
     assert len(reports) == 1
     (report,) = reports
     assert report["status"] == "signed" and report["impression"] == impression
@@ -146,9 +145,7 @@ def test_an_ecg_shows_as_paper_and_a_multiframe_scrolls_by_frame_in_english(serv
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1600, "height": 900})
         page.set_default_timeout(WAIT_MS)
-        page.goto(f"{server}/portal/")
-        page.evaluate("t => sessionStorage.setItem('relay_token', t)", token)
-        page.goto(f"{server}/portal/studies/{uids['ecg_12lead']}?lang=en")
+        log_in(page, server, "dr.wang", password, next_path=f"/portal/studies/{uids['ecg_12lead']}?lang=en")
         _image_loaded(page)
         assert page.locator("#presets button").count() == 0  # no window for an ECG
         assert "ECG" in page.locator("#ov-bl").inner_text()
@@ -168,5 +165,30 @@ def test_the_study_page_without_a_login_goes_back_to_the_login(server, county): 
     with chromium() as browser:
         page = browser.new_page()
         page.goto(f"{server}/portal/studies/1.2.3?lang=en")
-        page.wait_for_url(f"{server}/portal/", timeout=WAIT_MS)
-        page.wait_for_selector("form#login:not([hidden])", timeout=WAIT_MS)
+        page.wait_for_url(f"{server}/portal/login?next=*", timeout=WAIT_MS)
+        assert "Log in" in page.locator("form#login").inner_text()  # the language asked for stays
+
+
+def test_a_reader_whose_session_ends_while_reading_is_sent_to_the_login_and_back(server, county):  # noqa: F811
+    study_uid = _seed(county)
+    password = make_user(county, "dr.li", Role.RADIOLOGIST)
+    with chromium() as browser:
+        page = browser.new_page(locale="zh-CN", viewport={"width": 1600, "height": 900})
+        page.set_default_timeout(WAIT_MS)
+        log_in(page, server, "dr.li", password)
+        page.locator("#worklist tbody tr").nth(0).click()
+        page.wait_for_url(f"**/portal/studies/{study_uid}")
+        _image_loaded(page)
+        with county.sessions() as s:  # the shift is over: the session ends on the server
+            s.execute(delete(PortalSession))
+            s.commit()
+        page.click("#zoom-fit")
+        page.keyboard.press("ArrowDown")  # the next slice needs the API: 401, so the login
+        page.wait_for_url("**/portal/login?next=*")
+        assert "登录" in page.locator("form#login").inner_text()
+        page.fill("input[name=username]", "dr.li")
+        page.fill("input[name=password]", password)
+        page.click("form#login button[type=submit]")
+        page.wait_for_url(f"**/portal/studies/{study_uid}")
+        _image_loaded(page)
+        page.screenshot(path=str(screenshot_path("reader-back-after-login")))
