@@ -204,3 +204,18 @@ def test_a_new_login_replaces_the_browsers_previous_session(county):
         assert client.cookies[COOKIE] != first
         client.cookies.set(COOKIE, first)
         assert client.get("/api/worklist").status_code == 401
+
+
+def test_the_login_form_sends_a_browser_already_logged_in_straight_on(county):
+    with TestClient(create_app(county)) as client:
+        logged_in(client, county)
+        r = client.get("/portal/login?next=%2Fportal%2Fstudies%2F1.2.3", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/portal/studies/1.2.3"
+
+
+def test_portal_pages_are_never_framed_nor_cached(county):
+    with TestClient(create_app(county)) as client:
+        logged_in(client, county)
+        for path in ("/portal/", "/portal/studies/1.2.3", "/portal/login"):
+            r = client.get(path, follow_redirects=False)
+            assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"

@@ -101,7 +101,8 @@ def resolve(*, session: Session, session_id: str, policy: Policy) -> PageSession
     page_session, user = row
     now = now_utc()
     if _expired(page_session, policy, now) or user.disabled_at is not None:
-        session.delete(page_session)
+        # A statement, not ORM delete: parallel requests of the page may end it at once.
+        session.execute(delete(PortalSession).where(PortalSession.id == page_session.id))
         session.commit()
         raise Unauthorized("session expired: log in again")
     if page_session.last_seen_at + _TOUCH_EVERY <= now:
