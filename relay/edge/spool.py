@@ -47,6 +47,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,9 @@ OBJECTS_DIR = "objects"
 SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of the journal; bump with a migration step in ``_migrate``.
 2: ``studies`` table and ``instances.late`` (study completeness, additions)."""
+WRITER_THREADS = 8
+"""Threads writing and fsyncing instance files (``Spool.begin_store``); one per
+concurrent association is plenty, as each store waits for its own write."""
 MAX_ERROR_CHARS = 500
 """Longest ``last_error`` kept per row: enough for a status line and a problem title."""
 
@@ -225,6 +229,49 @@ def _as_os_error(exc: sqlite3.Error) -> Exception:
     return exc
 
 
+class PendingStore:
+    """One store between ``Spool.begin_store`` and ``commit``/``discard`` (exactly one
+    of them, from the thread that began it); holds the claim on the file's path."""
+
+    def __init__(self, spool: "Spool", *, rel: str, sha256: str, size: int,
+                 duplicate_of: int | None, write: "Future[None] | None",
+                 claim: contextlib.ExitStack) -> None:
+        self._spool, self._rel, self.sha256, self.size = spool, rel, sha256, size
+        self._duplicate_of, self._write, self._claim = duplicate_of, write, claim
+
+    def commit(self, *, ids: InstanceIds, priority: Priority, calling_ae: str, peer: str,
+               study: StudyInfo | None = None, stat_reason: str | None = None) -> StoreResult:
+        """Wait for the durable write, then journal the instance; raises OSError as
+        ``Spool.store`` does, leaving no file behind."""
+        spool = self._spool
+        with self._claim:
+            if self._duplicate_of is not None:
+                return StoreResult(self._duplicate_of, StoreOutcome.DUPLICATE, self.sha256, self.size)
+            assert self._write is not None
+            self._write.result()
+            try:
+                entry_id = spool._insert(ids=ids, sha256=self.sha256, rel=self._rel,
+                                         size=self.size, priority=priority,
+                                         calling_ae=calling_ae, peer=peer, study=study,
+                                         stat_reason=stat_reason)
+            except BaseException:
+                (spool.root / self._rel).unlink(missing_ok=True)  # not acknowledged: not kept
+                raise
+        spool._new_work.set()
+        return StoreResult(entry_id, StoreOutcome.SPOOLED, self.sha256, self.size)
+
+    def discard(self) -> None:
+        """The instance is refused: wait for the write and remove its file."""
+        with self._claim:
+            if self._write is None:
+                return
+            try:
+                self._write.result()
+            except Exception:  # a failed write left nothing behind (_write_durably)
+                return
+            (self._spool.root / self._rel).unlink(missing_ok=True)
+
+
 class Spool:
     """Files plus journal of instances received and not yet known to be at the county.
 
@@ -242,6 +289,7 @@ class Spool:
         self._lock = threading.Lock()
         self._claims: dict[str, _Claim] = {}
         self._new_work = threading.Event()
+        self._writer_pool: ThreadPoolExecutor | None = None
         self._lock_fh = self._take_folder_lock()
         try:
             self._make_layout()
@@ -284,6 +332,8 @@ class Spool:
 
     def close(self) -> None:
         """Close the journal and release the folder lock."""
+        if self._writer_pool is not None:
+            self._writer_pool.shutdown(wait=True)
         with self._lock:
             self._conn.close()
         self._lock_fh.close()
@@ -335,7 +385,7 @@ class Spool:
 
     def store(
         self, data: bytes, *, ids: InstanceIds, priority: Priority, calling_ae: str, peer: str,
-        study: StudyInfo | None = None, stat_reason: str | None = None,
+        study: StudyInfo | None = None, stat_reason: str | None = None, sha256: str | None = None,
     ) -> StoreResult:
         """Keep one received instance durably; only then may the SCP answer Success.
 
@@ -343,24 +393,40 @@ class Spool:
         the same UID with other bytes gets a row of its own, and the county decides
         (it quarantines the conflict). Raises OSError (ENOSPC when the disk is full).
         ``study``: header facts of a study new to the journal (see ``knows_study``);
-        ``stat_reason``: why ``priority`` is STAT, kept with the study.
+        ``stat_reason``: why ``priority`` is STAT, kept with the study. ``sha256``: the
+        digest of ``data`` if the caller already has it (the SCP hashes while receiving).
         """
-        sha256 = hashlib.sha256(data).hexdigest()
-        rel = f"{OBJECTS_DIR}/{sha256[:2]}/{ids.sop_uid}.{sha256}.dcm"
-        with self._claim(rel):
-            existing = self._find_id(ids.sop_uid, sha256)
-            if existing is not None:
-                return StoreResult(existing, StoreOutcome.DUPLICATE, sha256, len(data))
-            _write_durably(data, tmp_dir=self._tmp, final=self.root / rel)
-            try:
-                entry_id = self._insert(ids=ids, sha256=sha256, rel=rel, size=len(data),
-                                        priority=priority, calling_ae=calling_ae, peer=peer,
-                                        study=study, stat_reason=stat_reason)
-            except BaseException:
-                (self.root / rel).unlink(missing_ok=True)  # not acknowledged: not kept
-                raise
-        self._new_work.set()
-        return StoreResult(entry_id, StoreOutcome.SPOOLED, sha256, len(data))
+        pending = self.begin_store(data, sop_uid=ids.sop_uid, sha256=sha256)
+        return pending.commit(ids=ids, priority=priority, calling_ae=calling_ae, peer=peer,
+                              study=study, stat_reason=stat_reason)
+
+    def begin_store(self, data: bytes, *, sop_uid: str, sha256: str | None = None) -> "PendingStore":
+        """Start keeping ``data`` (the instance the request names ``sop_uid``): its file
+        is written and fsynced on a writer thread while the caller parses and checks
+        the dataset; then the caller calls ``commit`` (journal row: the instance is the
+        edge's) or ``discard`` (file removed: refused, never acknowledged). Overlapping
+        the fsyncs with the parsing is worth ~0.4 ms of a modality's ~2 ms per instance.
+        """
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        rel = f"{OBJECTS_DIR}/{sha256[:2]}/{sop_uid}.{sha256}.dcm"
+        claim = contextlib.ExitStack()
+        claim.enter_context(self._claim(rel))
+        try:
+            existing = self._find_id(sop_uid, sha256)
+            future = None if existing is not None else self._writers().submit(
+                _write_durably, data, tmp_dir=self._tmp, final=self.root / rel)
+        except BaseException:
+            claim.close()
+            raise
+        return PendingStore(self, rel=rel, sha256=sha256, size=len(data),
+                            duplicate_of=existing, write=future, claim=claim)
+
+    def _writers(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._writer_pool is None:
+                self._writer_pool = ThreadPoolExecutor(
+                    max_workers=WRITER_THREADS, thread_name_prefix="spool-writer")
+            return self._writer_pool
 
     def _find_id(self, sop_uid: str, sha256: str) -> int | None:
         with self._lock:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pynetdicom.transport import ThreadedAssociationServer
 
 from relay.config import Settings
+from relay.edge.acceptor import StoreServer
 from relay.edge.scp import start_scp, stop_scp
 from relay.edge.spool import Spool
 from tests.edge.standin_county import TOKEN, StandInCounty
@@ -42,7 +42,7 @@ def spool(edge_settings: Settings) -> Iterator[Spool]:
 
 @dataclass
 class RunningScp:
-    server: ThreadedAssociationServer
+    server: StoreServer
     spool: Spool
     host: str
     port: int

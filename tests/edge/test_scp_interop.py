@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from relay.config import Settings
-from relay.edge.scp import build_ae, preferred_transfer_syntaxes
+from relay.edge.scp import acceptor_policy, preferred_transfer_syntaxes
 from tests.edge.conftest import RunningScp
 from tests.edge.factories import (
     PATIENT_ID,
@@ -119,15 +119,15 @@ def test_store_log_lines_name_identifiers_never_the_patient(
 def test_edge_accepts_every_storage_class_with_every_transfer_syntax(
     edge_settings: Settings,
 ) -> None:
-    ae = build_ae(edge_settings)
-    supported = {cx.abstract_syntax: cx.transfer_syntax for cx in ae.supported_contexts}
+    policy = acceptor_policy(edge_settings)
 
     assert sorted(preferred_transfer_syntaxes()) == sorted(ALL_TRANSFER_SYNTAXES)
+    assert list(policy.transfer_syntaxes) == preferred_transfer_syntaxes()
     assert preferred_transfer_syntaxes()[0] == ExplicitVRLittleEndian
     for ecg in (TwelveLeadECGWaveformStorage, GeneralECGWaveformStorage):
-        assert supported[ecg] == preferred_transfer_syntaxes()
-    assert "1.2.840.10008.1.1" in supported  # Verification
-    assert len(supported) > 150
+        assert ecg in policy.abstract_syntaxes
+    assert "1.2.840.10008.1.1" in policy.abstract_syntaxes  # Verification
+    assert len(policy.abstract_syntaxes) > 150
 
 
 def test_the_sample_set_arrives_intact_and_no_patient_data_is_logged(
