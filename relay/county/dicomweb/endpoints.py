@@ -83,9 +83,8 @@ def search_studies(
 ) -> JSONResponse:
     """QIDO-RS: studies matching PatientName (wildcards), PatientID, StudyDate (range), ..."""
     rows = repository.search_studies(session, _study_query(request, principal, limit, offset))
-    body = [json_model.study_json(study=s, patient=p, n_series=ns, n_instances=ni, base_url=_base(request))
-            for s, p, ns, ni in rows]
-    return JSONResponse(body, media_type=DICOM_JSON)
+    base = _base(request)
+    return JSONResponse([json_model.study_json(row, base_url=base) for row in rows], media_type=DICOM_JSON)
 
 
 def _visible_study(session: Session, principal: Principal, study_uid: str) -> Any:

@@ -19,24 +19,37 @@ def person_name(value: str) -> dict[str, str]:
     return {name: group for name, group in zip(names, groups) if group}
 
 
-def study_json(*, study: Any, patient: Any, n_series: int, n_instances: int, base_url: str) -> JsonDataset:
-    ds: JsonDataset = {}
-    _put(ds, "00080005", "CS", "ISO_IR 192")
-    _put(ds, "00080020", "DA", study.study_date)
-    _put(ds, "00080030", "TM", study.study_time)
-    _put(ds, "00080050", "SH", study.accession_number)
-    _put(ds, "00080061", "CS", *[m for m in study.modalities.split("\\") if m])
-    _put(ds, "00081030", "LO", study.description)
-    _put(ds, "00081190", "UR", f"{base_url}/studies/{study.study_uid}")
-    ds["00100010"] = {"vr": "PN", "Value": [person_name(patient.name)]} if patient.name else {"vr": "PN"}
-    _put(ds, "00100020", "LO", patient.patient_id)
-    _put(ds, "00100021", "LO", "" if patient.issuer.startswith("site:") else patient.issuer)
-    _put(ds, "00100030", "DA", patient.birth_date)
-    _put(ds, "00100040", "CS", patient.sex)
-    _put(ds, "0020000D", "UI", study.study_uid)
-    _put(ds, "00201206", "IS", n_series)
-    _put(ds, "00201208", "IS", n_instances)
-    return ds
+def _value(vr: str, value: Any) -> dict[str, Any]:
+    return {"vr": vr, "Value": [value]} if value not in (None, "") else {"vr": vr}
+
+
+_UNICODE = {"vr": "CS", "Value": ["ISO_IR 192"]}  # JSON text is Unicode, whatever the files said
+
+
+def study_json(row: Any, *, base_url: str) -> JsonDataset:
+    """One QIDO-RS study result from a row of the search (named as in
+    ``repository.search_studies``). Built directly from the row's strings: a search
+    returns up to a thousand of these, so no per-attribute helper calls."""
+    modalities = [m for m in row.modalities.split("\\") if m]
+    issuer = "" if row.issuer.startswith("site:") else row.issuer
+    return {
+        "00080005": _UNICODE,
+        "00080020": _value("DA", row.study_date),
+        "00080030": _value("TM", row.study_time),
+        "00080050": _value("SH", row.accession_number),
+        "00080061": {"vr": "CS", "Value": modalities} if modalities else {"vr": "CS"},
+        "00081030": _value("LO", row.description),
+        "00081190": {"vr": "UR", "Value": [f"{base_url}/studies/{row.study_uid}"]},
+        "00100010": ({"vr": "PN", "Value": [person_name(row.patient_name)]} if row.patient_name
+                     else {"vr": "PN"}),
+        "00100020": _value("LO", row.patient_id),
+        "00100021": _value("LO", issuer),
+        "00100030": _value("DA", row.birth_date),
+        "00100040": _value("CS", row.sex),
+        "0020000D": {"vr": "UI", "Value": [row.study_uid]},
+        "00201206": {"vr": "IS", "Value": [row.n_series]},
+        "00201208": {"vr": "IS", "Value": [row.n_instances]},
+    }
 
 
 def series_json(*, study_uid: str, series: Any, n_instances: int, base_url: str) -> JsonDataset:

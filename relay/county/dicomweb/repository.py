@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Row, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from relay.county.db.models import Instance, Patient, Series, Study
+
+_Select = TypeVar("_Select", bound=Select[Unpack[tuple[Any, ...]]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +45,31 @@ def _match(column: Any, value: str) -> Any:
     return column == value
 
 
-def _filter(stmt: Select[Any], q: StudyQuery) -> Select[Any]:
+NAME_FANOUT = 2000
+"""Most patients a PatientName search gathers the studies of before ordering them.
+
+A page of studies is found two ways: walk the studies newest first and keep those
+whose patient's name matches (quick when many patients match: the page fills early),
+or gather the studies of the matching patients and order just those (quick when few
+match). PostgreSQL's planner, which assumes matches spread evenly and pages on disk,
+walks even for a surname of 1 % (~40 ms at 100k studies, against ~5 ms gathering).
+So the repository decides: up to this many matching patients it gathers (their
+studies: a few thousand rows at most), beyond it it walks (a page then needs at most
+about limit x patients / matches rows)."""
+
+
+def _name_match(value: str) -> Any:
+    pattern = _like(value)
+    # match any component group: "李*" finds "Li^Na=李^娜"
+    return or_(Patient.name.like(pattern, escape="\\"), Patient.name.like("%=" + pattern, escape="\\"))
+
+
+def _filter(stmt: _Select, q: StudyQuery) -> _Select:
+    """``stmt`` (which joins Patient) narrowed by the query's matching keys."""
     if q.study_uids:
         stmt = stmt.where(Study.study_uid.in_(q.study_uids))
     if q.patient_name:
-        pattern = _like(q.patient_name)
-        # match any component group: "李*" finds "Li^Na=李^娜"
-        stmt = stmt.where(or_(Patient.name.like(pattern, escape="\\"),
-                              Patient.name.like("%=" + pattern, escape="\\")))
+        stmt = stmt.where(_name_match(q.patient_name))
     if q.patient_id:
         stmt = stmt.where(_match(Patient.patient_id, q.patient_id))
     if q.accession_number:
@@ -65,20 +85,54 @@ def _filter(stmt: Select[Any], q: StudyQuery) -> Select[Any]:
     return stmt
 
 
-def search_statement(q: StudyQuery) -> Select[Any]:
-    """The SELECT behind :func:`search_studies` (bench/county.py runs it bare, as the floor)."""
+def _result_columns() -> tuple[Any, ...]:
+    """What a study search returns: the study's and patient's attributes, two counts."""
     n_series = (select(func.count(Series.id)).where(Series.study_pk == Study.id)
                 .correlate(Study).scalar_subquery())
     n_instances = (select(func.count(Instance.id)).where(Instance.study_uid == Study.study_uid,
                                                           Instance.series_pk.is_not(None))
                    .correlate(Study).scalar_subquery())
-    stmt = select(Study, Patient, n_series, n_instances).join(Patient, Patient.id == Study.patient_pk)
-    return _filter(stmt, q).order_by(Study.study_date.desc(), Study.id.desc()).limit(q.limit).offset(q.offset)
+    return (Study.study_uid, Study.study_date, Study.study_time, Study.accession_number,
+            Study.modalities, Study.description, Patient.name.label("patient_name"),
+            Patient.patient_id, Patient.issuer, Patient.birth_date, Patient.sex,
+            n_series.label("n_series"), n_instances.label("n_instances"))
 
 
-def search_studies(session: Session, q: StudyQuery) -> list[tuple[Study, Patient, int, int]]:
-    """Matching studies with their series and instance counts, newest first."""
-    return [(s, p, int(a), int(b)) for s, p, a, b in session.execute(search_statement(q)).all()]
+_NEWEST_FIRST = (Study.study_date.desc(), Study.id.desc())
+
+
+def search_statement(q: StudyQuery) -> Select[Any]:
+    """One page of matching studies, newest first, walking the studies (see NAME_FANOUT)."""
+    stmt = select(*_result_columns()).join(Patient, Patient.id == Study.patient_pk)
+    return _filter(stmt, q).order_by(*_NEWEST_FIRST).limit(q.limit).offset(q.offset)
+
+
+def _few_patients_named(session: Session, value: str, fanout: int) -> bool:
+    """Whether at most ``fanout`` patients have a matching name (counted no further)."""
+    named = select(Patient.id).where(_name_match(value)).limit(fanout + 1).subquery()
+    return int(session.execute(select(func.count()).select_from(named)).scalar_one()) <= fanout
+
+
+def _page_gathered(session: Session, q: StudyQuery) -> list[int]:
+    """The ids of one page of matching studies, newest first, ordered here from all the
+    matching studies' keys (a few thousand at most when few patients match)."""
+    keys = select(Study.id, Study.study_date).join(Patient, Patient.id == Study.patient_pk)
+    found = sorted(session.execute(_filter(keys, q)).all(), key=lambda row: (row[1], row[0]),
+                   reverse=True)
+    return [pk for pk, _ in found[q.offset:q.offset + q.limit]]
+
+
+def search_studies(session: Session, q: StudyQuery, *, name_fanout: int = NAME_FANOUT) -> Sequence[Row[Any]]:
+    """Matching studies, newest first, as rows named like :func:`_result_columns`.
+    ``name_fanout``: see NAME_FANOUT (0 always walks)."""
+    if q.patient_name and name_fanout > 0 and _few_patients_named(session, q.patient_name, name_fanout):
+        page = _page_gathered(session, q)
+        if not page:
+            return []
+        stmt = (select(*_result_columns()).join(Patient, Patient.id == Study.patient_pk)
+                .where(Study.id.in_(page)).order_by(*_NEWEST_FIRST))
+        return session.execute(stmt).all()
+    return session.execute(search_statement(q)).all()
 
 
 def study(session: Session, study_uid: str, site_id: int | None) -> Study | None:

@@ -1,4 +1,10 @@
-"""qido search: QIDO-RS search speed (owned by the QIDO work)
+"""qido search: a trigram index for PatientName wildcard searches (PostgreSQL only)
+
+QIDO-RS matches PatientName with DICOM wildcards against every component group
+("王*" finds "王^小明" and "Wang^Xiaoming=王^小明"): LIKE patterns that a B-tree
+cannot serve. A pg_trgm GIN index finds the few patients of a rare surname without
+reading every patient. SQLite (``relay up``'s embedded index) has no such index
+type; there the search reads the patients table, which is small on one machine.
 
 Revision ID: 0017
 Revises: 0016
@@ -8,7 +14,7 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+from alembic import op
 
 
 revision = '0017'
@@ -18,8 +24,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    # pg_trgm is a trusted extension (PostgreSQL 13+): the database owner may create it.
+    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    op.create_index("ix_patients_name_trgm", "patients", ["name"], postgresql_using="gin",
+                    postgresql_ops={"name": "gin_trgm_ops"})
 
 
 def downgrade() -> None:
-    pass
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.drop_index("ix_patients_name_trgm", table_name="patients")
+    # the extension stays: other objects may use it, and it holds no data
