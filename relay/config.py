@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         120.0, description="Minutes from arrival to a signed report for an urgent study.")
     sla_routine_minutes: float = Field(
         1440.0, description="Minutes from arrival to a signed report for a routine study (a day).")
+    edge_spool_alarm_minutes: float = Field(
+        60.0, description="Minutes an instance may wait unsent in an edge's spool before the fleet "
+        "view raises an alarm for that edge (a healthy edge forwards within minutes; an hour "
+        "means a link or county problem a person should look at).")
 
     reassign_stat_minutes: float = Field(
         5.0, description="Minutes an assigned STAT study may stay unopened before it goes to another reader.")
@@ -82,6 +86,13 @@ class Settings(BaseSettings):
         "critical report in time: the county's on-duty lead. Default none (the event is still emitted).")
     critical_escalate_minutes: float = Field(
         15.0, description="Minutes a critical report may stay unacknowledged before it is escalated.")
+    outbox_retention_hours: float = Field(
+        168.0,
+        description="Hours a domain event stays in the county's outbox after it was published "
+        "to RabbitMQ (then the worker's event publisher deletes it, in small batches). Default "
+        "7 days: room for an integration to look back at what it was sent, while the table "
+        "does not grow forever. Unpublished events are never deleted. Negative keeps them all.",
+    )
 
     # --- county HTTP -------------------------------------------------------------
     county_host: str = Field("127.0.0.1", description="Address the county API binds.")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
+from datetime import timedelta
 
 import pika
 import pytest
@@ -12,7 +15,8 @@ from sqlalchemy import func, select
 from relay.county.db.engine import session_scope
 from relay.county.db.models import OutboxEvent
 from relay.county.events.outbox import Topic, emit
-from relay.county.events.publisher import EXCHANGE, EventPublisher
+from relay.county.auth.service import now_utc
+from relay.county.events.publisher import EXCHANGE, PRUNE_BATCH, EventPublisher
 from relay.dicom.vocab import Priority
 from tests.county.test_index import index, ingest
 from tests.factories import encode, make_dataset, make_site
@@ -78,3 +82,72 @@ def test_events_wait_in_the_outbox_while_the_broker_is_unreachable(county, liste
         assert s.execute(select(OutboxEvent.published_at)).scalar_one() is None
     assert EventPublisher(amqp_url, county.sessions).publish_pending() == 1
     assert [key for key, _, _ in drain(*listener)] == ["study.arrived"]
+
+
+def _event(county, *, created_days_ago: float, published_days_ago: float | None, topic: str = "study.arrived") -> int:
+    now = now_utc()
+    with session_scope(county.sessions) as s:
+        event = OutboxEvent(topic=topic, payload="{}", created_at=now - timedelta(days=created_days_ago),
+                            published_at=None if published_days_ago is None
+                            else now - timedelta(days=published_days_ago))
+        s.add(event)
+        s.commit()
+        return event.id
+
+
+def _remaining(county) -> set[int]:
+    with county.sessions() as s:
+        return set(s.execute(select(OutboxEvent.id)).scalars())
+
+
+def test_published_events_past_the_retention_are_deleted_unpublished_ones_never(county, amqp_url):
+    old_published = _event(county, created_days_ago=9, published_days_ago=8)
+    recent = _event(county, created_days_ago=9, published_days_ago=1)  # the broker was down a week
+    never_published = _event(county, created_days_ago=30, published_days_ago=None)
+    publisher = EventPublisher(amqp_url, county.sessions, retention_hours=7 * 24)
+    assert publisher.prune_published() == 1
+    assert _remaining(county) == {recent, never_published}
+
+
+def test_retention_deletes_in_bounded_batches(county, amqp_url):
+    now = now_utc()
+    with session_scope(county.sessions) as s:
+        s.add_all(OutboxEvent(topic="study.arrived", payload="{}", created_at=now - timedelta(days=9),
+                              published_at=now - timedelta(days=8)) for _ in range(PRUNE_BATCH + 5))
+        s.commit()
+    publisher = EventPublisher(amqp_url, county.sessions, retention_hours=24)
+    assert [publisher.prune_published() for _ in range(3)] == [PRUNE_BATCH, 5, 0]
+    assert _remaining(county) == set()
+
+
+def test_a_negative_retention_keeps_every_event(county, amqp_url):
+    kept = _event(county, created_days_ago=400, published_days_ago=399)
+    assert EventPublisher(amqp_url, county.sessions, retention_hours=-1).prune_published() == 0
+    assert _remaining(county) == {kept}
+
+
+def test_the_running_publisher_applies_the_retention(county, amqp_url, listener):
+    old_published = _event(county, created_days_ago=9, published_days_ago=8)
+    with session_scope(county.sessions) as s:
+        emit(s, Topic.STUDY_ARRIVED, {"study_instance_uid": "1.2.3"})
+        s.commit()
+    stop = threading.Event()
+    thread = threading.Thread(target=EventPublisher(amqp_url, county.sessions, retention_hours=168).run,
+                              args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (old_published in _remaining(county) or _unpublished(county)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert old_published not in _remaining(county)
+    assert _unpublished(county) == 0
+    assert [key for key, _, _ in drain(*listener)] == ["study.arrived"]
+
+
+def _unpublished(county) -> int:
+    with county.sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(OutboxEvent)
+                            .where(OutboxEvent.published_at.is_(None))))

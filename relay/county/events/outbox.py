@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 import json
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from relay.county.auth.service import now_utc
@@ -54,3 +55,15 @@ def claim_unpublished(session: Session, *, limit: int) -> list[OutboxEvent]:
 
 def mark_published(session: Session, ids: list[int]) -> None:
     session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(published_at=now_utc()))
+
+
+def delete_published(session: Session, *, older_than: timedelta, limit: int) -> int:
+    """Delete up to ``limit`` events published more than ``older_than`` ago, oldest first;
+    return how many. An event not yet published is never deleted, however old."""
+    doomed = (select(OutboxEvent.id)
+              .where(OutboxEvent.published_at.is_not(None), OutboxEvent.published_at < now_utc() - older_than)
+              .order_by(OutboxEvent.published_at).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        doomed = doomed.with_for_update(skip_locked=True)  # another publisher's batch: leave it
+    result = session.execute(delete(OutboxEvent).where(OutboxEvent.id.in_(doomed)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
