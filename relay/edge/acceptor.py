@@ -1,40 +1,43 @@
-"""A DICOM Upper Layer acceptor for storage: associations (PS3.8) carrying C-STORE and
-C-ECHO (PS3.7), one thread per association, and nothing else.
+"""The edge's DICOM association loop for storage: C-STORE and C-ECHO as an acceptor,
+one thread per association, with pynetdicom's PDU codecs and negotiation.
 
-Why not pynetdicom's server, which the edge used first: a modality's C-STORE is
-stop-and-wait (the next instance goes only after the response to this one), so the
-edge's time per instance is the modality's throughput. pynetdicom hands each PDU
-between a socket thread and an association thread that poll each other with
-millisecond sleeps and decodes every command set into a pydicom Dataset: measured
-here, ~5.5 ms per 512 KB CT instance with a handler that stores nothing, where DCMTK's
-storescp needs ~1–2 ms in all. This module reads PDUs straight off the socket in the
-association's own thread (~0.4 ms per instance), hashes the dataset as its fragments
-arrive, and leaves the time to what must take it: the fsyncs before Success
-(bench/ingest.py). pynetdicom is still the edge's SCU (reports back to the township)
-and the source of the SOP class and transfer syntax lists.
+Why not pynetdicom's ``AE.start_server``, which the edge used first: a modality's
+C-STORE is stop-and-wait (the next instance goes only after the response to this
+one), so the edge's time per instance is the modality's throughput. pynetdicom's
+server passes every PDU between a socket thread and an association thread that poll
+each other with 1 ms sleeps (``DULServiceProvider._run_loop_delay``,
+``Association._run_reactor``) and decodes every command set into a pydicom Dataset:
+~5.5 ms per 512 KB CT instance with a handler that stores nothing, where DCMTK's
+storescp needs ~1-2 ms in all (bench/ingest.py). Those loops are pynetdicom's
+architecture, not a setting. So the edge keeps pynetdicom for everything that
+decides conformance -- A-ASSOCIATE-RQ/-AC/-RJ decoding and encoding, presentation
+context and SCP/SCU role negotiation (``negotiate_as_acceptor``), the SOP class and
+transfer syntax lists, and the SCU side (reports back to the township) -- and owns
+only the loop: PDUs read straight off the socket in the association's thread, PDVs
+reassembled, the dataset hashed as its fragments arrive, the small fixed-layout
+C-STORE/C-ECHO responses encoded directly.
 
-What is implemented, as an acceptor only:
+What the loop does:
 
-* A-ASSOCIATE-RQ -> A-ASSOCIATE-AC / -RJ: application context check, one accepted
-  transfer syntax per presentation context in the edge's order of preference,
-  maximum PDU length both ways; role selection, asynchronous operations and user
-  identity items are read and not answered, which the standard defines as the
-  defaults (SCU/SCP roles, one operation at a time, no identity response).
-  A refusal callback (the allow-list) and a limit on concurrent associations
-  reject with the proper result/source/diagnostic.
+* A-ASSOCIATE-RQ -> the allow-list (A-ASSOCIATE-RJ "calling AE not recognised"), the
+  association limit (-RJ transient, local limit), the application context, then
+  A-ASSOCIATE-AC with one transfer syntax per accepted context in the edge's order
+  of preference and both maximum PDU lengths honoured. Asynchronous operations and
+  user identity requests get no reply item, which the standard defines as one
+  operation at a time and no identity response.
 * P-DATA-TF: command and dataset fragments over any number of PDUs and PDVs; the
-  command set is decoded from Implicit VR Little Endian without pydicom.
-* C-STORE-RQ -> the store handler -> C-STORE-RSP, C-ECHO-RQ -> C-ECHO-RSP; any
-  other command on an accepted context aborts the association (none is negotiated).
-* A-RELEASE-RQ -> A-RELEASE-RP; A-ABORT; anything malformed or unexpected ->
-  A-ABORT (service provider) and the connection is closed. Timeouts: ARTIM until
-  the A-ASSOCIATE-RQ (and the TLS handshake), then the network timeout while idle.
+  command set (always Implicit VR Little Endian) is decoded here.
+* C-STORE-RQ -> the store handler -> C-STORE-RSP; C-ECHO-RQ -> C-ECHO-RSP; any other
+  command aborts (no other service is negotiated).
+* A-RELEASE-RQ -> A-RELEASE-RP; A-ABORT closes; anything malformed or unexpected ->
+  A-ABORT (service provider). Timeouts: the ACSE timeout until the A-ASSOCIATE-RQ
+  (and the TLS handshake), then the network timeout while idle.
 
 The Part 10 bytes handed to the handler are preamble + file meta + the dataset as
-received, with the file meta pynetdicom's ``Event.encoded_dataset()`` writes
-(same elements and implementation UID), so a spool's SHA-256 identity of an
-instance is unchanged from the pynetdicom-based edge: a modality re-sending an
-instance stored before an upgrade is still a duplicate, not a conflict.
+received, with the file meta pynetdicom's ``Event.encoded_dataset()`` writes (same
+elements and implementation UID; a test compares them), so a spool's SHA-256
+identity of an instance is unchanged from the pynetdicom-server edge: a modality
+re-sending an instance stored before an upgrade is a duplicate, not a conflict.
 """
 
 from __future__ import annotations
@@ -49,7 +52,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom.pdu import A_ASSOCIATE_AC as A_ASSOCIATE_AC_PDU
+from pynetdicom.pdu import A_ASSOCIATE_RJ as A_ASSOCIATE_RJ_PDU
+from pynetdicom.pdu import A_ASSOCIATE_RQ as A_ASSOCIATE_RQ_PDU
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +84,8 @@ RJ_SOURCE_USER, RJ_SOURCE_PROVIDER_PRESENTATION = 0x01, 0x03
 RJ_USER_NO_REASON, RJ_USER_CONTEXT_NOT_SUPPORTED = 0x01, 0x02
 RJ_USER_CALLING_AE_NOT_RECOGNIZED = 0x03
 RJ_PROVIDER_LOCAL_LIMIT = 0x02
-# Presentation context results (PS3.8 9.3.3.2)
-PC_ACCEPTANCE, PC_ABSTRACT_NOT_SUPPORTED, PC_TRANSFER_NOT_SUPPORTED = 0x00, 0x03, 0x04
+# Presentation context result: acceptance (PS3.8 9.3.3.2)
+PC_ACCEPTANCE = 0x00
 
 C_STORE_RQ, C_ECHO_RQ = 0x0001, 0x0030
 NO_DATASET = 0x0101
@@ -137,10 +152,6 @@ class AcceptorPolicy:
 
 
 # --- encoding helpers ---------------------------------------------------------------
-def _item(kind: int, value: bytes) -> bytes:
-    return struct.pack(">BBH", kind, 0, len(value)) + value
-
-
 def _pdu(kind: int, body: bytes) -> bytes:
     return struct.pack(">BBI", kind, 0, len(body)) + body
 
@@ -205,20 +216,6 @@ def file_meta_prefix(*, sop_class_uid: str, sop_instance_uid: str, transfer_synt
     return b"\0" * 128 + b"DICM" + group_length + body
 
 
-def _sub_items(data: bytes | bytearray | memoryview, offset: int) -> list[tuple[int, bytes]]:
-    items = []
-    while offset < len(data):
-        if offset + 4 > len(data):
-            raise Abort("truncated item", ABORT_INVALID_PARAMETER)
-        kind, _, length = struct.unpack_from(">BBH", data, offset)
-        offset += 4
-        if offset + length > len(data):
-            raise Abort("item longer than its PDU", ABORT_INVALID_PARAMETER)
-        items.append((kind, bytes(data[offset:offset + length])))
-        offset += length
-    return items
-
-
 @dataclass(slots=True)
 class _Negotiated:
     calling_ae: str
@@ -226,8 +223,6 @@ class _Negotiated:
     peer_max_pdu: int
     contexts: dict[int, str] = field(default_factory=dict)
     """Accepted presentation context ID -> transfer syntax UID."""
-    abstract: dict[int, str] = field(default_factory=dict)
-    """Accepted presentation context ID -> abstract syntax UID."""
 
 
 # --- the association ----------------------------------------------------------------
@@ -329,17 +324,27 @@ class Association(threading.Thread):
 
     def _reject(self, result: int, source: int, reason: int, why: str) -> None:
         log.warning("rejected association from ae=%s peer=%s: %s", self.calling_ae, self.peer, why)
-        self._send(_pdu(A_ASSOCIATE_RJ, bytes([0, result, source, reason])))
+        primitive = A_ASSOCIATE()
+        primitive.result, primitive.result_source, primitive.diagnostic = result, source, reason
+        pdu = A_ASSOCIATE_RJ_PDU()
+        pdu.from_primitive(primitive)
+        self._send(pdu.encode())
         self._close()
 
     def _negotiate(self, body: bytearray) -> _Negotiated | None:
-        """Answer the A-ASSOCIATE-RQ; the association's parameters, or None if rejected."""
+        """Answer the A-ASSOCIATE-RQ; the association's parameters, or None if rejected.
+        The PDUs are decoded and encoded, and the presentation contexts and SCP/SCU
+        roles negotiated, by pynetdicom's own functions, as its acceptor does."""
         policy = self.server.policy
-        if len(body) < 68:
-            raise Abort("A-ASSOCIATE-RQ too short", ABORT_INVALID_PARAMETER)
-        called = bytes(body[4:20]).decode("ascii", "replace").strip()
-        self.calling_ae = bytes(body[20:36]).decode("ascii", "replace").strip()
-        items = _sub_items(body, 68)
+        try:
+            pdu = A_ASSOCIATE_RQ_PDU()
+            pdu.decode(struct.pack(">BBI", A_ASSOCIATE_RQ, 0, len(body)) + bytes(body))
+            request = pdu.to_primitive()
+        except Exception as exc:
+            raise Abort(f"undecodable A-ASSOCIATE-RQ: {type(exc).__name__}",
+                        ABORT_INVALID_PARAMETER) from exc
+        self.calling_ae = str(request.calling_ae_title).strip()
+        called = str(request.called_ae_title).strip()
         refusal = self.server.refusal(self.calling_ae, self.address[0])
         if refusal is not None:
             self._reject(RJ_PERMANENT, RJ_SOURCE_USER, RJ_USER_CALLING_AE_NOT_RECOGNIZED, refusal)
@@ -348,55 +353,43 @@ class Association(threading.Thread):
             self._reject(RJ_TRANSIENT, RJ_SOURCE_PROVIDER_PRESENTATION, RJ_PROVIDER_LOCAL_LIMIT,
                          f"more than {policy.max_associations} associations at once")
             return None
-        app_context = next((v for k, v in items if k == 0x10), b"")
-        if app_context.rstrip(b"\0 ") != APPLICATION_CONTEXT:
+        if str(request.application_context_name) != APPLICATION_CONTEXT.decode():
             self._reject(RJ_PERMANENT, RJ_SOURCE_USER, RJ_USER_CONTEXT_NOT_SUPPORTED,
                          "unsupported application context")
             return None
-        peer_max = 0
-        for kind, value in items:
-            if kind == 0x50:
-                for sub, sub_value in _sub_items(value, 0):
-                    if sub == 0x51 and len(sub_value) == 4:
-                        peer_max = int(struct.unpack(">I", sub_value)[0])
+        user_items = list(request.user_information or [])
+        peer_max = next((int(item.maximum_length_received or 0) for item in user_items
+                         if isinstance(item, MaximumLengthNotification)), 0)
+        roles = {item.sop_class_uid: (item.scu_role, item.scp_role) for item in user_items
+                 if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+                 and item.sop_class_uid is not None}
+        proposed = list(request.presentation_context_definition_list)
+        results, reply_roles = negotiate_as_acceptor(proposed, self.server.supported_contexts,
+                                                     roles or None)
         negotiated = _Negotiated(self.calling_ae, called, peer_max or DEFAULT_PEER_MAX_PDU)
-        answers = [_item(0x10, APPLICATION_CONTEXT)]
-        for kind, value in items:
-            if kind == 0x20:
-                answers.append(self._context(value, negotiated))
-        user = (_item(0x51, struct.pack(">I", policy.max_pdu)) + _item(0x52, IMPLEMENTATION_UID)
-                + _item(0x55, IMPLEMENTATION_VERSION))
-        answers.append(_item(0x50, user))
-        header = bytes(body[:68])
-        self._send(_pdu(A_ASSOCIATE_AC, header + b"".join(answers)))
-        log.info("association accepted from ae=%s peer=%s contexts=%d/%d", self.calling_ae,
-                 self.peer, len(negotiated.contexts), sum(1 for k, _ in items if k == 0x20))
-        return negotiated
+        for context in results:
+            if context.result == PC_ACCEPTANCE and context.context_id is not None:
+                negotiated.contexts[context.context_id] = str(context.transfer_syntax[0])
 
-    def _context(self, value: bytes, negotiated: _Negotiated) -> bytes:
-        """One presentation context's answer (an 0x21 item)."""
-        if len(value) < 4:
-            raise Abort("presentation context item too short", ABORT_INVALID_PARAMETER)
-        context_id = value[0]
-        abstract = ""
-        proposed: list[str] = []
-        for kind, sub in _sub_items(value, 4):
-            if kind == 0x30:
-                abstract = _text(sub)
-            elif kind == 0x40:
-                proposed.append(_text(sub))
-        policy = self.server.policy
-        chosen = next((ts for ts in policy.transfer_syntaxes if ts in proposed), None)
-        if abstract not in policy.abstract_syntaxes:
-            result = PC_ABSTRACT_NOT_SUPPORTED
-        elif chosen is None:
-            result = PC_TRANSFER_NOT_SUPPORTED
-        else:
-            result = PC_ACCEPTANCE
-            negotiated.contexts[context_id] = chosen
-            negotiated.abstract[context_id] = abstract
-        syntax = (chosen or (proposed[0] if proposed else "1.2.840.10008.1.2")).encode()
-        return _item(0x21, bytes([context_id, 0, result, 0]) + _item(0x40, syntax))
+        answer = A_ASSOCIATE()
+        answer.application_context_name = UID(APPLICATION_CONTEXT.decode())
+        answer.calling_ae_title = request.calling_ae_title
+        answer.called_ae_title = request.called_ae_title
+        answer.result, answer.result_source = 0x00, 0x01
+        answer.presentation_context_definition_results_list = results
+        maximum = MaximumLengthNotification()
+        maximum.maximum_length_received = policy.max_pdu
+        implementation = ImplementationClassUIDNotification()
+        implementation.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+        version = ImplementationVersionNameNotification()
+        version.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
+        answer.user_information = [maximum, implementation, version, *reply_roles]
+        accept = A_ASSOCIATE_AC_PDU()
+        accept.from_primitive(answer)
+        self._send(accept.encode())
+        log.info("association accepted from ae=%s peer=%s contexts=%d/%d", self.calling_ae,
+                 self.peer, len(negotiated.contexts), len(proposed))
+        return negotiated
 
     def _exchange(self, negotiated: _Negotiated) -> None:
         """P-DATA until release or abort."""
@@ -545,6 +538,12 @@ class StoreServer:
         self._lock = threading.Lock()
         self._all: list[Association] = []
         self._admitted: set[Association] = set()
+        self.supported_contexts: list[PresentationContext] = []
+        for abstract in sorted(policy.abstract_syntaxes):
+            context = PresentationContext()
+            context.abstract_syntax = UID(abstract)
+            context.transfer_syntax = [UID(ts) for ts in policy.transfer_syntaxes]
+            self.supported_contexts.append(context)
         self._listener = socket.create_server(address, backlog=64, reuse_port=False)
         self._listener.settimeout(0.2)
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]

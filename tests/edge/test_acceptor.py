@@ -291,3 +291,26 @@ def test_malformed_pdus_are_aborted(scp: RunningScp, garbage: bytes) -> None:
         sock.sendall(garbage)
         assert read_pdu(sock)[0] == A_ABORT
     assert wait_until(lambda: not scp.server.active_associations, timeout=5)
+
+
+def test_role_selection_is_answered_and_storage_works(scp: RunningScp) -> None:
+    """A modality that proposes SCP/SCU role selection (as some do for every context)
+    gets pynetdicom's negotiated answer and can store."""
+    from pynetdicom import build_role
+
+    sender = AE(ae_title="CT01")
+    sender.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = sender.associate(scp.host, scp.port, ae_title="RELAY_EDGE",
+                             ext_neg=[build_role(CTImageStorage, scu_role=True, scp_role=False)])
+    assert assoc.is_established
+    assert assoc.send_c_store(ct_dataset()).Status == 0
+    assoc.release()
+    assert len(journal_rows(scp.spool.root)) == 1
+
+
+def test_an_unknown_application_context_is_rejected(scp: RunningScp) -> None:
+    request = associate_rq().replace(b"1.2.840.10008.3.1.1.1", b"1.2.840.10008.3.1.1.9")
+    with socket.create_connection((scp.host, scp.port), timeout=10) as sock:
+        sock.sendall(request)
+        kind, body = read_pdu(sock)
+    assert kind == A_ASSOCIATE_RJ and body[1:4] == bytes([0x01, 0x01, 0x02])
