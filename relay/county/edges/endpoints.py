@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from relay.county.auth.deps import AdminDep, SessionDep, SiteDep
+from relay.county.auth.deps import AdminDep, CountyDep, SessionDep, SiteDep
 from relay.county.edges import service
 from relay.county.edges.schemas import EdgeOut, HeartbeatIn
 
@@ -29,6 +30,8 @@ def heartbeat(beat: HeartbeatIn, site: SiteDep, session: SessionDep) -> Heartbea
 
 
 @router.get("", response_model=list[EdgeOut])
-def list_edges(_admin: AdminDep, session: SessionDep) -> list[EdgeOut]:
-    """Every township edge with its latest health; silent edges flagged."""
-    return service.fleet(session=session)
+def list_edges(_admin: AdminDep, session: SessionDep, county: CountyDep) -> list[EdgeOut]:
+    """Every township edge with its latest health and alarms: silent for more than 10 minutes,
+    or an unsent instance older than RELAY_EDGE_SPOOL_ALARM_MINUTES (default 60)."""
+    threshold = timedelta(minutes=county.settings.edge_spool_alarm_minutes)
+    return service.fleet(session=session, spool_alarm_after=threshold)

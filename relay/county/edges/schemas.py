@@ -24,7 +24,10 @@ class EdgeOut(BaseModel):
     site: str
     display_name: str
     last_heartbeat_at: datetime | None
-    silent: bool = Field(description="No heartbeat for longer than the silence threshold.")
+    silent: bool = Field(description="No heartbeat for longer than the silence threshold (10 minutes).")
+    spool_stale: bool = Field(description="The oldest unsent instance has waited longer than "
+                                          "RELAY_EDGE_SPOOL_ALARM_MINUTES (default 60).")
+    alarms: list[str] = Field(description="What needs a person: 'silent', 'spool_stale'; empty when healthy.")
     clock_offset_s: float | None
     spool_instances: int | None
     spool_bytes: int | None

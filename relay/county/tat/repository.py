@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy import ColumnElement, Float, Select, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from relay.county.db.models import ReadingItem, Site, Study, User
@@ -47,7 +48,9 @@ def study_rows(session: Session, *, since: datetime, until: datetime) -> Iterato
 
 
 def _seconds(start: str, end: str) -> ColumnElement[float]:
-    return cast(func.extract("epoch", MILESTONES[end] - MILESTONES[start]), Float)
+    # date_part returns float8 directly; EXTRACT returns numeric since PostgreSQL 14, and
+    # numeric arithmetic on every row of a month was half of the query's time.
+    return func.date_part("epoch", MILESTONES[end] - MILESTONES[start], type_=Float)
 
 
 def group_key(group_by: str, zone: str) -> ColumnElement[Any]:
@@ -66,21 +69,35 @@ def group_key(group_by: str, zone: str) -> ColumnElement[Any]:
     return key
 
 
+def stage_percentiles_statement(*, since: datetime, until: datetime, group_by: str, zone: str,
+                                stages: tuple[tuple[str, str, str], ...]) -> Select[Any]:
+    """One row per group: the key, then (n, p50, p90, max) seconds of each stage.
+
+    The durations are computed once per study in a subquery; each stage is then one sort
+    (percentile_cont over an array of fractions) per group."""
+    inner = (select(group_key(group_by, zone).label("k"),
+                   *(_seconds(start, end).label(f"d{i}") for i, (_n, start, end) in enumerate(stages)))
+            .where(_window(since, until)))
+    if group_by == "site":
+        inner = inner.join(Site, Site.id == Study.site_id)
+    rows = inner.subquery()
+    columns: list[Any] = [rows.c.k]
+    for i in range(len(stages)):
+        d = rows.c[f"d{i}"]
+        columns += [func.count(d), func.percentile_cont(cast(array([0.5, 0.9]), ARRAY(Float))).within_group(d), func.max(d)]
+    return select(*columns).group_by(rows.c.k)
+
+
 def stage_percentiles_pg(session: Session, *, since: datetime, until: datetime, group_by: str, zone: str,
                          stages: tuple[tuple[str, str, str], ...]) -> list[tuple[str, str, int, float, float, float]]:
     """(group, stage, n, p50, p90, max) seconds, computed in PostgreSQL; stages with no study omitted."""
-    key = group_key(group_by, zone).label("k")
-    columns: list[Any] = [key]
-    for _name, start, end in stages:
-        d = _seconds(start, end)
-        columns += [func.count(d), func.percentile_cont(0.5).within_group(d),
-                    func.percentile_cont(0.9).within_group(d), func.max(d)]
-    stmt = select(*columns).join(Site, Site.id == Study.site_id).where(_window(since, until)).group_by(key)
+    stmt = stage_percentiles_statement(since=since, until=until, group_by=group_by, zone=zone, stages=stages)
     out: list[tuple[str, str, int, float, float, float]] = []
     for row in session.execute(stmt):
         for i, (name, _s, _e) in enumerate(stages):
-            n, p50, p90, top = row[1 + 4 * i: 5 + 4 * i]
+            n, fractions, top = row[1 + 3 * i: 4 + 3 * i]
             if n:
+                p50, p90 = fractions
                 out.append((str(row[0]), name, int(n), float(p50), float(p90), float(top)))
     return out
 
