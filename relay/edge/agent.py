@@ -20,6 +20,7 @@ from relay.config import Settings
 from relay.edge.admission import Alarms, disk_state
 from relay.edge.completeness import StudyPolicy, list_studies, policy_from
 from relay.edge.heartbeat import start_heartbeat
+from relay.edge.outbox import uploaded_bytes
 from relay.edge.reports import start_pickup
 from relay.edge.forward import start_forwarder
 from relay.edge.scp import start_scp, stop_scp
@@ -170,7 +171,8 @@ def _studies_today(settings: Settings) -> list[dict[str, Any]]:
     conn.row_factory = sqlite3.Row
     try:
         rows = list_studies(conn, since=start_of_today(zone, datetime.now(zone)),
-                            policy=study_policy(settings), now=utc_now())
+                            policy=study_policy(settings), now=utc_now(),
+                            uploading=uploaded_bytes(settings.edge_spool_dir))
     except sqlite3.OperationalError:  # a journal from before studies were tracked
         return []
     finally:

@@ -117,6 +117,7 @@ class StudyRow:
     pending: int
     phase: StudyPhase
     percent_sent: int
+    """Share of the study's bytes the county holds, counting bundles on their way."""
     last_error: str | None
 
 
@@ -252,6 +253,10 @@ SELECT s.*,
   (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid AND i.state = 'sent') AS sent,
   (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid AND i.state = 'spooled')
       AS pending,
+  (SELECT COALESCE(SUM(i.size), 0) FROM instances i WHERE i.study_uid = s.study_uid
+      AND i.state = 'sent') AS sent_bytes,
+  (SELECT COALESCE(SUM(i.size), 0) FROM instances i WHERE i.study_uid = s.study_uid)
+      AS total_bytes,
   (SELECT i.last_error FROM instances i WHERE i.study_uid = s.study_uid
       AND i.state = 'spooled' AND i.last_error IS NOT NULL
       ORDER BY i.next_attempt_at DESC LIMIT 1) AS last_error
@@ -260,26 +265,50 @@ FROM studies s WHERE s.first_at >= ? ORDER BY s.priority_rank, s.first_at DESC L
 
 
 def list_studies(conn: sqlite3.Connection, *, since: datetime, policy: StudyPolicy,
-                 now: datetime, limit: int = 500) -> list[StudyRow]:
-    """Studies first seen at or after ``since``, STAT first, newest first."""
+                 now: datetime, limit: int = 500,
+                 uploading: dict[int, int] | None = None) -> list[StudyRow]:
+    """Studies first seen at or after ``since``, STAT first, newest first.
+    ``uploading``: spool entry id -> bytes already at the county of an instance whose
+    bundle is still on its way (``outbox.uploaded_bytes``), for "sending n%"."""
     from relay.edge.spool import iso
 
     rows = conn.execute(_STUDY_QUERY, (iso(since), limit)).fetchall()
-    return [_study_row(row, policy=policy, now=now) for row in rows]
+    in_flight: dict[str, int] = {}
+    if uploading:
+        ids = list(uploading)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for entry_id, study_uid in conn.execute(
+                    f"SELECT id, study_uid FROM instances WHERE state = 'spooled'"
+                    f" AND id IN ({marks})", chunk):
+                in_flight[study_uid] = in_flight.get(study_uid, 0) + uploading[int(entry_id)]
+    return [_study_row(row, policy=policy, now=now, in_flight=in_flight.get(row["study_uid"], 0))
+            for row in rows]
 
 
-def _phase(row: sqlite3.Row, ready: bool) -> StudyPhase:
+def _phase(row: sqlite3.Row, ready: bool, in_flight: int) -> StudyPhase:
     sent, pending = int(row["sent"]), int(row["pending"])
     if pending == 0 and sent > 0:
         return StudyPhase.AT_COUNTY
-    if sent > 0:
+    if sent > 0 or in_flight > 0:
         return StudyPhase.SENDING
     return StudyPhase.WAITING if ready else StudyPhase.RECEIVING
 
 
-def _study_row(row: sqlite3.Row, *, policy: StudyPolicy, now: datetime) -> StudyRow:
+def _percent(row: sqlite3.Row, in_flight: int) -> int:
+    """Bytes at the county (confirmed instances, plus the confirmed part of bundles on
+    their way) over the study's bytes; 100 only when every instance is confirmed."""
+    total = int(row["total_bytes"])
+    if int(row["pending"]) == 0:
+        return 100 if total or int(row["sent"]) else 0
+    done = min(int(row["sent_bytes"]) + in_flight, total)
+    return min(99, 100 * done // total) if total else 0
+
+
+def _study_row(row: sqlite3.Row, *, policy: StudyPolicy, now: datetime,
+               in_flight: int = 0) -> StudyRow:
     sent, pending = int(row["sent"]), int(row["pending"])
-    total = sent + pending
     return StudyRow(
         study_uid=row["study_uid"], first_at=row["first_at"], last_at=row["last_at"],
         instance_count=int(row["instance_count"]), priority=Priority(row["priority"]),
@@ -287,8 +316,8 @@ def _study_row(row: sqlite3.Row, *, policy: StudyPolicy, now: datetime) -> Study
         modality=row["modality"], patient_name=row["patient_name"],
         study_date=row["study_date"], study_time=row["study_time"],
         study_description=row["study_description"], late_count=int(row["late_count"]),
-        sent=sent, pending=pending, phase=_phase(row, is_ready(row, policy, now)),
-        percent_sent=(100 * sent // total) if total else 0, last_error=row["last_error"],
+        sent=sent, pending=pending, phase=_phase(row, is_ready(row, policy, now), in_flight),
+        percent_sent=_percent(row, in_flight), last_error=row["last_error"],
     )
 
 

@@ -461,6 +461,7 @@ class Forwarder:
             self._link_ok(client)
             with self._s.lock:
                 self._s.offsets[bundle.bundle_id] = held
+            self.outbox.note_progress(bundle.bundle_id, held)
             log.info("chunk sent id=%s offset=%d bytes=%d held=%d of %d ms=%.1f",
                      bundle.bundle_id, offset, length, held, bundle.size,
                      (time.perf_counter() - started) * 1000)

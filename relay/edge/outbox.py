@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS bundles (
     size           INTEGER NOT NULL,   -- encoded bytes, as uploaded
     sha256         TEXT NOT NULL,      -- of the encoded bytes
     raw_bytes      INTEGER NOT NULL,   -- sum of the instances' sizes
-    created_at     TEXT NOT NULL       -- UTC ISO 8601
+    created_at     TEXT NOT NULL,      -- UTC ISO 8601
+    uploaded       INTEGER NOT NULL DEFAULT 0  -- offset the county last confirmed (progress only)
 );
 CREATE TABLE IF NOT EXISTS bundle_instances (
     entry_id   INTEGER PRIMARY KEY,    -- spool journal row id: in one bundle at most
@@ -169,6 +170,10 @@ class Outbox:
         self._conn.execute("PRAGMA synchronous=FULL")  # a committed bundle survives power loss
         with self._conn:
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(bundles)")}
+            if "uploaded" not in columns:  # an outbox from before progress was kept
+                self._conn.execute(
+                    "ALTER TABLE bundles ADD COLUMN uploaded INTEGER NOT NULL DEFAULT 0")
         self._recover()
 
     def close(self) -> None:
@@ -276,6 +281,13 @@ class Outbox:
                       raw_bytes=int(row["raw_bytes"]), path=self._path(row["bundle_id"]),
                       items=items)
 
+    def note_progress(self, bundle_id: str, offset: int) -> None:
+        """Remember the offset the county confirmed, for the technician's "sending n%".
+        Only a display hint: resuming always asks the county for its offset."""
+        with self._lock, self._conn:
+            self._conn.execute("UPDATE bundles SET uploaded = ? WHERE bundle_id = ?",
+                               (offset, bundle_id))
+
     # --- removal ----------------------------------------------------------------------
     def drop(self, bundle_id: str) -> None:
         """Forget a bundle (completed, or rejected and to be rebuilt): rows, then file.
@@ -285,3 +297,24 @@ class Outbox:
             self._conn.execute("DELETE FROM bundles WHERE bundle_id = ?", (bundle_id,))
         with contextlib.suppress(FileNotFoundError):
             self._path(bundle_id).unlink()
+
+
+def uploaded_bytes(root: Path) -> dict[int, int]:
+    """Per spool entry id, the bytes of it already at the county inside bundles still
+    in flight (each bundle's confirmed offset shared out over its instances by size).
+    Read-only, safe beside a running agent; empty when there is no outbox yet."""
+    path = root / OUTBOX_DB_NAME
+    if not path.is_file():
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        rows = conn.execute(
+            "SELECT bi.entry_id, bi.size, b.raw_bytes, b.size, b.uploaded FROM bundle_instances bi"
+            " JOIN bundles b ON b.bundle_id = bi.bundle_id WHERE b.uploaded > 0").fetchall()
+    except sqlite3.OperationalError:  # an outbox from before progress was kept
+        return {}
+    finally:
+        conn.close()
+    # The offset counts encoded (maybe compressed) bytes; the fraction is what carries over.
+    return {int(entry): int(size) * min(int(uploaded), int(encoded)) // max(int(encoded), 1)
+            for entry, size, _raw, encoded, uploaded in rows}

@@ -557,11 +557,13 @@ class Spool:
             self._new_work.set()
         return found
 
-    def studies(self, *, since: datetime, now: datetime | None = None) -> list[StudyRow]:
-        """Studies first seen since ``since`` with their phase, for the status page."""
+    def studies(self, *, since: datetime, now: datetime | None = None,
+                uploading: dict[int, int] | None = None) -> list[StudyRow]:
+        """Studies first seen since ``since`` with their phase, for the status page;
+        ``uploading`` as in ``completeness.list_studies``."""
         with self._lock:
             return completeness.list_studies(self._conn, since=since, policy=self.policy,
-                                             now=now or utc_now())
+                                             now=now or utc_now(), uploading=uploading)
 
     def wait_for_new(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds until something new was stored."""

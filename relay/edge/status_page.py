@@ -32,6 +32,7 @@ from fastapi.templating import Jinja2Templates
 
 from relay.config import Settings
 from relay.edge.admission import Alarms, disk_state
+from relay.edge.outbox import uploaded_bytes
 from relay.edge.reports import acknowledge, local_reports
 from relay.edge.completeness import StudyPhase, StudyRow
 from relay.edge.spool import Spool, SpoolCounts
@@ -189,7 +190,8 @@ def _summary(counts: SpoolCounts, deps: PageDeps, lang: str = "zh") -> dict[str,
 
 def page_context(deps: PageDeps, *, lang: str, now: datetime) -> dict[str, Any]:
     """Everything the template shows, in plain values."""
-    studies = deps.spool.studies(since=start_of_today(deps.zone, now), now=now)
+    studies = deps.spool.studies(since=start_of_today(deps.zone, now), now=now,
+                                 uploading=uploaded_bytes(deps.spool.root))
     names = {row.study_uid: _view(row, deps.zone, lang)["name"] for row in studies}
     reports = [_report_view(item, deps, names) for item in (local_reports(deps.settings) if deps.settings else [])]
     return {

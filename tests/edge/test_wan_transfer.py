@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ from bench.linkemu import LinkEmulator
 from relay.config import Settings
 from relay.dicom.header import read_ids
 from relay.dicom.vocab import Priority
+from relay.edge.completeness import StudyPhase
 from relay.edge.forward import Forwarder
-from relay.edge.outbox import Outbox
+from relay.edge.outbox import Outbox, uploaded_bytes
 from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, part10_bytes
 from tests.edge.helpers import wait_until
@@ -27,18 +29,19 @@ from tests.edge.standin_county import StandInCounty
 CHUNK = 64 * 1024
 
 
-def big_instance(seed: int) -> bytes:
+def big_instance(seed: int, study_uid: str | None = None) -> bytes:
     """A 256x256 CT slice of noise (~128 KiB, incompressible), as Part 10 bytes."""
-    ds = ct_dataset(seed=seed)
+    ds = ct_dataset(seed=seed, study_uid=study_uid)
     ds.Rows = ds.Columns = 256
     ds.PixelData = np.random.default_rng(seed).integers(0, 4096, (256, 256)).astype(
         np.uint16).tobytes()
     return part10_bytes(ds)
 
 
-def spool_big(spool: Spool, *, seed: int, priority: Priority = Priority.ROUTINE) -> str:
+def spool_big(spool: Spool, *, seed: int, priority: Priority = Priority.ROUTINE,
+              study_uid: str | None = None) -> str:
     """Spool ``big_instance(seed)``; its SOP Instance UID."""
-    data = big_instance(seed)
+    data = big_instance(seed, study_uid)
     ids = read_ids(data)
     spool.store(data, ids=ids, priority=priority, calling_ae="CT1", peer="127.0.0.1:1")
     return ids.sop_uid
@@ -192,3 +195,34 @@ def test_the_rate_cap_holds_across_streams(
     assert bucket.taken == standin_county.state.patch_bytes()
     assert len(standin_county.state.bundles) >= 2
     assert elapsed >= 0.9 * (bucket.taken - bucket.capacity) / 1e6  # 8 Mbit/s = 1 MB/s
+
+
+def test_the_technician_sees_sending_percent_while_a_bundle_is_on_its_way(
+    spool: Spool, standin_county: StandInCounty, wan_settings: Settings
+) -> None:
+    """One study in one bundle: before any instance is confirmed, the page's row says
+    "sending" with the share of bytes the county already holds; 100 % only at the end."""
+    standin_county.state.chunk_delay_s = 0.05  # ~2 MiB in 64 KiB chunks: ~1.6 s
+    study_uid = "1.2.826.0.1.3680043.8.498.77"
+    for n in range(16):
+        spool_big(spool, seed=n, study_uid=study_uid)
+    today = datetime.now(UTC) - timedelta(hours=1)
+
+    def row() -> tuple[StudyPhase, int, int]:
+        (study,) = spool.studies(since=today, uploading=uploaded_bytes(spool.root))
+        return study.phase, study.percent_sent, study.sent
+
+    seen: list[tuple[StudyPhase, int, int]] = []
+    run = Running(spool, wan_settings)
+    try:
+        def partway() -> bool:
+            seen.append(row())
+            return 20 <= seen[-1][1] <= 90
+        assert wait_until(partway, timeout=20, interval=0.02)
+        assert wait_until(lambda: spool.counts().pending == 0, timeout=20)
+    finally:
+        run.close()
+    phase, percent, sent = seen[-1]
+    assert (phase, sent) == (StudyPhase.SENDING, 0)  # nothing confirmed yet, yet visible
+    assert row() == (StudyPhase.AT_COUNTY, 100, 16)
+    assert [p for _, p, _ in seen] == sorted(p for _, p, _ in seen)  # never goes back
