@@ -7,12 +7,14 @@ are UTC (``DateTime(timezone=True)``).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    Time,
     UniqueConstraint,
     text,
 )
@@ -257,6 +260,33 @@ class ReadingItem(Base):
     queued_at: Mapped[datetime] = mapped_column(UTC)
     assigned_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     assigned_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+
+
+class DutyShift(Base):
+    """One line of the duty roster (值班表), in the county's local time (``Settings.timezone``).
+
+    Either weekly (``weekday`` 0 = Monday … 6 = Sunday, every week) or on one date
+    (``on_date``). The shift runs from ``start_time`` to ``end_time``; an end at or before
+    the start is on the next day (夜班 17:30–08:00). A ``leave`` line (请假/调休) takes the
+    reader off duty for its span even where another line puts them on.
+    """
+
+    __tablename__ = "duty_shifts"
+    __table_args__ = (
+        CheckConstraint("(weekday IS NULL) <> (on_date IS NULL)", name="weekly_or_dated"),
+        CheckConstraint("weekday IS NULL OR (weekday >= 0 AND weekday <= 6)", name="weekday_range"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    weekday: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    on_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    start_time: Mapped[time] = mapped_column(Time)
+    end_time: Mapped[time] = mapped_column(Time)
+    label: Mapped[str] = mapped_column(String(64), default="")
+    """What people call it: 白班, 夜班, 二线…"""
+    leave: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
 
 
 class UploadBundle(Base):

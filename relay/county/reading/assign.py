@@ -1,5 +1,8 @@
 """Automatic assignment: on-duty readers with the right competence, least loaded, STAT first.
 
+On duty means the duty roster covers the round's "now" (or the reader's manual switch is
+on): see :mod:`relay.county.reading.roster`.
+
 Run in rounds by a thread of the worker process (any number of workers: the items are
 taken under ``FOR UPDATE SKIP LOCKED``). A round first moves studies that were
 assigned but not opened in time to another on-duty reader, then assigns unassigned
@@ -15,15 +18,17 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config import Settings
 from relay.county.auth.service import now_utc
-from relay.county.db.models import ReadingItem, Study, User
+from relay.county.db.models import ReadingItem, Study
+from relay.county.reading import roster
 from relay.county.studies.repository import add_transition
-from relay.dicom.vocab import Role, StudyState
+from relay.dicom.vocab import StudyState
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +50,14 @@ class Reader:
         return not self.competences or not wanted or bool(wanted & self.competences)
 
 
-def on_duty_readers(session: Session) -> list[Reader]:
+def on_duty_readers(session: Session, *, at: datetime, zone: ZoneInfo) -> list[Reader]:
+    """Readers on duty at ``at`` (the manual switch, or the roster: see reading.roster), with
+    how many studies each holds now."""
     held = dict(session.execute(
         select(ReadingItem.assigned_user_id, func.count()).join(Study, Study.id == ReadingItem.study_pk)
         .where(Study.state.in_((StudyState.ASSIGNED.value, StudyState.READING.value)))
         .group_by(ReadingItem.assigned_user_id)).all())
-    users = session.execute(select(User).where(User.role == Role.RADIOLOGIST.value, User.on_duty.is_(True),
-                                               User.disabled_at.is_(None))).scalars()
+    users = [d.user for d in roster.on_duty(session=session, at=at, zone=zone)]
     return [Reader(u.id, u.username, frozenset(c.strip().upper() for c in u.competences.split(",") if c.strip()),
                    int(held.get(u.id, 0))) for u in users]
 
@@ -96,7 +102,7 @@ def _reassign_stale(session: Session, readers: list[Reader], settings: Settings,
 def assign_round(*, session: Session, settings: Settings, now: datetime | None = None) -> tuple[int, int]:
     """One round; returns (assigned, reassigned)."""
     now = now or now_utc()
-    readers = on_duty_readers(session)
+    readers = on_duty_readers(session, at=now, zone=ZoneInfo(settings.timezone))
     if not readers:
         session.rollback()
         return 0, 0

@@ -1,4 +1,4 @@
-"""Reading queue routes: claim the next study, claim one, release, open."""
+"""Reading queue routes: claim the next study, claim one, release, open; plus the duty roster's."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.auth.service import Principal
 from relay.county.context import County
 from relay.county.reading import service
+from relay.county.reading.roster_endpoints import router as roster_router
 
-router = APIRouter(prefix="/api/worklist", tags=["worklist"])
+queue = APIRouter(prefix="/api/worklist", tags=["worklist"])
 
 
 class ClaimOut(BaseModel):
@@ -36,7 +37,7 @@ def _act(step: Callable[..., service.Claimed], action: Action, study_uid: str, p
     return _out(done)
 
 
-@router.post("/claim-next", response_model=ClaimOut, responses={204: {"description": "queue empty"}})
+@queue.post("/claim-next", response_model=ClaimOut, responses={204: {"description": "queue empty"}})
 def claim_next(principal: PrincipalDep, session: SessionDep, county: CountyDep,
                request: Request) -> ClaimOut | Response:
     """Take the most urgent unassigned study (STAT first, then oldest)."""
@@ -47,22 +48,28 @@ def claim_next(principal: PrincipalDep, session: SessionDep, county: CountyDep,
     return _out(claimed)
 
 
-@router.post("/{study_uid}/claim", response_model=ClaimOut)
+@queue.post("/{study_uid}/claim", response_model=ClaimOut)
 def claim(study_uid: str, principal: PrincipalDep, session: SessionDep, county: CountyDep,
           request: Request) -> ClaimOut:
     """Take one chosen study; 409 if another reader holds it."""
     return _act(service.claim, Action.STUDY_CLAIM, study_uid, principal, session, county, request)
 
 
-@router.post("/{study_uid}/release", response_model=ClaimOut)
+@queue.post("/{study_uid}/release", response_model=ClaimOut)
 def release(study_uid: str, principal: PrincipalDep, session: SessionDep, county: CountyDep,
             request: Request) -> ClaimOut:
     """Put a held study back on the queue (its holder or an administrator)."""
     return _act(service.release, Action.STUDY_RELEASE, study_uid, principal, session, county, request)
 
 
-@router.post("/{study_uid}/open", response_model=ClaimOut)
+@queue.post("/{study_uid}/open", response_model=ClaimOut)
 def open_study(study_uid: str, principal: PrincipalDep, session: SessionDep, county: CountyDep,
                request: Request) -> ClaimOut:
     """The holder opens the study in the viewer: reading starts."""
     return _act(service.open_study, Action.STUDY_OPEN, study_uid, principal, session, county, request)
+
+
+router = APIRouter()
+"""The reading package's routes: the queue (/api/worklist/…) and the duty roster (/api/roster/…)."""
+router.include_router(queue)
+router.include_router(roster_router)

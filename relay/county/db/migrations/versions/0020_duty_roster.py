@@ -7,8 +7,8 @@ Create Date: 2026-11-23
 
 from __future__ import annotations
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 
 revision = '0020'
@@ -18,8 +18,29 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        'duty_shifts',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('user_id', sa.Integer(), nullable=False),
+        sa.Column('weekday', sa.Integer(), nullable=True),
+        sa.Column('on_date', sa.Date(), nullable=True),
+        sa.Column('start_time', sa.Time(), nullable=False),
+        sa.Column('end_time', sa.Time(), nullable=False),
+        sa.Column('label', sa.String(length=64), nullable=False),
+        sa.Column('leave', sa.Boolean(), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('created_by', sa.String(length=128), nullable=False),
+        sa.CheckConstraint('(weekday IS NULL) <> (on_date IS NULL)', name=op.f('ck_duty_shifts_weekly_or_dated')),
+        sa.CheckConstraint('weekday IS NULL OR (weekday >= 0 AND weekday <= 6)',
+                           name=op.f('ck_duty_shifts_weekday_range')),
+        sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_duty_shifts_user_id_users')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_duty_shifts')),
+    )
+    with op.batch_alter_table('duty_shifts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_duty_shifts_user_id'), ['user_id'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('duty_shifts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_duty_shifts_user_id'))
+    op.drop_table('duty_shifts')
