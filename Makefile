@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test install dev peers services typecheck bench clean
+.PHONY: run test install dev peers services ohif typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ peers:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# The OHIF viewer's prebuilt release (npm's @ohif/app, pinned by version and sha512) for
+# the test that opens a county study in it over DICOMweb; npm comes from Debian if missing.
+ohif:
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm; }
+	@bash tests/ohif/install.sh
+
 # PostgreSQL and RabbitMQ run on the machine already; start them if they have stopped.
 services:
 	@bash deploy/dev/ensure-services.sh
@@ -43,7 +49,7 @@ services:
 run: install
 	$(BIN)/relay up --demo
 
-test: dev peers services typecheck
+test: dev peers services ohif typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 typecheck: dev
