@@ -247,6 +247,7 @@ def qido_cases(n: int, seeded: dict[str, list[str]]) -> list[tuple[str, Callable
         ("StudyDate one month", month),
         ("ModalitiesInStudy=CT, limit=100", lambda i: {"ModalitiesInStudy": "CT", "limit": "100"}),
         ("no filter, limit=100", lambda i: {"limit": "100"}),
+        ("no filter, limit=100, offset=1000 (page 11)", lambda i: {"limit": "100", "offset": "1000"}),
     ]
 
 
@@ -258,7 +259,7 @@ def _query_of(params: dict[str, str]) -> repository.StudyQuery:
         study_uids=[], patient_name=params.get("PatientName"), patient_id=params.get("PatientID"),
         accession_number=None, study_date=(lo or None, hi or None) if date_range else None,
         modality=params.get("ModalitiesInStudy"), site_id=None, limit=int(params.get("limit", 100)),
-        offset=0)
+        offset=int(params.get("offset", 0)))
 
 
 def statements_of(county: County, params: dict[str, str]) -> list[tuple[str, Any]]:
@@ -307,7 +308,8 @@ def bench_qido(env: Env, n: int, seeded: dict[str, list[str]], explain: bool) ->
                 found = run_bare(db, statements)
                 floor.append((time.perf_counter() - t0) * 1000)
                 assert found == len(r.json()), (label, found, len(r.json()))
-            log(f"QIDO {label}: API {fmt(api)}; DB {fmt(floor)}; {hits / n:.1f} results/request")
+            log(f"QIDO {label}: API {fmt(api)}; DB {fmt(floor)}; {hits / n:.1f} results/request; "
+                f"load average {os.getloadavg()[0]:.1f}")
             if explain:
                 for sql, parameters in statements_of(env.county, make(0)):
                     plan = db.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, parameters).fetchall()
@@ -551,8 +553,10 @@ def report(args: argparse.Namespace, qido: list[tuple[str, list[float], list[flo
            render_api: list[float], render_peer: list[float], one: float, two: float, took: float) -> None:
     cmd = ".venv/bin/python -m bench.county" + (" --quick" if args.quick else f" --studies {args.studies}")
     cmd += "".join(f" --only {part}" for part in args.only or ())
+    cmd += f" --requests {args.requests}" if not args.quick and args.requests != 200 else ""
     print(f"\n`{cmd}` ({args.studies} studies; {args.requests} requests per search; "
-          f"took {took:.0f} s; 2-core machine shared with other jobs)\n")
+          f"took {took:.0f} s; 2-core machine shared with other jobs; load average at the end "
+          f"{os.getloadavg()[0]:.1f})\n")
     print("| what | result | peer | ratio |")
     print("| --- | --- | --- | --- |")
     for label, api, floor, hits in qido:

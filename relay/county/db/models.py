@@ -158,7 +158,10 @@ class Study(Base):
     __tablename__ = "studies"
     # QIDO-RS lists newest first (study_date DESC, id DESC) with a limit: walked backwards,
     # this index answers that without sorting every study, and serves StudyDate ranges.
-    __table_args__ = (Index("ix_studies_study_date_id", "study_date", "id"),)
+    # A PatientName search matching few patients orders their studies from
+    # (patient_pk, study_date, id) alone (an index-only scan; migration 0017).
+    __table_args__ = (Index("ix_studies_study_date_id", "study_date", "id"),
+                      Index("ix_studies_patient_pk_study_date", "patient_pk", "study_date", "id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_uid: Mapped[str] = mapped_column(UID, unique=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)

@@ -103,8 +103,15 @@ _NEWEST_FIRST = (Study.study_date.desc(), Study.id.desc())
 
 def search_statement(q: StudyQuery) -> Select[Any]:
     """One page of matching studies, newest first, walking the studies (see NAME_FANOUT)."""
-    stmt = select(*_result_columns()).join(Patient, Patient.id == Study.patient_pk)
-    return _filter(stmt, q).order_by(*_NEWEST_FIRST).limit(q.limit).offset(q.offset)
+    rows = select(*_result_columns()).join(Patient, Patient.id == Study.patient_pk)
+    if not q.offset:
+        return _filter(rows, q).order_by(*_NEWEST_FIRST).limit(q.limit)
+    # a later page: find its ids first, else the counts are computed for every skipped row too
+    keys = select(Study.id)
+    if q.patient_name or q.patient_id:
+        keys = keys.join(Patient, Patient.id == Study.patient_pk)
+    page = _filter(keys, q).order_by(*_NEWEST_FIRST).limit(q.limit).offset(q.offset).subquery()
+    return rows.join(page, page.c.id == Study.id).order_by(*_NEWEST_FIRST)
 
 
 def _few_patients_named(session: Session, value: str, fanout: int) -> bool:

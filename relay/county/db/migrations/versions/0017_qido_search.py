@@ -1,10 +1,15 @@
-"""qido search: a trigram index for PatientName wildcard searches (PostgreSQL only)
+"""qido search: a trigram index for PatientName wildcards (PostgreSQL only), and the
+studies of a patient by date from the index alone
 
 QIDO-RS matches PatientName with DICOM wildcards against every component group
 ("王*" finds "王^小明" and "Wang^Xiaoming=王^小明"): LIKE patterns that a B-tree
 cannot serve. A pg_trgm GIN index finds the few patients of a rare surname without
 reading every patient. SQLite (``relay up``'s embedded index) has no such index
 type; there the search reads the patients table, which is small on one machine.
+
+When few patients match, the search gathers their studies' ids and dates and orders
+them itself (relay.county.dicomweb.repository.NAME_FANOUT): (patient_pk, study_date,
+id) answers that from the index, without reading each study's row.
 
 Revision ID: 0017
 Revises: 0016
@@ -24,6 +29,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_index("ix_studies_patient_pk_study_date", "studies", ["patient_pk", "study_date", "id"])
     if op.get_bind().dialect.name != "postgresql":
         return
     # pg_trgm is a trusted extension (PostgreSQL 13+): the database owner may create it.
@@ -33,6 +39,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_studies_patient_pk_study_date", table_name="studies")
     if op.get_bind().dialect.name != "postgresql":
         return
     op.drop_index("ix_patients_name_trgm", table_name="patients")
