@@ -93,12 +93,17 @@ def reader_shifts(session: Session) -> list[DutyShift]:
         .order_by(DutyShift.id)).scalars())
 
 
+def active_readers(*, session: Session) -> list[User]:
+    """Radiologists whose login is not disabled, by name."""
+    return list(session.execute(select(User).where(User.role == Role.RADIOLOGIST.value, User.disabled_at.is_(None))
+                                .order_by(User.username)).scalars())
+
+
 def on_duty(*, session: Session, at: datetime, zone: ZoneInfo) -> list[OnDuty]:
     """Active readers on duty at ``at`` (switch on, or a roster line and no leave), by name."""
     by_roster = covering(reader_shifts(session), at=at, zone=zone)
-    users = session.execute(select(User).where(User.role == Role.RADIOLOGIST.value, User.disabled_at.is_(None))
-                            .order_by(User.username)).scalars()
-    return [OnDuty(u, u.on_duty, by_roster.get(u.id)) for u in users if u.on_duty or u.id in by_roster]
+    return [OnDuty(u, u.on_duty, by_roster.get(u.id)) for u in active_readers(session=session)
+            if u.on_duty or u.id in by_roster]
 
 
 def list_shifts(*, session: Session, since: date | None = None) -> list[tuple[DutyShift, User]]:

@@ -62,6 +62,7 @@ class OccurrenceOut(BaseModel):
     display_name: str
     label: str
     leave: bool
+    weekly: bool = Field(description="From a weekly line (deleting it ends it every week).")
     start: datetime
     end: datetime
 
@@ -80,6 +81,13 @@ class OnDutyOut(BaseModel):
     shift: OccurrenceOut | None = Field(description="The roster line that covers the moment, if any.")
 
 
+class ReaderOut(BaseModel):
+    username: str
+    display_name: str
+    competences: str
+    on_duty_switch: bool
+
+
 def _shift_out(shift: DutyShift, user: User) -> ShiftOut:
     return ShiftOut(id=shift.id, username=user.username, display_name=user.display_name, weekday=shift.weekday,
                     on_date=shift.on_date, start=shift.start_time.strftime("%H:%M"),
@@ -90,7 +98,15 @@ def _shift_out(shift: DutyShift, user: User) -> ShiftOut:
 def _occurrence_out(o: roster.Occurrence, users: dict[int, User]) -> OccurrenceOut:
     user = users[o.shift.user_id]
     return OccurrenceOut(shift_id=o.shift.id, username=user.username, display_name=user.display_name,
-                         label=o.shift.label, leave=o.shift.leave, start=o.start, end=o.end)
+                         label=o.shift.label, leave=o.shift.leave, weekly=o.shift.weekday is not None,
+                         start=o.start, end=o.end)
+
+
+@router.get("/readers", response_model=list[ReaderOut])
+def readers(_who: CountyStaffDep, session: SessionDep) -> list[ReaderOut]:
+    """The readers a roster line can name (active radiologists)."""
+    return [ReaderOut(username=u.username, display_name=u.display_name, competences=u.competences,
+                      on_duty_switch=u.on_duty) for u in roster.active_readers(session=session)]
 
 
 @router.get("/shifts", response_model=list[ShiftOut])
