@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test install dev peers services ohif typecheck bench clean
+.PHONY: run test install dev peers services ohif typecheck bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,11 @@ test: dev peers services ohif typecheck
 typecheck: dev
 	$(BIN)/mypy --strict --ignore-missing-imports relay reader_portal
 
-bench: dev peers
+# Orthanc is only a benchmark peer (bench/ingest.py), not needed by the tests.
+bench-peers: peers
+	@dpkg -s orthanc >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc; }
+
+bench: dev bench-peers
 	$(BIN)/python -m bench
 
 clean:
