@@ -9,7 +9,7 @@ from relay.county.app import create_app as create_county_app
 from relay.county.auth.deps import CountyDep
 from relay.county.context import County
 from relay.county.render.image import CT_PRESETS
-from reader_portal import pages
+from reader_portal import admin, pages
 from reader_portal.login import router as login_router
 from reader_portal.roster_page import router as roster_page_router
 from reader_portal.pages import LangQuery, PageSessionDep, render
@@ -19,6 +19,7 @@ def create_app(county: County) -> FastAPI:
     """The county API plus the portal pages under /portal (login with a session cookie)."""
     app = create_county_app(county)
     pages.install(app)
+    admin.install(app)
     app.include_router(login_router)
     app.include_router(roster_page_router)
 

@@ -52,6 +52,10 @@ class NavItem:
 NAV: list[NavItem] = [
     NavItem("worklist", HOME),
     NavItem("roster", "/portal/roster", frozenset({Role.ADMIN, Role.RADIOLOGIST})),
+    NavItem("admin_tat", "/portal/admin/tat", frozenset({Role.ADMIN})),
+    NavItem("admin_edges", "/portal/admin/edges", frozenset({Role.ADMIN})),
+    NavItem("admin_workload", "/portal/admin/workload", frozenset({Role.ADMIN})),
+    NavItem("admin_audit", "/portal/admin/audit", frozenset({Role.ADMIN})),
 ]
 """The header's links, in order. Admin pages add theirs here, e.g.
 ``NavItem("tat", "/portal/tat", frozenset({Role.ADMIN}))``."""
