@@ -142,3 +142,15 @@ def test_readers_workload_counts_what_they_hold_and_what_they_signed(county):
     by_reader = {r["reader"]: r for r in rows}
     assert (by_reader["dr.li"]["holding"], by_reader["dr.li"]["signed_7d"]) == (1, 0)
     assert (by_reader["dr.wang"]["holding"], by_reader["dr.wang"]["signed_today"], by_reader["dr.wang"]["signed_7d"]) == (0, 1, 1)
+
+
+def test_sla_breaches_are_limited_most_overdue_first_with_the_total_in_a_header(county):
+    uids = queue_studies(county, 3)
+    with session_scope(county.sessions) as s:
+        for hours, uid in zip((30, 50, 40), uids, strict=True):
+            s.execute(update(Study).where(Study.study_uid == uid).values(created_at=datetime.now(UTC) - timedelta(hours=hours)))
+        s.commit()
+    with TestClient(create_app(county)) as client:
+        response = client.get("/api/sla/breaches", params={"limit": 2}, headers=login(client, county, "boss", Role.ADMIN))
+    assert response.headers["X-Total-Count"] == "3"
+    assert [b["study_instance_uid"] for b in response.json()] == [uids[1], uids[2]]

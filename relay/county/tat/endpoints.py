@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -114,15 +114,20 @@ class BreachOut(BaseModel):
     sla_due_at: datetime
 
 
-@router.get("/sla/breaches", response_model=list[BreachOut])
-def sla_breaches(_admin: AdminDep, session: SessionDep, county: CountyDep) -> list[BreachOut]:
-    """Open studies past their SLA deadline (arrival + the priority's minutes), most overdue first."""
+@router.get("/sla/breaches", response_model=list[BreachOut],
+            responses={200: {"headers": {"X-Total-Count": {"description": "breaches in all, beyond the limit too",
+                                                           "schema": {"type": "integer"}}}}})
+def sla_breaches(_admin: AdminDep, session: SessionDep, county: CountyDep, response: Response,
+                 limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[BreachOut]:
+    """Open studies past their SLA deadline (arrival + the priority's minutes), most overdue
+    first, at most ``limit``; the header X-Total-Count says how many there are."""
     s = county.settings
     late = breaches(session, now=datetime.now(UTC), default_minutes=s.sla_routine_minutes,
                     sla_minutes={"stat": s.sla_stat_minutes, "urgent": s.sla_urgent_minutes,
                                  "routine": s.sla_routine_minutes})
+    response.headers["X-Total-Count"] = str(len(late))
     return [BreachOut(study_instance_uid=b.study_uid, site=b.site, priority=b.priority, state=b.state,
-                      held_by=b.held_by, overdue_s=b.overdue_s, sla_due_at=b.due_at) for b in late]
+                      held_by=b.held_by, overdue_s=b.overdue_s, sla_due_at=b.due_at) for b in late[:limit]]
 
 
 class WorkloadOut(BaseModel):
