@@ -169,3 +169,32 @@ def test_sqlite_computes_the_same_figures_in_python(tmp_path: Path):
                 assert_matches(got, expected(group_by, since, until))
     finally:
         engine.dispose()
+
+
+def test_the_real_path_of_a_study_fills_its_milestones_from_its_transitions(county):
+    """Ingest, index, claim, sign, deliver, acknowledge through the real services and routes:
+    the triggers keep the study's milestones equal to its first transitions."""
+    from sqlalchemy import func, select
+
+    from tests.county.test_delivery import signed_study, site_token
+
+    with TestClient(create_app(county)) as client:
+        uid = signed_study(client, county)
+        edge = site_token(county)
+        (item,) = client.get("/api/edges/reports", headers=edge).json()
+        client.post(f"/api/edges/reports/{item['delivery_id']}/delivered", json={"detail": "PACS"}, headers=edge)
+        client.post(f"/api/edges/reports/{item['delivery_id']}/acknowledged", json={"by": "技师李"}, headers=edge)
+        admin = login(client, county, "boss", Role.ADMIN)
+        by_reader = client.get("/api/tat", params={"group_by": "reader"}, headers=admin).json()["groups"]
+    with county.sessions() as s:
+        study = s.execute(select(Study).where(Study.study_uid == uid)).scalar_one()
+        first = {}
+        for t in s.execute(select(StudyTransition).where(StudyTransition.study_pk == study.id)
+                           .order_by(StudyTransition.id)).scalars():
+            first.setdefault(t.state, t)
+        edge_min = s.execute(select(func.min(Instance.edge_received_at)).where(Instance.study_uid == uid)).scalar()
+    assert (study.tat_arrived_at, study.tat_assigned_at, study.tat_signed_at, study.tat_delivered_at,
+            study.tat_acknowledged_at) == tuple(first[k].at for k in ("arrived", "assigned", "signed", "delivered",
+                                                                      "acknowledged"))
+    assert study.tat_reader == first["signed"].actor == "dr.wang" and study.tat_edge_at == edge_min
+    assert by_reader["dr.wang"]["until_acknowledged"]["n"] == 1

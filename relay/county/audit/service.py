@@ -4,6 +4,12 @@ Each row's hash covers the previous row's hash and its own fields in a canonical
 JSON form. Appending reads the chain's end and inserts after it; a unique
 ``prev_hash`` makes a concurrent second writer fail and retry, so the chain never
 forks whichever replica writes. Details carry identifiers, never patient data.
+
+Retention: audit rows are kept for at least RETENTION_MIN (6 months, the issue's floor)
+and in fact forever: nothing in the relay deletes them (no prune task, no cascade), and
+PostgreSQL refuses UPDATE and DELETE on the table (trigger ``audit_events_append_only``).
+A county that must archive older years exports them first (GET /api/audit/export.xml),
+and a DBA removes them deliberately, which `relay audit verify` then reports as a cut.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +31,8 @@ from relay.county.db.models import AuditEvent
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
+RETENTION_MIN = timedelta(days=183)
+"""Audit rows are never removed before this age (nothing removes them at all; see above)."""
 APPEND_TRIES = 20
 """Attempts to append when other writers keep winning the race for the chain's end."""
 
