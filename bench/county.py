@@ -244,6 +244,7 @@ def qido_cases(n: int, seeded: dict[str, list[str]]) -> list[tuple[str, Callable
         ("PatientID exact", lambda i: {"PatientID": ids[i % len(ids)]}),
         ("PatientName '王*'", lambda i: {"PatientName": "王*"}),
         ("PatientName '丁*' (surname of ~1 %)", lambda i: {"PatientName": "丁*"}),
+        ("PatientName '*伟' (given name, ~3 %)", lambda i: {"PatientName": "*伟"}),
         ("StudyDate one month", month),
         ("ModalitiesInStudy=CT, limit=100", lambda i: {"ModalitiesInStudy": "CT", "limit": "100"}),
         ("no filter, limit=100", lambda i: {"limit": "100"}),
