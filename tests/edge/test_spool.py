@@ -60,8 +60,7 @@ def test_store_fsyncs_file_and_directory_and_commits_before_returning(
     final = spool.root / "objects" / sha[:2] / f"{ids.sop_uid}.{sha}.dcm"
     assert result.outcome is StoreOutcome.SPOOLED and result.sha256 == sha
     assert final.read_bytes() == data
-    assert any(Path(p).parent.name == TMP_DIR for p in synced)  # the file, before rename
-    assert str(final.parent) in synced  # the directory, after rename
+    assert synced.index(str(final)) < synced.index(str(final.parent))  # file, then its folder
     (row,) = journal_rows(spool.root)  # committed: visible to another connection
     assert (row["sop_uid"], row["sha256"], row["state"]) == (ids.sop_uid, sha, "spooled")
     assert row["size"] == len(data) and row["calling_ae"] == "CT1"
