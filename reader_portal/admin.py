@@ -30,11 +30,9 @@ router = APIRouter(include_in_schema=False)
 
 
 def _atna_export(request: Request) -> str | None:
-    for route in request.app.routes:
-        path = getattr(route, "path", "")
-        if path.startswith(ATNA_EXPORT_HINTS) and "{" not in path:
-            return str(path)
-    return None
+    # The OpenAPI paths list every route, however routers are nested (generated once, cached).
+    paths: dict[str, object] = request.app.openapi().get("paths", {})
+    return next((path for path in paths if path.startswith(ATNA_EXPORT_HINTS) and "{" not in path), None)
 
 
 @router.get("/portal/admin/tat", response_class=HTMLResponse)

@@ -175,6 +175,7 @@ def test_the_turnaround_dashboard_draws_the_apis_figures_and_the_live_breaches(s
         assert "Time per stage" in page.locator("main").inner_text()
         page.wait_for_selector(f"#breaches tr[data-study='{BREACHED_UID}']")
         assert "assigned, not opened" in page.locator("#breaches").inner_text()
+        page.screenshot(path=str(screenshot_path("admin-tat-en")), full_page=True)
 
 
 def test_the_csv_link_downloads_the_per_study_rows(server, county):  # noqa: F811
@@ -279,6 +280,13 @@ def test_an_admin_searches_the_audit_log_pages_through_it_and_verifies_the_chain
         page.click("#prev")
         page.wait_for_selector("body[data-loaded^='0|']")
         assert page.locator("#audit tbody tr").evaluate_all("rows => rows.map(r => Number(r.dataset.id))") == first_page
+
+        # The ATNA export takes the search's filters: dr.wang's 61 events as DICOM audit messages.
+        assert "actor=dr.wang" in page.get_attribute("#atna-export", "href")
+        with page.expect_download() as download:
+            page.click("#atna-export")
+        xml = download.value.path().read_text(encoding="utf-8")
+        assert xml.startswith("<?xml") and xml.count("<AuditMessage>") == 61 and "2.25.555059" in xml
 
         page.fill("#f-object", "2.25.555007")
         page.click("#do-search")

@@ -37,30 +37,38 @@ function ago(iso) {
   if (!iso) return T.hb_never;
   return T.ago.replace("{d}", dur((Date.now() - new Date(iso).getTime()) / 1000));
 }
-// A "nice" axis end at or above v (1, 2, 2.5, 5 × 10^k, in the unit that suits durations).
-function niceCeil(v) {
-  if (!(v > 0)) return 1;
-  const units = [1, 60, 3600, 86400];
-  const unit = units.filter((u) => v / u >= 1).pop() || 1;
-  const x = v / unit, p = 10 ** Math.floor(Math.log10(x));
-  const step = [1, 2, 2.5, 5, 10].find((m) => m * p >= x);
-  return step * p * unit;
+// A "nice" axis for durations: a step people count in (30 s, 5 min, 2 h, 1 d…) and the
+// first multiple of it at or above v, in at most 5 steps.
+const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 14400, 21600, 43200,
+               86400, 172800, 432000, 604800, 1209600, 2592000];
+function niceScale(v) {
+  if (!(v > 0)) return { top: 60, step: 15 };
+  const step = STEPS.find((st) => v / st <= 5) || 10 ** Math.ceil(Math.log10(v / 5));
+  return { top: Math.ceil(v / step) * step, step };
 }
-function ticks(top, n = 4) { return Array.from({ length: n + 1 }, (_, i) => (top * i) / n); }
+function ticks({ top, step }) { return Array.from({ length: Math.round(top / step) + 1 }, (_, i) => i * step); }
+// A "nice" axis for counts: 1, 2 or 5 × 10^k per step.
+function niceCount(v) {
+  if (!(v > 0)) return { top: 1, step: 1 };
+  const raw = v / 4, p = 10 ** Math.floor(Math.log10(raw));
+  const step = Math.max(1, [1, 2, 5, 10].find((m) => m * p >= raw) * p);
+  return { top: Math.ceil(v / step) * step, step };
+}
 
 // A stage's figures, one row per group: a dark bar to p50, a light band from p50 to p90 (the
 // "box"), a whisker to the maximum (an arrow at the edge when the maximum is off the scale,
 // which is set by the p90s so that one outlier does not flatten everyone).
-function stageChart({ stage, title, rows, width = 520 }) {
-  const labelW = 96, valueW = 150, rowH = 26, top = 8, axisH = 20;
+function stageChart({ stage, title, rows, width = 620 }) {
+  const labelW = 100, valueW = 200, rowH = 26, top = 8, axisH = 20;
   const plotW = width - labelW - valueW;
-  const scaleMax = niceCeil(Math.max(...rows.map((r) => r.f.p90_s)) * 1.15);
+  const scale = niceScale(Math.max(...rows.map((r) => r.f.p90_s)) * 1.05), scaleMax = scale.top;
   const x = (v) => labelW + Math.min(v, scaleMax) / scaleMax * plotW;
   const height = top + rows.length * rowH + axisH;
-  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "chart stage-chart",
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, style: `width:100%;max-width:${width * 1.25}px;height:auto`,
+                            class: "chart stage-chart",
                             "data-stage": stage, "data-scale-max": scaleMax, "data-x0": labelW, "data-plot-w": plotW,
                             role: "img", "aria-label": title });
-  for (const t of ticks(scaleMax)) {
+  for (const t of ticks(scale)) {
     root.append(svg("line", { x1: x(t), x2: x(t), y1: top - 4, y2: height - axisH + 2, stroke: PALETTE.grid }),
                 svg("text", { x: x(t), y: height - 5, "text-anchor": "middle", class: "tick" }, dur(t)));
   }
@@ -100,22 +108,23 @@ function trendChart({ points, title, width = 1040, height = 260 }) {
     root.append(svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty" }, T.no_data));
     return root;
   }
-  const yMax = niceCeil(Math.max(...points.map((p) => p.f.p90_s)) * 1.1);
-  const nMax = Math.max(...points.map((p) => p.f.n));
+  const yScale = niceScale(Math.max(...points.map((p) => p.f.p90_s)) * 1.05), yMax = yScale.top;
+  const nMax = niceCount(Math.max(...points.map((p) => p.f.n))).top;
   const step = plotW / points.length;
   const cx = (i) => left + step * (i + 0.5), y = (v) => top + plotH - (v / yMax) * plotH;
   root.dataset.yMax = yMax;
-  for (const t of ticks(yMax)) {
+  for (const t of ticks(yScale)) {
     root.append(svg("line", { x1: left, x2: width - right, y1: y(t), y2: y(t), stroke: PALETTE.grid }),
                 svg("text", { x: left - 6, y: y(t) + 4, "text-anchor": "end", class: "tick" }, dur(t)));
   }
   const bars = svg("g", { class: "counts" });
   points.forEach((p, i) => {
-    const h = (p.f.n / nMax) * plotH * 0.9;
-    bars.append(svg("rect", { x: cx(i) - step * 0.35, y: top + plotH - h, width: step * 0.7, height: h, fill: PALETTE.count,
+    const h = (p.f.n / nMax) * plotH * 0.6, w = Math.min(step * 0.7, 56);  // behind the lines, below them
+    bars.append(svg("rect", { x: cx(i) - w / 2, y: top + plotH - h, width: w, height: h, fill: PALETTE.count,
                               "data-n": p.f.n }, tip(`${p.label}: ${T.studies_n.replace("{n}", p.f.n)}`)));
+    if (points.length <= 31) bars.append(svg("text", { x: cx(i), y: top + plotH - 4, "text-anchor": "middle", class: "count" }, p.f.n));
   });
-  root.append(bars, svg("text", { x: width - right + 6, y: top + 8, class: "tick" }, `n≤${nMax}`));
+  root.append(bars);
   const every = Math.ceil(points.length / 14);
   points.forEach((p, i) => {
     if (i % every === 0) root.append(svg("text", { x: cx(i), y: height - bottom + 18, "text-anchor": "middle", class: "tick" }, p.short));
@@ -165,6 +174,15 @@ function localToIso(value) {  // "2026-11-23" or "2026-11-23T08:30" in ZONE -> I
 }
 function localDay(date = new Date()) {  // YYYY-MM-DD in ZONE
   return new Intl.DateTimeFormat("en-CA", { timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit" }).format(date);
+}
+// A list and the X-Total-Count header that says how many there are beyond its limit.
+async function apiWithTotal(url) {
+  const r = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  if (r.status === 401) { toLogin(); throw new ApiError(401, "login"); }
+  if (!r.ok) throw new ApiError(r.status, r.statusText);
+  const rows = await r.json();
+  const total = Number(r.headers.get("X-Total-Count"));
+  return { rows, total: Number.isFinite(total) && r.headers.has("X-Total-Count") ? total : rows.length };
 }
 function showError(box, e) {
   if (e && e.status === 401) return;
