@@ -123,25 +123,23 @@ def _few_patients_named(session: Session, value: str, fanout: int) -> bool:
     return int(session.execute(select(func.count()).select_from(named)).scalar_one()) <= fanout
 
 
-def _page_gathered(session: Session, q: StudyQuery) -> list[int]:
-    """The ids of one page of matching studies, newest first, ordered here from all the
-    matching studies' keys (a few thousand at most when few patients match)."""
-    keys = select(Study.id, Study.study_date).join(Patient, Patient.id == Study.patient_pk)
-    found = sorted(session.execute(_filter(keys, q)).all(), key=lambda row: (row[1], row[0]),
-                   reverse=True)
-    return [pk for pk, _ in found[q.offset:q.offset + q.limit]]
+def _gathered_statement(q: StudyQuery) -> Select[Any]:
+    """One page of matching studies, newest first, ordered from all the matching studies'
+    keys (a few thousand at most when few patients match). MATERIALIZED keeps the
+    planner from turning this back into a walk of the studies by date."""
+    found = (_filter(select(Study.id, Study.study_date).join(Patient, Patient.id == Study.patient_pk), q)
+             .cte("found").prefix_with("MATERIALIZED"))
+    page = (select(found.c.id).order_by(found.c.study_date.desc(), found.c.id.desc())
+            .limit(q.limit).offset(q.offset))
+    return (select(*_result_columns()).join(Patient, Patient.id == Study.patient_pk)
+            .where(Study.id.in_(page)).order_by(*_NEWEST_FIRST))
 
 
 def search_studies(session: Session, q: StudyQuery, *, name_fanout: int = NAME_FANOUT) -> Sequence[Row[Any]]:
     """Matching studies, newest first, as rows named like :func:`_result_columns`.
     ``name_fanout``: see NAME_FANOUT (0 always walks)."""
     if q.patient_name and name_fanout > 0 and _few_patients_named(session, q.patient_name, name_fanout):
-        page = _page_gathered(session, q)
-        if not page:
-            return []
-        stmt = (select(*_result_columns()).join(Patient, Patient.id == Study.patient_pk)
-                .where(Study.id.in_(page)).order_by(*_NEWEST_FIRST))
-        return session.execute(stmt).all()
+        return session.execute(_gathered_statement(q)).all()
     return session.execute(search_statement(q)).all()
 
 
