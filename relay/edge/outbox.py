@@ -49,6 +49,7 @@ from typing import Any
 
 from relay.dicom.bundle import FrameHeader, encode_bundle
 from relay.dicom.vocab import Priority
+from relay.edge.durable import fsync_dir
 from relay.edge.spool import SpoolEntry, iso, utc_now
 
 log = logging.getLogger(__name__)
@@ -138,14 +139,6 @@ class _HashingWriter:
         self.fh.flush()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_verified(entry: SpoolEntry) -> bytes:
     """The spooled bytes of ``entry``; ValueError if they are not the journaled SHA-256."""
     data = entry.path.read_bytes()
@@ -161,7 +154,7 @@ class Outbox:
         self.root = root.resolve()
         self.folder = self.root / OUTBOX_DIR
         self.folder.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.root / OUTBOX_DB_NAME, check_same_thread=False,
                                      timeout=10.0)
@@ -216,7 +209,7 @@ class Outbox:
                 part.unlink()
                 return None, unusable
             os.replace(part, self._path(bundle_id))
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         except BaseException:
             part.unlink(missing_ok=True)
             raise

@@ -58,7 +58,8 @@ from typing import TextIO
 
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import IngestOutcome, Priority
-from relay.edge import completeness
+from relay.edge import completeness, durable
+from relay.edge.durable import fsync_dir
 from relay.edge.completeness import StudyInfo, StudyPolicy, StudyRow
 
 log = logging.getLogger(__name__)
@@ -191,29 +192,6 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(data: bytes, *, final: Path) -> None:
-    """Write ``data`` to ``final`` so that, once this returns, it survives a power cut.
-    On failure nothing is left at ``final``."""
-    try:
-        with open(final, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_dir(final.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(final)
-        raise
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
     conn.row_factory = sqlite3.Row
@@ -269,7 +247,7 @@ class PendingStore:
                 return
             try:
                 self._write.result()
-            except Exception:  # a failed write left nothing behind (_write_durably)
+            except Exception:  # a failed write left nothing behind (write_durably)
                 return
             (self._spool.root / self._rel).unlink(missing_ok=True)
 
@@ -320,8 +298,8 @@ class Spool:
         self._objects.mkdir(exist_ok=True)
         for shard in range(256):
             (self._objects / f"{shard:02x}").mkdir(exist_ok=True)
-        _fsync_dir(self._objects)
-        _fsync_dir(self.root)
+        fsync_dir(self._objects)
+        fsync_dir(self.root)
 
     def _migrate(self) -> None:
         with self._conn:
@@ -416,7 +394,7 @@ class Spool:
         try:
             existing = self._find_id(sop_uid, sha256)
             future = None if existing is not None else self._writers().submit(
-                _write_durably, data, final=self.root / rel)
+                durable.write_durably, data, final=self.root / rel)
         except BaseException:
             claim.close()
             raise

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from relay.dicom.status import StoreStatus
 from relay.config import Settings
-from relay.edge import spool as spool_module
+from relay.edge import durable
 from tests.edge.conftest import RunningScp
 from tests.edge.factories import ct_dataset, write_part10
 from tests.edge.helpers import journal_rows, wait_until
@@ -159,7 +159,7 @@ def test_full_disk_answers_out_of_resources(
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(spool_module, "_write_durably", disk_full)
+    monkeypatch.setattr(durable, "write_durably", disk_full)
     assert _send(scp, ct_dataset()) == StoreStatus.OUT_OF_RESOURCES
 
 
@@ -170,7 +170,7 @@ def test_unexpected_failure_answers_processing_failure_and_scp_lives_on(
         raise RuntimeError("a bug of our own")
 
     with monkeypatch.context() as patch:
-        patch.setattr(spool_module, "_write_durably", broken)
+        patch.setattr(durable, "write_durably", broken)
         assert _send(scp, ct_dataset()) == StoreStatus.PROCESSING_FAILURE
     assert _send(scp, ct_dataset()) == StoreStatus.SUCCESS
     accepted.append(_snapshot(scp)[-1])

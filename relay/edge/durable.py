@@ -1,0 +1,32 @@
+"""Writing files so that they survive a power cut: the edge's spool and outbox both
+rely on these two steps (the file's bytes, then its folder's entry)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of folder ``path`` (new or renamed files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(data: bytes, *, final: Path) -> None:
+    """Write ``data`` to ``final`` so that, once this returns, it survives a power cut.
+    On failure nothing is left at ``final``."""
+    try:
+        with open(final, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(final.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(final)
+        raise
