@@ -46,7 +46,6 @@ import errno
 import fcntl
 import hashlib
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
