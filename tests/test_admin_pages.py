@@ -6,14 +6,15 @@ for anyone else."""
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+import psycopg
 import pytest
 import requests
 from sqlalchemy import select, update
 
 from relay.county.audit.service import Action, Entry, append
-from relay.county.db.models import EdgeHealth, Instance, Patient, ReadingItem, Site, Study, StudyTransition, User
+from relay.county.db.models import AuditEvent, EdgeHealth, Instance, Patient, ReadingItem, Site, Study, StudyTransition, User
 from relay.dicom.vocab import Role
 from tests.browser import chromium, log_in, screenshot_path
 from tests.county.test_dicomweb import server  # noqa: F401 - the uvicorn fixture
@@ -169,6 +170,26 @@ def test_the_turnaround_dashboard_draws_the_apis_figures_and_the_live_breaches(s
         assert labels == ["急诊", "常规"]
         page.screenshot(path=str(screenshot_path("admin-tat-priority-zh")), full_page=True)
 
+        # 90 days: the trend goes per week (Mondays), still the API's figures.
+        page.select_option("#range", "90d")
+        page.wait_for_selector("body[data-loaded='priority|90d|arrival_to_signature']")
+        assert page.get_attribute("#trend svg", "data-unit") == "week"
+        window = page.get_attribute("#csv", "href").split("?", 1)[1]
+        weeks = page.request.get(f"{server}/api/tat?group_by=week&{window}").json()["groups"]
+        dots = page.locator("#trend svg g.dots-p50_s circle")
+        assert [dots.nth(i).get_attribute("data-key") for i in range(dots.count())] == sorted(weeks)
+        assert all(date.fromisoformat(week).weekday() == 0 for week in weeks)
+
+        # Dates the administrator picks are days in the site's zone (Asia/Shanghai).
+        page.select_option("#range", "custom")
+        page.fill("#from", "2026-11-02")
+        page.fill("#to", "2026-11-08")
+        page.dispatch_event("#to", "change")
+        page.wait_for_function("() => document.getElementById('csv').href.includes('2026-11-08T16')")
+        assert page.get_attribute("#csv", "href") == (
+            "/api/tat.csv?since=2026-11-01T16%3A00%3A00.000Z&until=2026-11-08T16%3A00%3A00.000Z")
+        assert "range=custom&group=priority" in page.url and "from=2026-11-02" in page.url
+
         page.click("#lang-switch")
         page.wait_for_selector("body[data-loaded]")
         assert "Turnaround" in page.locator("#nav a.current").inner_text()
@@ -297,6 +318,28 @@ def test_an_admin_searches_the_audit_log_pages_through_it_and_verifies_the_chain
         page.wait_for_selector("#verify-result.ok-box")
         assert "审计链完整" in page.locator("#verify-result").inner_text()
         page.screenshot(path=str(screenshot_path("admin-audit-verified-zh")), full_page=True)
+
+
+def test_the_verify_button_names_the_first_altered_audit_event(server, county, pg_url):  # noqa: F811
+    for i in range(4):
+        append(county.sessions, Entry(actor="dr.wang", role="radiologist", action=Action.STUDY_OPEN,
+                                      object_type="study", object_id=f"2.25.888{i}"))
+    with county.sessions() as s:
+        third = s.execute(select(AuditEvent.id).order_by(AuditEvent.id).offset(2).limit(1)).scalar_one()
+    # Someone with database access edits a row behind the append-only trigger's back.
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+        conn.execute("UPDATE audit_events SET actor = 'someone-else' WHERE id = %s", (third,))
+        conn.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+    with chromium() as browser:
+        page = _admin_page(browser, server, county, "/portal/admin/audit")
+        page.wait_for_selector("body[data-loaded]")
+        page.click("#verify")
+        page.wait_for_selector("#verify-result.bad-box")
+        text = page.locator("#verify-result").inner_text()
+        assert "审计链异常" in text and f"#{third}" in text
+        assert page.locator("#audit tr.tampered").get_attribute("data-id") == str(third)
+        page.screenshot(path=str(screenshot_path("admin-audit-tampered-zh")), full_page=True)
 
 
 @pytest.mark.parametrize("role", [Role.RADIOLOGIST, Role.TECHNICIAN])
