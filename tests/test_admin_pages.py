@@ -368,3 +368,20 @@ def test_an_anonymous_visitor_is_sent_to_the_login_and_back(server, county):  # 
         page.click("form#login button[type=submit]")
         page.wait_for_url(f"{server}/portal/admin/edges")
         assert [a.strip() for a in page.locator("#nav a").all_inner_texts()][-4:] == ["运营总览", "前置机", "阅片工作量", "审计日志"]
+
+
+def test_the_pages_say_so_when_there_is_nothing_yet(server, county):  # noqa: F811
+    with chromium() as browser:
+        page = _admin_page(browser, server, county, "/portal/admin/tat")
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.reload()
+        page.wait_for_selector("body[data-loaded]")
+        page.wait_for_selector("#breaches td:has-text('没有超时检查')")
+        assert page.locator("#stage-charts .panel p:has-text('所选时段内暂无数据')").count() == 8
+        assert page.locator("#load-error").is_hidden() and page.locator("#kpi-sign-p50 .v").inner_text() == "—"
+        page.screenshot(path=str(screenshot_path("admin-tat-empty-zh")), full_page=True)
+        for path, empty in (("edges", "尚未登记乡镇前置机"), ("workload", "暂无医师工作量数据")):
+            page.goto(f"{server}/portal/admin/{path}")
+            page.wait_for_selector(f"td:has-text('{empty}')")
+        assert errors == []
