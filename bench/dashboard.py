@@ -3,15 +3,16 @@
 A fresh PostgreSQL database (created here, dropped at the end) is migrated to head and
 seeded with ``--studies`` studies (default 1,000,000) arriving evenly over the last
 ``--days`` days (default 365: 2,740 a day, the top of a county's 500-3,000) from 30
-townships: CT/DX/ECG/US/MR, 5 % STAT, 10 % urgent, 15 readers, and stage times drawn from log-normal laws (edge to county ~5 min, waiting for a reader
-~10 min STAT / 30 min urgent / 90 min routine, opened ~2 min, reading ~7 min, back to
-the township ~1 min, acknowledged ~30 min). Milestones later than now are not reached
-yet (the last hours are open), and 0.3 % of studies were never assigned (they are the
-live SLA breaches). Seeding is set-based SQL (``generate_series`` into an unlogged
-scratch table, then ``INSERT ... SELECT`` into patients, studies with their milestone
-columns, every transition row, one instance per study and the reading items), with
-the milestone triggers bypassed during the load since the columns are written from
-the same numbers as the transitions. Then ``VACUUM ANALYZE``.
+townships: CT/DX/ECG/US/MR, 5 % STAT, 10 % urgent, 15 readers, and stage times drawn
+from log-normal laws (edge to county ~5 min, waiting for a reader ~10 min STAT / 30 min
+urgent / 90 min routine, opened ~2 min, reading ~7 min, back to the township ~1 min,
+acknowledged ~30 min). Milestones later than now are not reached yet (the last hours are
+open), and 0.3 % of studies were never assigned (they are the live SLA breaches).
+Seeding is set-based SQL (``generate_series`` into an unlogged scratch table, then
+``INSERT ... SELECT`` into patients, studies with their milestone columns, every
+transition row, one instance per study and the reading items), with the milestone
+triggers bypassed during the load since the columns are written from the same numbers as
+the transitions. Then ``VACUUM ANALYZE``.
 
 The county app (reader_portal's create_app, the real one) runs under uvicorn on a free
 loopback port and is called over HTTP with an administrator's bearer token,
