@@ -14,7 +14,7 @@ from relay.dicom.vocab import Priority, Role
 from tests.browser import chromium, log_in, screenshot_path
 from tests.county.test_dicomweb import index_all, server  # noqa: F401 - the uvicorn fixture
 from tests.county.test_index import ingest
-from tests.factories import encode, make_site, make_user
+from tests.factories import encode, make_dataset, make_site, make_user
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
 CT_HEAD = sorted((SAMPLES / "ct_head").glob("*.dcm"))
@@ -175,3 +175,31 @@ def test_cine_plays_a_multiframe_and_a_stack_and_stops_when_paused(server, count
         page.keyboard.press(" ")
         assert page.get_attribute("#pane-main", "data-playing") == "false"
         page.screenshot(path=str(screenshot_path("viewer-cine-ct-stack-en")))
+
+
+def test_a_corrected_patient_name_is_shown_as_a_warning_not_swallowed(server, county):  # noqa: F811
+    site_id, _ = make_site(county, "qingshan")
+    patient = {"PatientID": "HK00056789", "IssuerOfPatientID": "HK", "SpecificCharacterSet": "ISO_IR 192"}
+    ingest(county, encode(make_dataset(PatientName="Li^Na=李^娜", StudyDate="20230105", StudyDescription="胸部正位片",
+                                       **patient)), site_id=site_id)
+    for path in CT_HEAD:  # the same patient ID + issuer, the name corrected at the township
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", "Li^Nan=李^婻"
+        ingest(county, encode(ds), site_id=site_id)
+    index_all(county)
+    current = str(pydicom.dcmread(CT_HEAD[0], stop_before_pixels=True).StudyInstanceUID)
+    password = make_user(county, "dr.li", Role.RADIOLOGIST)
+    _claim(server, "dr.li", password, current)
+    with chromium() as browser:
+        page = browser.new_page(locale="zh-CN", viewport={"width": 1600, "height": 900})
+        page.set_default_timeout(WAIT_MS)
+        log_in(page, server, "dr.li", password, next_path=f"/portal/studies/{current}")
+        _loaded(page, "pane-main")
+        page.wait_for_selector("#name-warning:not([hidden])")
+        warning = page.locator("#name-warning").inner_text()
+        assert "患者姓名不一致" in warning
+        assert "李婻 (Li Nan)（当前检查）" in warning and "李娜 (Li Na)（既往检查 2023-01-05）" in warning
+        assert "患者姓名不一致" in page.locator("#patient .name-warn").inner_text()
+        assert page.locator("#patient b").inner_text() == "李婻 (Li Nan)"  # what this study's images say
+        assert "李娜 (Li Na)" in page.locator("#priors .prior .pname").inner_text()
+        page.screenshot(path=str(screenshot_path("viewer-name-changed-zh")))

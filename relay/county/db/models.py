@@ -171,6 +171,10 @@ class Study(Base):
     study_time: Mapped[str] = mapped_column(String(32), default="")
     description: Mapped[str] = mapped_column(String(256), default="")
     modalities: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(512), default="", server_default=text("''"))
+    """The Patient's Name as this study's first indexed instance carried it. The patient row keeps
+    the first name seen for the patient ID + issuer; a later study with another (e.g. corrected)
+    name keeps its own here, so readers are warned instead of the difference vanishing."""
     priority: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(UTC, index=True)

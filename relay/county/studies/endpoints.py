@@ -24,12 +24,16 @@ class PriorOut(BaseModel):
     site: str
     state: str
     arrived_at: datetime
+    patient_name: str = Field(description="Patient's Name as this study carries it (DICOM PN).")
 
 
 class PriorsOut(BaseModel):
     patient_id: str
     issuer: str = Field(description="Issuer of Patient ID; 'site:NAME' when the township gave none, "
                         "in which case priors are found within that township only.")
+    patient_name: str = Field(description="The patient's name as first indexed for this ID and issuer.")
+    study_patient_name: str = Field(description="The name this study carries; differs from patient_name (or "
+                                    "from a prior's) when a name was corrected or mistyped: readers are warned.")
     priors: list[PriorOut] = Field(description="Newest first, the study itself excluded.")
 
 
@@ -46,8 +50,9 @@ def priors(study_uid: str, principal: PrincipalDep, session: SessionDep) -> Prio
             .order_by(Study.study_date.desc(), Study.created_at.desc()))
     if principal.role is Role.TECHNICIAN:
         stmt = stmt.where(Study.site_id == principal.site_id)
-    return PriorsOut(patient_id=patient.patient_id, issuer=patient.issuer, priors=[
+    return PriorsOut(patient_id=patient.patient_id, issuer=patient.issuer, patient_name=patient.name,
+                     study_patient_name=study.patient_name, priors=[
         PriorOut(study_instance_uid=s.study_uid, study_date=s.study_date, modality=s.modalities,
                  description=s.description, site=site, state=s.state,
-                 arrived_at=s.created_at)
+                 arrived_at=s.created_at, patient_name=s.patient_name)
         for s, site in session.execute(stmt).all()])

@@ -125,6 +125,7 @@ def _study_values(meta: InstanceMeta | None, inst: Instance, patient_pk: int, no
         "study_time": (meta.study_time if meta else "")[:32],
         "description": (meta.study_description if meta else "")[:256],
         "modalities": (meta.modality if meta else "")[:64],
+        "patient_name": (meta.patient_name if meta else "")[:512],
         "priority": inst.priority, "state": StudyState.QUEUED.value,
         "created_at": now, "updated_at": now,
     }

@@ -1,4 +1,4 @@
-"""duty roster: time-based duty roster (owned by the reading-queue work)
+"""duty roster: time-based duty roster (owned by the reading-queue work); studies.patient_name
 
 Revision ID: 0020
 Revises: 0019
@@ -38,9 +38,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('duty_shifts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_duty_shifts_user_id'), ['user_id'], unique=False)
+    # The name each study's instances carry (a corrected name must not vanish into the
+    # patient row's first one); existing studies take their patient's name.
+    op.add_column('studies', sa.Column('patient_name', sa.String(length=512), server_default=sa.text("''"),
+                                       nullable=False))
+    op.execute("UPDATE studies SET patient_name = (SELECT p.name FROM patients p WHERE p.id = studies.patient_pk)")
 
 
 def downgrade() -> None:
+    # Plain DROP COLUMN (SQLite >= 3.35): a batch copy of studies would trip over its TAT triggers.
+    op.execute("ALTER TABLE studies DROP COLUMN patient_name")
     with op.batch_alter_table('duty_shifts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_duty_shifts_user_id'))
     op.drop_table('duty_shifts')
