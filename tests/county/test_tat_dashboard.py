@@ -198,3 +198,30 @@ def test_the_real_path_of_a_study_fills_its_milestones_from_its_transitions(coun
                                                                       "acknowledged"))
     assert study.tat_reader == first["signed"].actor == "dr.wang" and study.tat_edge_at == edge_min
     assert by_reader["dr.wang"]["until_acknowledged"]["n"] == 1
+
+
+def test_every_admin_figure_is_served_on_sqlite_as_relay_up_runs_it(tmp_path: Path):
+    from relay.config import Settings
+    from relay.county.context import County
+
+    url = f"sqlite:///{tmp_path / 'county.db'}"
+    upgrade(url)
+    embedded = County(Settings(data_dir=tmp_path / "var", database_url=url, broker_url=None))
+    try:
+        _seed(embedded.sessions)
+        with TestClient(create_app(embedded)) as client:
+            admin = login(client, embedded, "boss", Role.ADMIN)
+            window = {"since": T0.isoformat(), "until": (T0 + timedelta(days=20)).isoformat()}
+            body = client.get("/api/tat", params={**window, "group_by": "day"}, headers=admin).json()
+            want = expected("day", T0, T0 + timedelta(days=20))
+            assert sorted(body["groups"]) == sorted(want)
+            day = sorted(want)[5]
+            assert body["groups"][day]["reading"]["p50_s"] == pytest.approx(want[day]["reading"][1], abs=1e-3)
+            csv_text = client.get("/api/tat.csv", params=window, headers=admin).text
+            assert csv_text.startswith("\ufeffstudy_instance_uid,") and len(csv_text.splitlines()) == 1 + sum(
+                1 for t in TRUTH if T0 <= t["stamps"]["arrived"] < T0 + timedelta(days=20))  # type: ignore[index]
+            for path in ("/api/sla/breaches", "/api/readers/workload", "/api/edges", "/api/audit"):
+                assert client.get(path, headers=admin).status_code == 200, path
+            assert client.get("/api/audit/export.xml", headers=admin).text.rstrip().endswith("</AuditMessages>")
+    finally:
+        embedded.close()
