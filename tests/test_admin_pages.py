@@ -149,6 +149,14 @@ def test_the_turnaround_dashboard_draws_the_apis_figures_and_the_live_breaches(s
         assert qingshan.locator(".v50").text_content() == "12分钟" and qingshan.locator(".v90").text_content() == "14分钟"
         assert reading.locator("g.row[data-group=huxi] .v50").text_content() == "25分钟"
 
+        # Where the time goes: each township's stage medians, end to end in one bar.
+        for site, stages in api["groups"].items():
+            segs = page.locator(f"#stack g.row[data-group={site}] rect.seg")
+            drawn_segs = {segs.nth(i).get_attribute("data-stage"): _fig(segs.nth(i).get_attribute("data-value"))
+                          for i in range(segs.count())}
+            assert drawn_segs == {st: f["p50_s"] for st, f in stages.items()
+                                  if st not in ("arrival_to_signature", "end_to_end")}
+
         # The trend: one point per day of arrival, at the API's p50.
         days = page.request.get(f"{server}/api/tat?group_by=day&{window}").json()["groups"]
         dots = page.locator("#trend svg g.dots-p50_s circle")

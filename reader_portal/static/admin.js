@@ -97,6 +97,41 @@ function stageChart({ stage, title, rows, width = 620 }) {
   return root;
 }
 
+// Where the time goes: per group, the medians of the consecutive stages side by side in one
+// bar (a sum of medians, not the median of the sums: it shows proportions, not a total).
+const STAGE_COLORS = ["#5b8fb9", "#f2a541", "#e07a5f", "#1f6fb2", "#81b29a", "#9c89b8"];
+function stackChart({ rows, stages, width = 1240 }) {
+  const labelW = 110, valueW = 110, rowH = 30, top = 6, axisH = 22;
+  const plotW = width - labelW - valueW;
+  const total = (r) => stages.reduce((a, st) => a + (r.figures[st.key] ? r.figures[st.key].p50_s : 0), 0);
+  const scale = niceScale(Math.max(...rows.map(total)) * 1.02);
+  const x = (v) => labelW + (v / scale.top) * plotW;
+  const height = top + rows.length * rowH + axisH;
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, style: "width:100%;height:auto", class: "chart stack-chart",
+                            "data-scale-max": scale.top, role: "img" });
+  for (const t of ticks(scale)) {
+    root.append(svg("line", { x1: x(t), x2: x(t), y1: top - 2, y2: height - axisH + 2, stroke: PALETTE.grid }),
+                svg("text", { x: x(t), y: height - 6, "text-anchor": "middle", class: "tick" }, dur(t)));
+  }
+  rows.forEach((r, i) => {
+    const y = top + i * rowH;
+    const g = svg("g", { class: "row", "data-group": r.key },
+                  svg("text", { x: labelW - 8, y: y + rowH / 2 + 4, "text-anchor": "end", class: "label" }, r.label));
+    let at = 0;
+    stages.forEach((st, k) => {
+      const f = r.figures[st.key];
+      if (!f) return;
+      g.append(svg("rect", { x: x(at), y: y + 5, width: Math.max(0, x(at + f.p50_s) - x(at)), height: rowH - 10,
+                             fill: STAGE_COLORS[k % STAGE_COLORS.length], "data-stage": st.key, "data-value": f.p50_s, class: "seg" },
+                   tip(`${r.label} · ${st.label}: P50 ${dur(f.p50_s)} (${T.studies_n.replace("{n}", f.n)})`)));
+      at += f.p50_s;
+    });
+    g.append(svg("text", { x: x(at) + 8, y: y + rowH / 2 + 4, class: "value" }, svg("tspan", { class: "v50" }, dur(at))));
+    root.append(g);
+  });
+  return root;
+}
+
 // A trend over days or weeks: p50 and p90 lines of one stage, with the number of studies as
 // pale bars behind (their own scale, on the right).
 function trendChart({ points, title, width = 1040, height = 260 }) {
