@@ -142,6 +142,7 @@ def test_cine_plays_a_multiframe_and_a_stack_and_stops_when_paused(server, count
         log_in(page, server, "dr.wang", password, next_path=f"/portal/studies/{us}?lang=en")
         _loaded(page, "pane-main")
         assert page.locator("#cine-box").is_visible()
+        assert "Space: play/pause" in page.locator("#help").inner_text()
         assert page.input_value("#fps") == "30"  # the modality's own rate (Recommended Display Frame Rate)
         page.fill("#fps", "8")
         page.dispatch_event("#fps", "change")
