@@ -151,3 +151,14 @@ def test_postgresql_refuses_to_delete_audit_rows_even_old_ones(county):
     with county.sessions() as s, pytest.raises(Exception, match="append-only"):
         s.execute(AuditEvent.__table__.delete().where(AuditEvent.at < datetime.now(UTC) + timedelta(days=1)))
         s.commit()
+
+
+def test_every_action_the_relay_records_has_an_atna_event():
+    from relay.county.audit.atna import event_kind
+
+    for action in Action:
+        kind = event_kind(action.value)
+        assert kind.event_id.scheme == "DCM" and kind.action_code in {"C", "R", "U", "D", "E"}, action
+    assert (event_kind("report.sign").event_id.code, event_kind("report.sign").action_code) == ("110110", "U")
+    assert event_kind("report.addendum").action_code == "C"
+    assert event_kind("export").event_id.code == "110106"
