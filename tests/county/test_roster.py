@@ -133,3 +133,27 @@ def test_an_administrator_keeps_the_roster_and_anyone_at_the_county_sees_who_is_
         paths = client.get("/openapi.json").json()["paths"]
         assert {"/api/roster/shifts", "/api/roster/shifts/{shift_id}", "/api/roster/week",
                 "/api/roster/on-duty"} <= set(paths)
+
+
+def test_the_roster_assigns_on_sqlite_as_relay_up_runs_it(tmp_path):
+    from relay.config import Settings
+    from relay.county.context import County
+    from relay.county.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'county.db'}"
+    upgrade(url)
+    embedded = County(Settings(data_dir=tmp_path / "var", database_url=url, broker_url=None))
+    try:
+        site, _ = make_site(embedded)
+        reader(embedded, "dr.night", on_duty=False)
+        line(embedded, "dr.night", weekday=MONDAY, start="17:30", end="08:00", label="夜班")
+        uid = study(embedded, site, "CT")
+        assert round_at(embedded, local(TUESDAY, 9)) == (0, 0)  # the night is over
+        assert round_at(embedded, local(TUESDAY, 2)) == (1, 0)  # Monday's night, past midnight
+        assert holders(embedded) == {uid: "dr.night"}
+        with TestClient(create_app(embedded)) as client:
+            dr = login(client, embedded, "dr.li", Role.RADIOLOGIST)
+            (who,) = client.get("/api/roster/on-duty", params={"at": local(MONDAY, 23).isoformat()}, headers=dr).json()
+            assert who["username"] == "dr.night" and who["shift"]["label"] == "夜班"
+    finally:
+        embedded.close()
