@@ -118,6 +118,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "no_shifts": "无排班", "compare": "并排对比", "close_compare": "关闭对比", "link_scroll": "同步翻页",
         "current_study": "当前检查", "prior_study": "既往检查", "play": "播放", "pause": "暂停", "fps": "帧/秒",
         "cine_help": "空格：播放/暂停",
+        "switch_title": "手动值班开关（开启后不论排班，任何时间都在值班）",
         "name_changed": "患者姓名不一致", "name_changed_detail": "同一患者ID下登记了不同的姓名：{names}。请核对患者身份。",
     },
     "en": {
@@ -234,6 +235,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "no_shifts": "No shifts", "compare": "Compare", "close_compare": "Close comparison",
         "link_scroll": "Link scrolling", "current_study": "Current", "prior_study": "Prior",
         "play": "Play", "pause": "Pause", "fps": "fps", "cine_help": "Space: play/pause",
+        "switch_title": "Manual switch (on: on duty at any time, whatever the roster)",
         "name_changed": "Patient name differs",
         "name_changed_detail": "This patient ID comes with different names: {names}. Check the patient's identity.",
     },

@@ -59,8 +59,14 @@ def test_an_administrator_adds_a_shift_sees_who_is_on_duty_and_removes_it(server
         chip.locator("button").click()
         page.wait_for_selector("#now-list .nobody")
         assert chip.count() == 0
-    with county.sessions() as s:  # the form wrote to the real roster
-        assert s.execute(select(User.on_duty).where(User.username == "dr.wang")).scalar_one() is False
+
+        # the manual switch: on duty whatever the roster says
+        page.check("#switch-list input[data-user='dr.wang']")
+        page.wait_for_selector("#now-list .who[data-user='dr.wang']")
+        assert "手动值班" in page.locator("#now-list").inner_text()
+        page.screenshot(path=str(screenshot_path("roster-switch-zh")))
+    with county.sessions() as s:  # the page wrote to the real user
+        assert s.execute(select(User.on_duty).where(User.username == "dr.wang")).scalar_one() is True
 
 
 def test_a_reader_sees_the_roster_without_the_form(server, county):  # noqa: F811
