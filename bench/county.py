@@ -281,10 +281,13 @@ def statements_of(county: County, params: dict[str, str]) -> list[tuple[str, Any
 
 
 def run_bare(db: psycopg.Connection[Any], statements: list[tuple[str, Any]]) -> int:
-    """Run the statements with psycopg, fetching every row; rows of the last one."""
+    """Run the statements with psycopg in one transaction (as the app does: a SET LOCAL
+    among them lasts until its end), fetching every row; rows of the last one."""
     rows: list[Any] = []
-    for sql, parameters in statements:
-        rows = db.execute(sql, parameters).fetchall()
+    with db.transaction():
+        for sql, parameters in statements:
+            cursor = db.execute(sql, parameters)
+            rows = cursor.fetchall() if cursor.description else []
     return len(rows)
 
 
