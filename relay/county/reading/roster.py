@@ -139,6 +139,15 @@ def create_shift(*, session: Session, principal: Principal, username: str, weekd
     return shift
 
 
+def get_shift(*, session: Session, shift_id: int) -> tuple[DutyShift, User]:
+    """One roster line with its reader, or NotFound."""
+    row = session.execute(select(DutyShift, User).join(User, User.id == DutyShift.user_id)
+                          .where(DutyShift.id == shift_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no roster line {shift_id}")
+    return row[0], row[1]
+
+
 def delete_shift(*, session: Session, shift_id: int) -> None:
     """Remove a roster line (the reader's studies already assigned stay theirs)."""
     shift = session.get(DutyShift, shift_id)

@@ -10,10 +10,12 @@ from datetime import date, datetime, time, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from relay.county.audit.endpoints import audit
+from relay.county.audit.service import Action
 from relay.county.auth.deps import AdminDep, CountyDep, PrincipalDep, SessionDep
 from relay.county.auth.service import Principal, now_utc
 from relay.county.db.models import DutyShift, User
@@ -117,21 +119,35 @@ def list_shifts(_who: CountyStaffDep, session: SessionDep,
     return [_shift_out(s, u) for s, u in roster.list_shifts(session=session, since=since)]
 
 
+def _describe(out: ShiftOut) -> str:
+    when = f"weekday {out.weekday}" if out.weekday is not None else f"date {out.on_date}"
+    return f"{'leave' if out.leave else 'shift'} #{out.id} {when} {out.start}-{out.end} {out.label}".strip()
+
+
 @router.post("/shifts", response_model=ShiftOut, status_code=201)
-def create_shift(body: ShiftIn, admin: AdminDep, session: SessionDep) -> ShiftOut:
+def create_shift(body: ShiftIn, admin: AdminDep, session: SessionDep, county: CountyDep,
+                 request: Request) -> ShiftOut:
     """Add a line: weekly (``weekday``) or on one date (``on_date``), or a dated leave."""
     shift = roster.create_shift(session=session, principal=admin, username=body.username, weekday=body.weekday,
                                 on_date=body.on_date, start=body.start, end=body.end, label=body.label,
                                 leave=body.leave)
     user = session.get(User, shift.user_id)
     assert user is not None
-    return _shift_out(shift, user)
+    out = _shift_out(shift, user)
+    audit(county, request, admin, Action.USER_UPDATE, object_type="user", object_id=user.username,
+          detail=f"roster: added {_describe(out)}")
+    return out
 
 
 @router.delete("/shifts/{shift_id}", status_code=204, response_class=Response)
-def delete_shift(shift_id: int, _admin: AdminDep, session: SessionDep) -> Response:
+def delete_shift(shift_id: int, admin: AdminDep, session: SessionDep, county: CountyDep,
+                 request: Request) -> Response:
     """Remove a line; studies its reader already holds stay theirs."""
+    found = roster.get_shift(session=session, shift_id=shift_id)
+    out = _shift_out(*found)
     roster.delete_shift(session=session, shift_id=shift_id)
+    audit(county, request, admin, Action.USER_UPDATE, object_type="user", object_id=out.username,
+          detail=f"roster: removed {_describe(out)}")
     return Response(status_code=204)
 
 
