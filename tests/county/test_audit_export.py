@@ -162,3 +162,30 @@ def test_every_action_the_relay_records_has_an_atna_event():
     assert (event_kind("report.sign").event_id.code, event_kind("report.sign").action_code) == ("110110", "U")
     assert event_kind("report.addendum").action_code == "C"
     assert event_kind("export").event_id.code == "110106"
+
+
+
+def test_report_drafts_signatures_addenda_and_user_changes_are_in_the_audit_trail(county):
+    (uid,) = queue_studies(county, 1)
+    with TestClient(create_app(county)) as client:
+        admin = _login(client, county, "boss", Role.ADMIN)
+        dr = _login(client, county, "dr.wang", Role.RADIOLOGIST)
+        client.post("/api/signing-keys", json={"signing_password": "sign-me-please"}, headers=dr)
+        client.post(f"/api/worklist/{uid}/claim", headers=dr)
+        first = client.post(f"/api/studies/{uid}/reports", json={"template": "chest-pa"}, headers=dr).json()
+        client.patch(f"/api/reports/{first['id']}", json={"impression": "两肺未见异常。"}, headers=dr)
+        client.post(f"/api/reports/{first['id']}/sign", json={"signing_password": "sign-me-please"}, headers=dr)
+        add = client.post(f"/api/studies/{uid}/reports", json={}, headers=dr).json()
+        assert client.patch("/api/users/dr.wang", json={"competences": "CT,DX"},
+                            headers=admin).status_code == 200
+        trail = client.get("/api/audit", params={"limit": 100}, headers=admin).json()
+    done = [(e["actor"], e["action"], e["object_type"], e["object_id"]) for e in trail]
+    assert ("dr.wang", "report.draft", "study", uid) in done
+    assert ("dr.wang", "report.draft", "report", str(first["id"])) in done
+    assert ("dr.wang", "report.sign", "report", str(first["id"])) in done
+    assert ("dr.wang", "report.addendum", "study", uid) in done
+    assert ("boss", "user.update", "user", "dr.wang") in done
+    assert not any("两肺" in e["detail"] for e in trail)  # report text stays out of the trail
+    with TestClient(create_app(county)) as client:
+        assert client.get("/api/audit/verify", headers=admin).json()["ok"] is True
+    assert add["revision"] == 2

@@ -11,6 +11,8 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from relay.county.audit.endpoints import audit
+from relay.county.audit.service import Action
 from relay.county.auth import service
 from relay.county.auth.deps import AdminDep, CountyDep, PrincipalDep, SessionDep
 from relay.county.auth.login import audit_login, password_login
@@ -70,7 +72,8 @@ class DutyOut(BaseModel):
 
 
 @users_router.patch("/{username}", response_model=DutyOut)
-def set_duty(username: str, body: DutyIn, _admin: AdminDep, session: SessionDep) -> DutyOut:
+def set_duty(username: str, body: DutyIn, admin: AdminDep, session: SessionDep,
+             county: CountyDep, request: Request) -> DutyOut:
     """Put a reader on or off duty and set what they read (automatic assignment uses both)."""
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     if user is None:
@@ -80,4 +83,7 @@ def set_duty(username: str, body: DutyIn, _admin: AdminDep, session: SessionDep)
     if body.competences is not None:
         user.competences = body.competences.upper().replace(" ", "")
     session.commit()
+    changed = ", ".join(f"{k}={v}" for k, v in body.model_dump(exclude_none=True).items())
+    audit(county, request, admin, Action.USER_UPDATE, object_type="user",
+          object_id=user.username, detail=changed)
     return DutyOut(username=user.username, role=user.role, on_duty=user.on_duty, competences=user.competences)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from relay.county.audit.endpoints import audit
+from relay.county.audit.service import Action
 from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.db.models import Report
 from relay.county.errors import NotFound
@@ -106,22 +108,31 @@ def study_reports(study_uid: str, principal: PrincipalDep, session: SessionDep) 
 
 
 @reports_router.post("/studies/{study_uid}/reports", response_model=ReportOut, status_code=201)
-def create_draft(study_uid: str, body: DraftIn, principal: PrincipalDep, session: SessionDep) -> ReportOut:
+def create_draft(study_uid: str, body: DraftIn, principal: PrincipalDep, session: SessionDep,
+                 county: CountyDep, request: Request) -> ReportOut:
     """Start the report (from a template), or an addendum once the report is signed."""
-    return _report_out(service.create_draft(session=session, principal=principal, study_uid=study_uid,
-                                            template_key=body.template))
+    report = service.create_draft(session=session, principal=principal, study_uid=study_uid,
+                                  template_key=body.template)
+    action = Action.REPORT_ADDENDUM if report.revision > 1 else Action.REPORT_DRAFT
+    audit(county, request, principal, action, object_type="study", object_id=study_uid,
+          detail=f"report {report.id} revision {report.revision}")
+    return _report_out(report)
 
 
 @reports_router.patch("/reports/{report_id}", response_model=ReportOut)
-def update_draft(report_id: int, body: ReportIn, principal: PrincipalDep, session: SessionDep) -> ReportOut:
+def update_draft(report_id: int, body: ReportIn, principal: PrincipalDep, session: SessionDep,
+                 county: CountyDep, request: Request) -> ReportOut:
     """Edit a draft; a signed report answers 409."""
-    return _report_out(service.update_draft(session=session, principal=principal, report_id=report_id,
-                                            changes=body.model_dump()))
+    report = service.update_draft(session=session, principal=principal, report_id=report_id,
+                                  changes=body.model_dump())
+    audit(county, request, principal, Action.REPORT_DRAFT, object_type="report",
+          object_id=str(report.id), detail=f"revision {report.revision} edited")
+    return _report_out(report)
 
 
 @reports_router.post("/reports/{report_id}/sign", response_model=ReportOut)
 def sign_report(report_id: int, body: SignIn, principal: PrincipalDep, session: SessionDep,
-                county: CountyDep) -> ReportOut:
+                county: CountyDep, request: Request) -> ReportOut:
     """Sign with the reader's key (the signing password unlocks it for this signature only);
     the signed report is queued for delivery to the study's township."""
     signed = service.sign(session=session, principal=principal, report_id=report_id,
@@ -131,6 +142,8 @@ def sign_report(report_id: int, body: SignIn, principal: PrincipalDep, session: 
     except Exception:  # the signed document still travels; the renderings can be rebuilt
         log.exception("could not build the SR/PDF of report %d", report_id)
         delivery.mark_ready(session=session, report_id=report_id)
+    audit(county, request, principal, Action.REPORT_SIGN, object_type="report",
+          object_id=str(signed.id), detail=f"revision {signed.revision} signed")
     return _report_out(signed)
 
 
