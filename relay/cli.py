@@ -278,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--display-name")
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     create.add_argument("--competences", help="a reader's modalities, e.g. CT,DX,ECG (default: all)")
-    create.add_argument("--on-duty", action="store_true", help="automatic assignment gives the reader studies")
+    create.add_argument("--on-duty", action="store_true",
+                        help="manual on-duty switch: on duty whatever the roster says "
+                        "(/portal/roster); without it the duty roster decides")
     create.set_defaults(func=cmd_users)
     sites = sub.add_parser("sites", help="manage township sites")
     sites_sub = sites.add_subparsers(dest="sites_command", required=True)
