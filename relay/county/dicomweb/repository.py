@@ -60,6 +60,7 @@ So the repository decides, after counting the matching patients up to this many
 
 
 def _name_match(value: str) -> Any:
+    """PatientName with DICOM wildcards, matched in any component group."""
     pattern = _like(value)
     if value.startswith("*"):  # already matches inside any component group
         return Patient.name.like(pattern, escape="\\")
@@ -141,7 +142,8 @@ def search_studies(session: Session, q: StudyQuery, *, name_fanout: int = NAME_F
     if q.patient_name and session.get_bind().dialect.name == "postgresql":
         # psycopg prepares a statement run 5 times; PostgreSQL may then reuse a plan made
         # without the pattern, and '%伟' or '丁%' need opposite plans (measured: a 3 ms seq
-        # scan became a 10 ms scan of the whole trigram index). Plan each search afresh.
+        # scan became a 10 ms scan of the whole trigram index). Plan with the values until
+        # this transaction ends.
         session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     if q.patient_name and name_fanout > 0 and _few_patients_named(session, q.patient_name, name_fanout):
         return session.execute(_gathered_statement(q)).all()
