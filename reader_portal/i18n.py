@@ -66,6 +66,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_study.open": "打开检查", "act_study.claim": "认领检查", "act_study.release": "释放检查",
         "act_user.create": "创建用户", "act_site.create": "登记乡镇", "act_site.revoke": "吊销乡镇凭据",
         "act_dead_letter.retry": "重试失败任务", "act_export": "导出数据",
+        "act_user.update": "修改用户", "act_report.draft": "保存报告草稿", "act_report.sign": "签发报告",
+        "act_report.addendum": "补充报告", "obj_report": "报告", "obj_user": "用户",
         "obj_tat.csv": "TAT报表", "obj_study": "检查",
         # --- end of the administrator's pages ---
         "title": "县域影像心电诊断中心", "worklist": "待诊断列表", "login": "登录",
@@ -182,6 +184,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_study.open": "study opened", "act_study.claim": "study claimed", "act_study.release": "study released",
         "act_user.create": "user created", "act_site.create": "site created", "act_site.revoke": "site revoked",
         "act_dead_letter.retry": "dead letter retried", "act_export": "export",
+        "act_user.update": "user changed", "act_report.draft": "report draft", "act_report.sign": "report signed",
+        "act_report.addendum": "addendum", "obj_report": "report", "obj_user": "user",
         "obj_tat.csv": "TAT report", "obj_study": "study",
         # --- end of the administrator's pages ---
         "title": "County imaging and ECG reading centre", "worklist": "Worklist", "login": "Log in",

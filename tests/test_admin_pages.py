@@ -393,3 +393,10 @@ def test_the_pages_say_so_when_there_is_nothing_yet(server, county):  # noqa: F8
             page.goto(f"{server}/portal/admin/{path}")
             page.wait_for_selector(f"td:has-text('{empty}')")
         assert errors == []
+
+
+def test_every_audit_action_has_a_label_in_both_languages():
+    from reader_portal.i18n import STRINGS
+
+    missing = [(lang, a.value) for lang, t in STRINGS.items() for a in Action if f"act_{a.value}" not in t]
+    assert missing == []
