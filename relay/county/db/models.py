@@ -143,6 +143,8 @@ class Patient(Base):
         # QIDO-RS PatientName wildcards (LIKE '王%', '%=王%'): trigrams, PostgreSQL only (0017)
         Index("ix_patients_name_trgm", "name", postgresql_using="gin",
               postgresql_ops={"name": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        # a name search walking the studies reads each one's patient name from here (0017)
+        Index("ix_patients_id_name", "id", "name"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(64))
@@ -157,10 +159,11 @@ class Study(Base):
 
     __tablename__ = "studies"
     # QIDO-RS lists newest first (study_date DESC, id DESC) with a limit: walked backwards,
-    # this index answers that without sorting every study, and serves StudyDate ranges.
+    # this index answers that without sorting every study, and serves StudyDate ranges;
+    # patient_pk in it lets a PatientName walk check names without reading study rows.
     # A PatientName search matching few patients orders their studies from
-    # (patient_pk, study_date, id) alone (an index-only scan; migration 0017).
-    __table_args__ = (Index("ix_studies_study_date_id", "study_date", "id"),
+    # (patient_pk, study_date, id) alone (index-only scans; migration 0017).
+    __table_args__ = (Index("ix_studies_study_date_id_patient_pk", "study_date", "id", "patient_pk"),
                       Index("ix_studies_patient_pk_study_date", "patient_pk", "study_date", "id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_uid: Mapped[str] = mapped_column(UID, unique=True)

@@ -108,9 +108,10 @@ _NEWEST_FIRST = (Study.study_date.desc(), Study.id.desc())
 def search_statement(q: StudyQuery) -> Select[Any]:
     """One page of matching studies, newest first, walking the studies (see NAME_FANOUT)."""
     rows = select(*_result_columns()).join(Patient, Patient.id == Study.patient_pk)
-    if not q.offset:
+    if not q.offset and not q.patient_name:
         return _filter(rows, q).order_by(*_NEWEST_FIRST).limit(q.limit)
-    # a later page: find its ids first, else the counts are computed for every skipped row too
+    # Find the page's ids first: for a later page, else the counts are computed for every
+    # skipped row too; for a name, so that the walk reads indexes only (migration 0017).
     keys = select(Study.id)
     if q.patient_name or q.patient_id:
         keys = keys.join(Patient, Patient.id == Study.patient_pk)
