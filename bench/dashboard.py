@@ -230,12 +230,13 @@ def measure(base: str, token: str, n: int, now: datetime) -> list[tuple[str, lis
 
 
 def peer(dsn: str, n: int, now: datetime, explain: bool) -> list[float]:
-    """The SQL of /api/tat?group_by=site over 30 days, bare."""
+    """The SQL of /api/tat?group_by=site over 30 days, bare (with the work_mem the app sets)."""
     stmt = repository.stage_percentiles_statement(since=now - timedelta(days=30), until=now, group_by="site",
                                                   zone=ZONE, stages=service.STAGES)
     sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))  # type: ignore[no-untyped-call]
     times = []
     with psycopg.connect(dsn) as conn:
+        conn.execute(f"SET work_mem = '{repository.DASHBOARD_WORK_MEM}'")  # type: ignore[arg-type]
         if explain:
             for row in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql):  # type: ignore[arg-type]
                 print(row[0])
