@@ -87,7 +87,8 @@ def _publish_events_while_running(settings: Settings, county: Any) -> None:
     from relay.county.events.publisher import EventPublisher
 
     stop = threading.Event()
-    publisher = EventPublisher(settings.broker_url or "", county.sessions)
+    publisher = EventPublisher(settings.broker_url or "", county.sessions,
+                               retention_hours=settings.outbox_retention_hours)
 
     def _start(**_kwargs: Any) -> None:
         threading.Thread(target=publisher.run, args=(stop,), name="events", daemon=True).start()
