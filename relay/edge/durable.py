@@ -30,3 +30,18 @@ def write_durably(data: bytes, *, final: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(final)
         raise
+
+
+def make_dirs(path: Path) -> None:
+    """Create folder ``path`` and its missing ancestors so that each one's name is
+    durable: the parent is fsynced after every folder created in it. (A folder made
+    with ``mkdir(parents=True)`` and never its parent fsynced can vanish, with all
+    it holds, in a power cut: tests/edge/test_power_loss.py.)"""
+    missing = []
+    folder = path
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+        fsync_dir(created.parent)

@@ -17,6 +17,7 @@ import httpx
 import relay
 from relay.config import Settings
 from relay.edge.http import county_client
+from relay.edge.durable import make_dirs
 from relay.edge.spool import JOURNAL_NAME, read_counts
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def sent_bytes(settings: Settings) -> int:
 def build_heartbeat(settings: Settings, meter: GoodputMeter) -> dict[str, Any]:
     """The heartbeat body (relay.county.edges.schemas.HeartbeatIn)."""
     counts = read_counts(settings.edge_spool_dir)
-    settings.edge_spool_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(settings.edge_spool_dir)
     return {
         "edge_time": datetime.now(UTC).isoformat(),
         "spool_instances": counts.pending if counts else 0,

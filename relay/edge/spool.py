@@ -58,7 +58,7 @@ from typing import TextIO
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import IngestOutcome, Priority
 from relay.edge import completeness, durable
-from relay.edge.durable import fsync_dir
+from relay.edge.durable import fsync_dir, make_dirs
 from relay.edge.completeness import StudyInfo, StudyPolicy, StudyRow
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,7 @@ class Spool:
             self._make_layout()
             self._conn = _connect(self.root / JOURNAL_NAME)
             self._migrate()
+            fsync_dir(self.root)  # the journal's own name (and -wal), when just created
             self._recover()
         except BaseException:
             self._lock_fh.close()
@@ -281,7 +282,7 @@ class Spool:
 
     # --- lifecycle -------------------------------------------------------------------
     def _take_folder_lock(self) -> TextIO:
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         fh = open(self.root / LOCK_NAME, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

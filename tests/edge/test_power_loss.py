@@ -10,10 +10,10 @@ is reopened from the disk (its recovery runs) and checked: every acknowledged
 instance has a journal row whose file holds exactly the acknowledged bytes, and no
 row points at a missing or partial file.
 
-The spool folder (``<data dir>/edge``) is on the disk before the power is cut, as
-it is for an edge that has run before. On the very first start it is not (the edge
-creates it and never fsyncs its parent folder): that case is the strict xfail below,
-until relay/edge/spool.py makes the folder's own name durable.
+Two cases: an edge that has run before (its spool folder is on the disk), and the very
+first start, where the edge creates the spool folder itself. The second found a real
+bug: the folder was made with mkdir(parents=True) and its parent never fsynced, so a
+power cut could take the whole spool, journal included (now relay.edge.durable.make_dirs).
 """
 
 from __future__ import annotations
@@ -190,9 +190,6 @@ def test_every_acknowledged_instance_survives_power_cut(
     assert problems == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "relay/edge/spool.py creates the spool folder (<data dir>/edge) and fsyncs the "
-    "folder itself, never its parent: after a power cut the whole spool may be gone"))
 def test_acknowledged_instances_survive_power_cut_on_first_start(
     series: dict[str, Sent], fresh_powerfs: PowerFS, tmp_path: Path,
     dcmtk: Callable[..., subprocess.CompletedProcess[str]],
