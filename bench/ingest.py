@@ -75,12 +75,24 @@ def edge(folder: Path) -> Iterator[int]:
         proc.stop()
 
 
+SHIM_SOURCE = Path(__file__).with_name("fsync_on_close.c")
+
+
+def build_shim(folder: Path) -> Path:
+    """Compile bench/fsync_on_close.c (an LD_PRELOAD shim) with the system C compiler."""
+    shim = folder / "fsync_on_close.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(SHIM_SOURCE), "-ldl"],
+                   check=True)
+    return shim
+
+
 @contextmanager
-def storescp(folder: Path) -> Iterator[int]:
+def storescp(folder: Path, *, preload: Path | None = None) -> Iterator[int]:
     port, out = free_port(), folder / "storescp"
     out.mkdir()
+    env = dcmtk_env() if preload is None else {**dcmtk_env(), "LD_PRELOAD": str(preload)}
     proc = subprocess.Popen(["storescp", "-aet", AE, "-od", str(out), str(port)],
-                            env=dcmtk_env(), stdout=subprocess.DEVNULL,
+                            env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
@@ -125,7 +137,9 @@ def run(*, trials: int, count: int, with_orthanc: bool) -> dict[str, list[float]
     with tempfile.TemporaryDirectory(prefix="bench-ct-") as tmp:
         series = [write_ct_series(Path(tmp) / f"s{n}", count=count, seed=f"bench-ingest-{n}")
                   for n in range(4)]
-        targets = {"edge": edge, "storescp": storescp}
+        shim = build_shim(Path(tmp))
+        targets = {"edge": edge, "storescp": storescp,
+                   "storescp_fsync": lambda folder: storescp(folder, preload=shim)}
         if with_orthanc:
             targets["orthanc"] = orthanc
         times: dict[str, list[float]] = {
@@ -144,10 +158,12 @@ def report(times: dict[str, list[float]], *, count: int) -> None:
     med = {name: statistics.median(values) for name, values in times.items()}
     base = med["storescp"]
     print(f"\n{count} instances x {len(times['edge'])} trials, medians (min-max):")
-    for name in ("storescp", "edge", "orthanc"):
+    for name in ("storescp", "storescp_fsync", "edge", "orthanc"):
         if name in med:
-            print(f"  {name:9s} {med[name]:6.2f} s ({min(times[name]):.2f}-"
+            print(f"  {name:14s} {med[name]:6.2f} s ({min(times[name]):.2f}-"
                   f"{max(times[name]):.2f})  {med[name] / base:5.2f} x storescp")
+    print(f"  edge / (storescp + fsync of each file and its folder): "
+          f"{med['edge'] / med['storescp_fsync']:.2f}")
     one, four = count / med["edge"], 4 * count / med["edge_x4"]
     print(f"  edge, 4 senders at once: {med['edge_x4']:.2f} s for {4 * count} instances: "
           f"{four:.0f}/s vs {one:.0f}/s with one sender = {four / one:.2f} x")

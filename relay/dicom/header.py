@@ -9,12 +9,15 @@ knows them), so Chinese names come out exact.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import AllTransferSyntaxes
+from pydicom.valuerep import VR
 
 from relay.dicom.keys import check_uid
 
@@ -108,8 +111,139 @@ def ids_from_dataset(ds: Dataset) -> InstanceIds:
 
 
 def read_ids(data: bytes) -> InstanceIds:
-    """Parse only the four routing UIDs; raise InvalidInstance naming what is wrong."""
+    """Parse only the four routing UIDs; raise InvalidInstance naming what is wrong.
+
+    The common case (Explicit VR Little Endian, including every encapsulated syntax) is
+    read by ``scan_ids``, a direct walk of the top-level elements that costs ~15 us
+    instead of pydicom's ~400 us on the edge's C-STORE path; anything it does not
+    fully understand goes to pydicom, which also gives the errors their wording."""
+    fast = scan_ids(data)
+    if fast is not None:
+        return fast
     return ids_from_dataset(_parse(data, specific_tags=_ID_TAGS))
+
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+"""Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2)."""
+_SHORT_VRS = frozenset(vr.value.encode() for vr in VR) - _LONG_VRS - {b"NONE"}
+"""The other VRs pydicom knows: a 2-byte length. Anything else is not read here."""
+_EXPLICIT_LE = frozenset(str(ts) for ts in AllTransferSyntaxes
+                         if ts.is_little_endian and not ts.is_implicit_VR and not ts.is_deflated)
+"""Known transfer syntaxes whose dataset is Explicit VR Little Endian as stored (every
+encapsulated one); implicit VR, big endian, deflated or unknown: left to pydicom."""
+_WANTED = {0x00080016: "sop_class_uid", 0x00080018: "sop_uid", 0x0020000D: "study_uid",
+           0x0020000E: "series_uid"}
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_MAX_DEPTH = 8
+
+
+def _element(data: bytes, offset: int) -> tuple[int, int, int] | None:
+    """(tag, value offset, value length) of the Explicit VR LE element at ``offset``."""
+    if offset + 8 > len(data):
+        return None
+    group, elem = struct.unpack_from("<HH", data, offset)
+    tag = group << 16 | elem
+    if group == 0xFFFE:  # item and delimiters have no VR
+        return tag, offset + 8, struct.unpack_from("<I", data, offset + 4)[0]
+    vr = data[offset + 4:offset + 6]
+    if vr in _LONG_VRS:
+        if offset + 12 > len(data):
+            return None
+        return tag, offset + 12, struct.unpack_from("<I", data, offset + 8)[0]
+    if vr not in _SHORT_VRS:
+        return None
+    return tag, offset + 8, struct.unpack_from("<H", data, offset + 6)[0]
+
+
+def _skip_undefined(data: bytes, offset: int, end_tag: int, depth: int) -> int | None:
+    """Offset after the delimiter ``end_tag`` of an undefined-length sequence or item
+    whose content starts at ``offset``; None if anything is not as expected."""
+    if depth > _MAX_DEPTH:
+        return None
+    while True:
+        element = _element(data, offset)
+        if element is None:
+            return None
+        tag, value, length = element
+        if tag == end_tag:
+            return value
+        if length == _UNDEFINED:
+            inner_end = _ITEM_END if tag == _ITEM else _SEQUENCE_END
+            after = _skip_undefined(data, value, inner_end, depth + 1)
+            if after is None:
+                return None
+            offset = after
+        else:
+            offset = value + length
+
+
+def _meta_transfer_syntax(data: bytes) -> tuple[str, int] | None:
+    """The file meta's Transfer Syntax UID and where the dataset starts."""
+    if len(data) < 144 or data[128:140] != b"DICM\x02\x00\x00\x00UL\x04\x00":
+        return None  # not a (0002,0000) UL of 4 bytes first
+    end = 144 + struct.unpack_from("<I", data, 140)[0]
+    offset, syntax = 144, None
+    while offset < end:
+        element = _element(data, offset)
+        if element is None or element[0] >> 16 != 0x0002:
+            return None
+        tag, value, length = element
+        if tag == 0x00020010:
+            if data[offset + 4:offset + 6] != b"UI":
+                return None
+            syntax = data[value:value + length].rstrip(b"\0 ").decode("ascii", "replace")
+        offset = value + length
+    return (syntax, end) if syntax and offset == end else None
+
+
+def scan_ids(data: bytes) -> InstanceIds | None:
+    """The routing UIDs of an Explicit VR Little Endian Part 10 file, by walking its
+    top-level elements (lengths checked, sequences skipped) up to the pixel data, as
+    pydicom's ``stop_before_pixels`` read does; None whenever the bytes are anything
+    but a regular dataset of that kind (then ``read_ids`` asks pydicom, which also
+    words the error). Never more lenient than pydicom: a fuzz test holds it to that."""
+    meta = _meta_transfer_syntax(data)
+    if meta is None or meta[0] not in _EXPLICIT_LE:
+        return None
+    syntax, offset = meta
+    found: dict[str, str] = {}
+    previous = -1
+    while offset < len(data):
+        element = _element(data, offset)
+        if element is None:
+            return None
+        tag, value, length = element
+        if tag <= previous or tag >> 16 == 0xFFFE:
+            return None
+        if tag >= 0x7FE00008:  # float, double or integer pixel data: where pydicom stops
+            break
+        previous = tag
+        if length == _UNDEFINED:
+            after = _skip_undefined(data, value, _SEQUENCE_END, 1)
+            if after is None:
+                return None
+            offset = after
+            continue
+        if value + length > len(data):
+            return None
+        name = _WANTED.get(tag)
+        if name is not None:
+            if data[offset + 4:offset + 6] != b"UI":
+                return None
+            text = data[value:value + length].rstrip(b"\0 ").decode("ascii", "replace").strip()
+            try:
+                found[name] = check_uid(text)
+            except ValueError:
+                return None
+        elif tag == 0x00080005 and (data[offset + 4:offset + 6] != b"CS"
+                                    or b"\0" in data[value:value + length].rstrip(b"\0 ")):
+            return None  # pydicom always decodes the character set, and fails on this
+        offset = value + length
+    if len(found) != len(_WANTED):
+        return None
+    return InstanceIds(transfer_syntax_uid=syntax, **found)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
