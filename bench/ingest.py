@@ -9,6 +9,9 @@ receiver with an empty store, so nothing is a duplicate:
   its directory and the journal before each Success; county URL unreachable, so the
   forwarder idles and the page is off)
 * storescp: DCMTK `storescp -od DIR` (no fsync: the floor of what a DICOM store costs)
+* storescp_fsync: the same under bench/fsync_on_close.c (LD_PRELOAD), which fsyncs
+  each file and its folder as storescp closes it, before its response: the edge's
+  durability without the edge (no journal)
 * orthanc: Debian's Orthanc with a JSON config of its own (it fsyncs by default)
 
 Then 4 concurrent storescu (4 different series) against one edge versus 1, as
@@ -18,12 +21,14 @@ The issue's targets: edge <= 1.25 x storescp, edge <= orthanc, 4 senders >= 1.6 
 
     .venv/bin/python -m bench.ingest [--trials 5] [--count 300] [--skip-orthanc]
 
-Measured 2026-11-23 (2 vCPUs, shared with other jobs, load ~3; medians of 5):
-storescp 0.66 s, edge 3.69 s (5.6 x storescp), orthanc 1.95 s (3.0 x); edge with 4
-senders 1.24 x one sender, storescp with 4 senders 1.01 x (the machine does not scale
-either). Where an edge instance goes (~10-12 ms): pynetdicom alone, with a handler
-that stores nothing, ~5.5 ms (1.64-1.7 s per 300); durable write (fsync file +
-directory) ~2-4 ms; journal commit ~1 ms; hashing, copying, parsing ~1-2 ms.
+Measured 2026-11-23, session 2 (2 vCPUs, load average ~0.7-0.9; medians of 5):
+storescp 0.31 s, storescp+fsync 0.49 s (1.57 x storescp: the fsyncs alone already
+exceed the 1.25 x target), edge 0.87 s (2.80 x storescp, 1.78 x storescp+fsync),
+orthanc 1.23 s; edge / orthanc 0.71; edge with 4 senders 1.48 x one sender, storescp
+1.03 x. Session 1, on pynetdicom's server: edge 5.6 x storescp, 1.9 x Orthanc.
+Where an edge instance goes now (~2.9 ms, an in-process split): the C-STORE's 512 KB
+arriving ~0.9 ms (hashed as it comes), the write and fsync of file and folder ~1.1 ms,
+the journal commit (WAL fsync) ~0.45 ms, the rest < 0.2 ms.
 """
 
 from __future__ import annotations
