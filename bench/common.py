@@ -72,3 +72,35 @@ def serve_app(app: Any, *, start_timeout_s: float = 30.0) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+PG_ADMIN_DSN = os.environ.get("RELAY_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+"""Where benchmarks create (and drop) their PostgreSQL databases."""
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile by the nearest-rank method."""
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
+
+
+@contextmanager
+def fresh_database(prefix: str) -> Iterator[tuple[str, str]]:
+    """(SQLAlchemy URL, psycopg DSN) of a new database, migrated to head; dropped after."""
+    import uuid
+
+    import psycopg
+
+    from relay.county.db.migrate import upgrade
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    dsn = f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
+    try:
+        url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+        upgrade(url)
+        yield url, dsn
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]

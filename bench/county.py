@@ -60,12 +60,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import event, func, select
 
-from bench.common import REPO, serve_app
+from bench.common import REPO, fresh_database, pct, serve_app
 from relay.config import Settings
 from relay.county.auth import service as auth
 from relay.county.context import County
 from relay.county.db.engine import session_scope
-from relay.county.db.migrate import upgrade
 from relay.county.db.models import Instance, RenderResult, Site
 from relay.county.dicomweb import repository
 from relay.county.ingest.service import Upload, ingest_instance
@@ -74,7 +73,6 @@ from relay.dicom import wire
 from relay.dicom.vocab import Priority, Role
 from reader_portal.app import create_app
 
-PG_ADMIN_DSN = os.environ.get("RELAY_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("RELAY_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 RUN_ID = uuid.uuid4().hex[:8]
 QIDO_TARGET_MS, RENDER_TARGET_MS = 50.0, 150.0
@@ -112,33 +110,12 @@ class Env:
 
 
 # --- helpers ---------------------------------------------------------------------------
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
-
-
 def fmt(values: list[float]) -> str:
     return f"p50 {statistics.median(values):.1f} / p95 {pct(values, 95):.1f} / max {max(values):.1f} ms"
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-@contextmanager
-def fresh_database() -> Iterator[tuple[str, str]]:
-    """(SQLAlchemy URL, psycopg DSN) of a new database, migrated to head; dropped after."""
-    name = f"relay_bench_{RUN_ID}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
-    try:
-        url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-        upgrade(url)
-        yield url, dsn
-    finally:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -521,7 +498,7 @@ def main() -> None:
     from tests.servers import start_seaweedfs
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-county-") as tmp_s, fresh_database() as (url, dsn):
+    with tempfile.TemporaryDirectory(prefix="bench-county-") as tmp_s, fresh_database("relay_bench") as (url, dsn):
         tmp = Path(tmp_s)
         seaweed = start_seaweedfs(tmp / "seaweedfs")
         settings = Settings(data_dir=tmp / "var", database_url=url, broker_url=AMQP_URL,

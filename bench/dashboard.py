@@ -35,11 +35,9 @@ The work of a TAT query grows with the studies in its window, not with the histo
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -49,17 +47,14 @@ import httpx
 import psycopg
 from sqlalchemy.dialects import postgresql
 
-from bench.common import serve_app
+from bench.common import fresh_database, pct, serve_app
 from relay.config import Settings
 from relay.county.auth import service as auth
 from relay.county.context import County
 from relay.county.db.engine import session_scope
-from relay.county.db.migrate import upgrade
 from relay.county.tat import repository, service
 from relay.dicom.vocab import Role
 
-PG_ADMIN_DSN = os.environ.get("RELAY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-RUN_ID = uuid.uuid4().hex[:8]
 TARGET_MS = 300.0
 N_SITES, N_READERS = 30, 15
 ZONE = "Asia/Shanghai"
@@ -67,27 +62,6 @@ ZONE = "Asia/Shanghai"
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
-
-
-@contextmanager
-def fresh_database() -> Iterator[tuple[str, str]]:
-    """(SQLAlchemy URL, psycopg DSN) of a new database, migrated to head; dropped after."""
-    name = f"relay_bench_dash_{RUN_ID}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
-    try:
-        url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-        upgrade(url)
-        yield url, dsn
-    finally:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def setup_people(county: County) -> None:
@@ -258,7 +232,7 @@ def main() -> None:
     from reader_portal.app import create_app
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp, fresh_database() as (url, dsn):
+    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp, fresh_database("relay_bench_dash") as (url, dsn):
         settings = Settings(data_dir=Path(tmp) / "var", database_url=url, broker_url=None,
                             log_level="WARNING", timezone=ZONE)
         county = County(settings)
