@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 import statistics
@@ -104,3 +104,27 @@ def fresh_database(prefix: str) -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def storescu_successes(port: int, files: Iterable[str], *, calling_ae: str,
+                       called_ae: str = "RELAY_EDGE", timeout_s: float = 600.0) -> Iterator[str]:
+    """Run `storescu -v` of ``files`` (one association) and yield each file's path as
+    storescu gets a Success response for it: the instances a receiver has promised to
+    keep. The caller may act between two (kill the receiver, cut the power); the
+    generator ends when storescu exits, and storescu never outlives it."""
+    proc = subprocess.Popen(
+        ["storescu", "-v", "-aet", calling_ae, "-aec", called_ae, "127.0.0.1", str(port),
+         *files], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dcmtk_env())
+    assert proc.stdout is not None
+    current: str | None = None
+    try:
+        for line in proc.stdout:  # ends when storescu exits (receiver gone or all sent)
+            if line.startswith("I: Sending file: "):
+                current = line.removeprefix("I: Sending file: ").strip()
+            elif line.startswith("I: Received Store Response (Success)") and current:
+                yield current
+        proc.wait(timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

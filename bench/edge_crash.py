@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import random
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pydicom
 
-from bench.common import free_port
+from bench.common import free_port, storescu_successes
 from bench.ct_series import write_ct_series
 from bench.edge_proc import EdgeProcess
 
@@ -40,22 +38,12 @@ def series_uids(paths: list[Path]) -> dict[str, str]:
 def send_and_kill(edge: EdgeProcess, series: dict[str, str], *, kill_after: int) -> list[str]:
     """storescu -v the series; SIGKILL the edge after ``kill_after`` Success responses.
     Returns the SOP Instance UIDs storescu got Success for."""
-    env = dict(os.environ, TCP_NODELAY="1")
-    proc = subprocess.Popen(
-        ["storescu", "-v", "-aet", "CRASH_CT", "-aec", "RELAY_EDGE", "127.0.0.1",
-         str(edge.port), *series], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=env)
-    assert proc.stdout is not None
     acknowledged: list[str] = []
-    current: str | None = None
-    for line in proc.stdout:  # ends when storescu exits (the edge died or all were sent)
-        if line.startswith("I: Sending file: "):
-            current = line.removeprefix("I: Sending file: ").strip()
-        elif line.startswith("I: Received Store Response (Success)") and current:
-            acknowledged.append(series[current])
-            if len(acknowledged) == kill_after:
-                edge.kill9()
-    proc.wait(STORESCU_TIMEOUT_S)
+    for path in storescu_successes(edge.port, series, calling_ae="CRASH_CT",
+                                   timeout_s=STORESCU_TIMEOUT_S):
+        acknowledged.append(series[path])
+        if len(acknowledged) == kill_after:
+            edge.kill9()
     return acknowledged
 
 

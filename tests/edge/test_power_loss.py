@@ -19,7 +19,6 @@ power cut could take the whole spool, journal included (now relay.edge.durable.m
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import sqlite3
 import struct
@@ -32,7 +31,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from bench.common import free_port
+from bench.common import free_port, storescu_successes
 from bench.ct_series import write_ct_series
 from bench.edge_proc import EdgeProcess
 from relay.edge.acceptor import file_meta_prefix
@@ -103,29 +102,14 @@ def send_and_cut(edge: EdgeProcess, fs: PowerFS, series: dict[str, Sent], *,
     """storescu -v the series; cut the power ``delay_s`` after the ``cut_after``-th
     Success. Returns the instances storescu got Success for (before or after the cut:
     a Success is a promise whenever it arrives)."""
-    env = dict(os.environ, TCP_NODELAY="1")
-    proc = subprocess.Popen(
-        ["storescu", "-v", "-aet", "POWER_CT", "-aec", "RELAY_EDGE", "127.0.0.1",
-         str(edge.port), *series], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=env)
-    assert proc.stdout is not None
     acknowledged: list[Sent] = []
-    current: str | None = None
-    try:
-        for line in proc.stdout:  # ends when storescu exits
-            if line.startswith("I: Sending file: "):
-                current = line.removeprefix("I: Sending file: ").strip()
-            elif line.startswith("I: Received Store Response (Success)") and current:
-                acknowledged.append(series[current])
-                if len(acknowledged) == cut_after:
-                    time.sleep(delay_s)
-                    fs.cut_power()
-                    edge.kill9()  # the machine is off: the process goes with it
-        proc.wait(STORESCU_TIMEOUT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    for path in storescu_successes(edge.port, series, calling_ae="POWER_CT",
+                                   timeout_s=STORESCU_TIMEOUT_S):
+        acknowledged.append(series[path])
+        if len(acknowledged) == cut_after:
+            time.sleep(delay_s)
+            fs.cut_power()
+            edge.kill9()  # the machine is off: the process goes with it
     return acknowledged
 
 
