@@ -81,7 +81,7 @@ ABORT_UNRECOGNIZED_PDU, ABORT_UNEXPECTED_PDU, ABORT_INVALID_PARAMETER = 0x01, 0x
 # A-ASSOCIATE-RJ (PS3.8 9.3.4): result, source, reason
 RJ_PERMANENT, RJ_TRANSIENT = 0x01, 0x02
 RJ_SOURCE_USER, RJ_SOURCE_PROVIDER_PRESENTATION = 0x01, 0x03
-RJ_USER_NO_REASON, RJ_USER_CONTEXT_NOT_SUPPORTED = 0x01, 0x02
+RJ_USER_CONTEXT_NOT_SUPPORTED = 0x02
 RJ_USER_CALLING_AE_NOT_RECOGNIZED = 0x03
 RJ_PROVIDER_LOCAL_LIMIT = 0x02
 # Presentation context result: acceptance (PS3.8 9.3.3.2)
@@ -140,7 +140,6 @@ Refusal = Callable[[str, str], str | None]
 class AcceptorPolicy:
     """What the acceptor negotiates and how long it waits."""
 
-    ae_title: str
     abstract_syntaxes: frozenset[str]
     transfer_syntaxes: Sequence[str]
     """Accepted transfer syntaxes in order of preference (the first proposed wins)."""
@@ -395,7 +394,6 @@ class Association(threading.Thread):
         """P-DATA until release or abort."""
         limit = self.server.policy.max_pdu or MAX_PDATA_PDU
         command = bytearray()
-        fields: dict[int, bytes] | None = None
         message: _Message | None = None
         while True:
             kind, body = self._read_pdu(limit)
@@ -457,18 +455,17 @@ class Association(threading.Thread):
             if not sop_class or not sop_instance:
                 raise Abort("C-STORE-RQ without its affected SOP class or instance",
                             ABORT_INVALID_PARAMETER)
-            prefix = file_meta_prefix(sop_class_uid=sop_class, sop_instance_uid=sop_instance,
-                                      transfer_syntax=transfer_syntax)
-            return _Message(context_id, fields, prefix)
+            return _Message(context_id, fields, sop_class=sop_class, sop_instance=sop_instance,
+                            transfer_syntax=transfer_syntax)
         raise Abort(f"unsupported DIMSE command 0x{command_field:04x}")
 
     def _on_store(self, message: "_Message", negotiated: _Negotiated) -> None:
         fields = message.fields
         request = StoreRequest(
             calling_ae=self.calling_ae, called_ae=negotiated.called_ae, peer=self.peer,
-            sop_class_uid=_text(fields.get(0x0002)), sop_instance_uid=_text(fields.get(0x1000)),
+            sop_class_uid=message.sop_class, sop_instance_uid=message.sop_instance,
             priority=_us(fields.get(0x0700), PRIORITY_MEDIUM),
-            transfer_syntax_uid=negotiated.contexts[message.context_id],
+            transfer_syntax_uid=message.transfer_syntax,
             data=message.data(), sha256=message.hasher.hexdigest(),
             move_originator_ae=_text(fields.get(0x1030)),
         )
@@ -503,11 +500,17 @@ class Association(threading.Thread):
 class _Message:
     """A C-STORE whose dataset is arriving: fragments kept and hashed as they come."""
 
-    __slots__ = ("context_id", "fields", "parts", "hasher")
+    __slots__ = ("context_id", "fields", "sop_class", "sop_instance", "transfer_syntax",
+                 "parts", "hasher")
 
-    def __init__(self, context_id: int, fields: dict[int, bytes], prefix: bytes) -> None:
+    def __init__(self, context_id: int, fields: dict[int, bytes], *, sop_class: str,
+                 sop_instance: str, transfer_syntax: str) -> None:
         self.context_id = context_id
         self.fields = fields
+        self.sop_class, self.sop_instance = sop_class, sop_instance
+        self.transfer_syntax = transfer_syntax
+        prefix = file_meta_prefix(sop_class_uid=sop_class, sop_instance_uid=sop_instance,
+                                  transfer_syntax=transfer_syntax)
         self.parts: list[bytes | memoryview] = [prefix]
         self.hasher = hashlib.sha256(prefix)
 

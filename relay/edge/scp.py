@@ -178,7 +178,6 @@ def acceptor_policy(settings: Settings) -> AcceptorPolicy:
     compressed instances are accepted and kept exactly as sent."""
     storage = {str(context.abstract_syntax) for context in AllStoragePresentationContexts}
     return AcceptorPolicy(
-        ae_title=settings.edge_ae_title,
         abstract_syntaxes=frozenset(storage | {VERIFICATION}),
         transfer_syntaxes=[str(ts) for ts in preferred_transfer_syntaxes()],
         max_pdu=settings.edge_max_pdu,
