@@ -384,8 +384,9 @@ class Spool:
         """Start keeping ``data`` (the instance the request names ``sop_uid``): its file
         is written and fsynced on a writer thread while the caller parses and checks
         the dataset; then the caller calls ``commit`` (journal row: the instance is the
-        edge's) or ``discard`` (file removed: refused, never acknowledged). Overlapping
-        the fsyncs with the parsing is worth ~0.4 ms of a modality's ~2 ms per instance.
+        edge's) or ``discard`` (file removed: refused, never acknowledged). The overlap
+        matters where pydicom parses (implicit VR, big endian, deflated: ~0.4 ms) and for
+        a study's first instance, whose header is decoded for the page.
         """
         sha256 = sha256 or hashlib.sha256(data).hexdigest()
         rel = f"{OBJECTS_DIR}/{sha256[:2]}/{sop_uid}.{sha256}.dcm"
