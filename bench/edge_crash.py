@@ -24,6 +24,7 @@ import pydicom
 from bench.common import free_port, storescu_successes
 from bench.ct_series import write_ct_series
 from bench.edge_proc import EdgeProcess
+from relay.edge.slots import read_exactly
 
 COUNT = 300
 STORESCU_TIMEOUT_S = 120.0
@@ -53,16 +54,16 @@ def spool_problems(spool_root: Path, acknowledged: list[str]) -> list[str]:
 
     conn = sqlite3.connect(spool_root / "journal.sqlite3")
     try:
-        rows = conn.execute("SELECT sop_uid, path, sha256 FROM instances").fetchall()
+        rows = conn.execute("SELECT sop_uid, path, sha256, size FROM instances").fetchall()
     finally:
         conn.close()
     problems = [f"acknowledged, not journaled: {uid}"
                 for uid in sorted(set(acknowledged) - {r[0] for r in rows})]
-    for _, rel, sha256 in rows:
+    for _, rel, sha256, size in rows:
         path = spool_root / rel
         if not path.is_file():
             problems.append(f"journaled file missing: {rel}")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        elif hashlib.sha256(read_exactly(path, size)).hexdigest() != sha256:
             problems.append(f"journaled file differs from its SHA-256: {rel}")
     problems += [f"unfinished write left: {p.name}" for p in (spool_root / "tmp").iterdir()]
     on_disk = {p.relative_to(spool_root).as_posix()

@@ -51,7 +51,10 @@ def run_edge(settings: Settings, *, stop: threading.Event) -> None:
     """Receive, spool and forward until ``stop`` is set, then shut down cleanly:
     the page, the forwarder, then the SCP (running C-STOREs are answered), the spool."""
     with contextlib.ExitStack() as stack:
-        spool = Spool(settings.edge_spool_dir, policy=study_policy(settings))
+        spool = Spool(settings.edge_spool_dir, policy=study_policy(settings),
+                      slot_count=settings.edge_spool_slots,
+                      slot_bytes=settings.edge_spool_slot_kib * 1024,
+                      keep_free_bytes=settings.edge_min_free_bytes)
         stack.callback(spool.close)
         alarms = Alarms()
         server = start_scp(settings, spool, alarms=alarms)

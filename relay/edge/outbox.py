@@ -50,6 +50,7 @@ from typing import Any
 from relay.dicom.bundle import FrameHeader, encode_bundle
 from relay.dicom.vocab import Priority
 from relay.edge.durable import fsync_dir
+from relay.edge.slots import read_exactly
 from relay.edge.spool import SpoolEntry, iso, utc_now
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class _HashingWriter:
 
 def read_verified(entry: SpoolEntry) -> bytes:
     """The spooled bytes of ``entry``; ValueError if they are not the journaled SHA-256."""
-    data = entry.path.read_bytes()
+    data = read_exactly(entry.path, entry.size)
     if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
         raise ValueError("spool file differs from its journaled SHA-256")
     return data

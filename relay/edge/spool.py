@@ -3,9 +3,13 @@
 An instance is acknowledged to the modality (C-STORE Success) only after
 ``Spool.store`` has returned, and ``store`` returns only after
 
-1. the bytes are written to ``objects/<sha256[:2]>/<sop_uid>.<sha256>.dcm`` and fsynced,
-2. that directory is fsynced (the file's name itself is durable),
-3. the journal row is committed (WAL, ``synchronous=FULL``: the commit is on disk).
+1. the bytes are written and flushed, either
+   a. into a *slot*, a file made and made durable ahead of time (``relay.edge.slots``):
+      ``pwrite`` + ``fdatasync``, one data flush, when the spool has a slot pool and
+      the instance fits; or
+   b. to ``objects/<sha256[:2]>/<sop_uid>.<sha256>.dcm``, fsynced, and that directory
+      fsynced (the file's name itself is durable);
+2. the journal row is committed (WAL, ``synchronous=FULL``: the commit is on disk).
 
 No temp file and rename: a half-written file under its final name is harmless,
 because only a journal row makes a file forwardable and the row is committed after
@@ -31,6 +35,8 @@ Layout under the spool root::
                         (relay.edge.completeness: quiet period, STAT, additions)
     tmp/                unused; emptied on open (older versions wrote there first)
     objects/00..ff/     one file per (SOP Instance UID, SHA-256)
+    slots/              files made ahead of time; a used one holds one instance in its
+                        first ``size`` bytes (the journal row says which and how many)
 
 Thread-safe: the SCP calls ``store`` from association threads while the forwarder
 reads batches. One SQLite connection guarded by a lock; file writes run outside the
@@ -57,7 +63,7 @@ from typing import TextIO
 
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import IngestOutcome, Priority
-from relay.edge import completeness, durable
+from relay.edge import completeness, durable, slots
 from relay.edge.durable import fsync_dir, make_dirs
 from relay.edge.completeness import StudyInfo, StudyPolicy, StudyRow
 
@@ -259,7 +265,8 @@ class Spool:
     in the module docstring. Close with ``close()`` or use as a context manager.
     """
 
-    def __init__(self, root: Path, *, policy: StudyPolicy | None = None) -> None:
+    def __init__(self, root: Path, *, policy: StudyPolicy | None = None, slot_count: int = 0,
+                 slot_bytes: int = 1 << 20, keep_free_bytes: int = 0) -> None:
         self.root = root.resolve()
         self.policy = policy or StudyPolicy()
         """When studies are ready; the default (all zero) makes every study ready at once."""
@@ -269,6 +276,7 @@ class Spool:
         self._claims: dict[str, _Claim] = {}
         self._new_work = threading.Event()
         self._writer_pool: ThreadPoolExecutor | None = None
+        self._slots: slots.SlotPool | None = None
         self._lock_fh = self._take_folder_lock()
         try:
             self._make_layout()
@@ -276,6 +284,10 @@ class Spool:
             self._migrate()
             fsync_dir(self.root)  # the journal's own name (and -wal), when just created
             self._recover()
+            if slot_count > 0:
+                self._slots = slots.SlotPool(
+                    self.root / slots.SLOTS_DIR, target=slot_count, slot_bytes=slot_bytes,
+                    keep_free_bytes=keep_free_bytes, in_use=self._journaled_slots())
         except BaseException:
             self._lock_fh.close()
             raise
@@ -296,6 +308,7 @@ class Spool:
         so that no store ever lands in a folder whose own entry is not yet durable."""
         self._tmp.mkdir(exist_ok=True)
         self._objects.mkdir(exist_ok=True)
+        (self.root / slots.SLOTS_DIR).mkdir(exist_ok=True)
         for shard in range(256):
             (self._objects / f"{shard:02x}").mkdir(exist_ok=True)
         fsync_dir(self._objects)
@@ -314,6 +327,8 @@ class Spool:
         """Close the journal and release the folder lock."""
         if self._writer_pool is not None:
             self._writer_pool.shutdown(wait=True)
+        if self._slots is not None:
+            self._slots.close()
         with self._lock:
             self._conn.close()
         self._lock_fh.close()
@@ -337,6 +352,16 @@ class Spool:
                     log.warning("removing unjournaled file %s (never acknowledged)", rel)
                     file.unlink()
         self._report_missing_files()
+
+    def _journaled_slots(self) -> set[str]:
+        prefix = f"{slots.SLOTS_DIR}/"
+        rows = self._conn.execute("SELECT path FROM instances WHERE path LIKE ?", (prefix + "%",))
+        return {row[0][len(prefix):] for row in rows}
+
+    @property
+    def slot_pool(self) -> "slots.SlotPool | None":
+        """The pool of files made ahead of time, if this spool has one."""
+        return self._slots
 
     def _report_missing_files(self) -> None:
         rows = self._conn.execute(
@@ -394,8 +419,14 @@ class Spool:
         claim.enter_context(self._claim(rel))
         try:
             existing = self._find_id(sop_uid, sha256)
-            future = None if existing is not None else self._writers().submit(
-                durable.write_durably, data, final=self.root / rel)
+            future = None
+            if existing is None:
+                slot = self._slots.take(len(data)) if self._slots is not None else None
+                if slot is not None:
+                    rel = f"{slots.SLOTS_DIR}/{slot}"
+                    future = self._writers().submit(slots.write_slot, data, path=self.root / rel)
+                else:
+                    future = self._writers().submit(durable.write_durably, data, final=self.root / rel)
         except BaseException:
             claim.close()
             raise

@@ -35,10 +35,14 @@ from bench.common import free_port, storescu_successes
 from bench.ct_series import write_ct_series
 from bench.edge_proc import EdgeProcess
 from relay.edge.acceptor import file_meta_prefix
+from relay.edge.slots import read_exactly
 from relay.edge.spool import Spool
 from tests.powerfs import PowerFS
 
 COUNT = 300
+SLOTS = {"relay_edge_spool_slots": "100", "relay_edge_spool_slot_kib": "64"}
+"""A slot pool smaller than the series (64 KiB slots: the slices are ~8 KB), so a cut
+can land under either way of writing: into a slot made ahead, or a new file."""
 TRIALS = 3
 SEED = 20261123
 STORESCU_TIMEOUT_S = 120.0
@@ -119,7 +123,7 @@ def journal_after_reboot(spool_root: Path) -> list[tuple[str, str, str]]:
         pass
     conn = sqlite3.connect(f"file:{spool_root / 'journal.sqlite3'}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT sop_uid, sha256, path FROM instances").fetchall()
+        return conn.execute("SELECT sop_uid, sha256, path, size FROM instances").fetchall()
     finally:
         conn.close()
 
@@ -129,14 +133,14 @@ def problems_after_reboot(spool_root: Path, acknowledged: list[Sent]) -> tuple[i
     if not (spool_root / "journal.sqlite3").is_file():
         return 0, [f"no journal on the disk after the cut ({len(acknowledged)} acknowledged)"]
     rows = journal_after_reboot(spool_root)
-    journaled = {(uid, sha) for uid, sha, _ in rows}
+    journaled = {(uid, sha) for uid, sha, _, _ in rows}
     problems = [f"acknowledged, not journaled with its bytes: {sent.sop_uid}"
                 for sent in acknowledged if (sent.sop_uid, sent.sha256) not in journaled]
-    for _, sha256, rel in rows:
+    for _, sha256, rel, size in rows:
         path = spool_root / rel
         if not path.is_file():
             problems.append(f"journaled file missing: {rel}")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        elif hashlib.sha256(read_exactly(path, size)).hexdigest() != sha256:
             problems.append(f"journaled file partial or different: {rel}")
     return len(rows), problems
 
@@ -149,7 +153,7 @@ def trial_plan(trial: int) -> tuple[int, float]:
 def power_cut_trial(series: dict[str, Sent], fs: PowerFS, log: Path, trial: int) -> list[str]:
     """One edge, one storescu, one cut; the problems found on the disk after it."""
     cut_after, delay_s = trial_plan(trial)
-    edge = EdgeProcess(data_dir=fs.mount / "var", port=free_port(), log_path=log)
+    edge = EdgeProcess(data_dir=fs.mount / "var", port=free_port(), log_path=log, **SLOTS)
     try:
         edge.wait_ready()
         acknowledged = send_and_cut(edge, fs, series, cut_after=cut_after, delay_s=delay_s)
@@ -161,6 +165,10 @@ def power_cut_trial(series: dict[str, Sent], fs: PowerFS, log: Path, trial: int)
           f"{len(acknowledged)} acknowledged, {rows} journaled after reboot; "
           f"{len(problems)} problems {problems[:3]}")
     assert cut_after <= len(acknowledged) < COUNT  # the cut came mid-transfer
+    in_slots = sum(rel.startswith("slots/") for _, _, rel, _ in
+                   journal_after_reboot(fs.backing / "var" / "edge"))
+    print(f"trial {trial}: {in_slots} journaled instances were written into slots")
+    assert in_slots > 0  # the ahead-of-time files were under the cut too
     return problems
 
 
