@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.common import REPO, wait_port
@@ -42,6 +43,19 @@ class EdgeProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         wait_port(self.port, timeout)
+
+    def wait_slots(self, spool_root: Path, count: int, timeout: float = 120.0) -> int:
+        """Wait until the edge's pool of ahead-of-time spool files holds ``count`` (as a
+        running edge's does; a fresh one fills it in its first seconds). Returns how many."""
+        folder = spool_root / "slots"
+        deadline = time.monotonic() + timeout
+        ready = 0
+        while time.monotonic() < deadline:
+            ready = sum(1 for p in folder.glob("*") if p.suffix != ".tmp") if folder.is_dir() else 0
+            if ready >= count:
+                break
+            time.sleep(0.1)
+        return ready
 
     def kill9(self) -> None:
         """SIGKILL: no cleanup at all, like a power cut for the process."""

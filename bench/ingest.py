@@ -46,6 +46,7 @@ from pathlib import Path
 from bench.common import dcmtk_env, free_port, wait_port
 from bench.ct_series import write_ct_series
 from bench.edge_proc import EdgeProcess
+from relay.config import Settings
 
 AE = "RELAY_EDGE"
 
@@ -75,6 +76,7 @@ def edge(folder: Path) -> Iterator[int]:
     proc = EdgeProcess(data_dir=folder / "var", port=port, log_path=folder / "edge.log")
     try:
         proc.wait_ready()
+        proc.wait_slots(folder / "var" / "edge", Settings().edge_spool_slots)
         yield port
     finally:
         proc.stop()
