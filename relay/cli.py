@@ -125,6 +125,7 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     from relay.county.auth import service
     from relay.county.db.engine import session_scope
     from relay.county.errors import RelayError
+    from relay.dicom import body_parts
     from relay.dicom.vocab import Role
 
     if not args.password_stdin:
@@ -138,6 +139,7 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
                                        role=Role(args.role), site_name=args.site,
                                        display_name=args.display_name or "")
             user.competences, user.on_duty = (args.competences or "").upper(), bool(args.on_duty)
+            user.body_regions = body_parts.canonical_list(args.body_regions or "")
             session.commit()
     except RelayError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
@@ -279,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--display-name")
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     create.add_argument("--competences", help="a reader's modalities, e.g. CT,DX,ECG (default: all)")
+    create.add_argument("--body-regions", help="a reader's body regions as BodyPartExamined names them, "
+                        "e.g. HEAD,NECK (default: all)")
     create.add_argument("--on-duty", action="store_true",
                         help="manual on-duty switch: on duty whatever the roster says "
                         "(/portal/roster); without it the duty roster decides")

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from relay.config import Settings
 from relay.county.context import County
+from relay.county.db.models import User
 from reader_portal.app import create_app
 from tests.processes import base_env
 
@@ -31,6 +33,17 @@ def test_users_create_reads_the_password_from_stdin_and_the_login_works(tmp_path
         assert r.status_code == 200
         me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"})
         assert me.json()["role"] == "technician" and me.json()["site_id"] is not None
+    county.close()
+
+
+def test_users_create_sets_a_readers_modalities_and_body_regions(tmp_path):
+    made = relay(tmp_path, "users", "create", "dr.neuro", "--role", "radiologist", "--competences", "ct,mr",
+                 "--body-regions", "head, Neck,brain", "--password-stdin", stdin="s3cret-pass\n")
+    assert made.returncode == 0, made.stderr
+    county = County(Settings(data_dir=tmp_path / "var"))
+    with county.sessions() as s:
+        user = s.execute(select(User).where(User.username == "dr.neuro")).scalar_one()
+        assert (user.competences, user.body_regions) == ("CT,MR", "HEAD,NECK")  # BRAIN is HEAD
     county.close()
 
 

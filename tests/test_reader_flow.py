@@ -90,6 +90,7 @@ def test_a_reader_opens_a_stat_ct_reads_it_and_signs_a_critical_report(server, c
 
         # the report
         page.wait_for_selector("#editor:not([hidden])")
+        assert page.locator("#template option").nth(1).inner_text() == "头颅CT平扫"  # ranked for a head CT
         page.select_option("#template", label="头颅CT平扫")
         assert "脑实质" in page.input_value("#findings")
         findings = "右侧颞部颅骨内板下见梭形高密度影，中线结构略向左移位。"
@@ -123,7 +124,7 @@ def test_a_reader_opens_a_stat_ct_reads_it_and_signs_a_critical_report(server, c
     (report,) = reports
     assert report["status"] == "signed" and report["impression"] == impression
     assert report["critical"] is True and report["advice"] == "急诊神经外科会诊。"
-    assert report["findings"] == findings
+    assert report["findings"] == findings and report["template"] == "head-ct-plain"
 
 
 def test_an_ecg_shows_as_paper_and_a_multiframe_scrolls_by_frame_in_english(server, county):  # noqa: F811

@@ -24,16 +24,18 @@ from tests.factories import encode, make_dataset, make_site
 SETTINGS = Settings(reassign_stat_minutes=5, reassign_minutes=30)
 
 
-def reader(county, name: str, *, competences: str = "", on_duty: bool = True):
+def reader(county, name: str, *, competences: str = "", regions: str = "", on_duty: bool = True):
     p = principal(county, name)
     with county.sessions() as s:
-        s.execute(update(User).where(User.id == p.user_id).values(competences=competences, on_duty=on_duty))
+        s.execute(update(User).where(User.id == p.user_id).values(competences=competences, body_regions=regions,
+                                                                  on_duty=on_duty))
         s.commit()
     return p
 
 
-def study(county, site_id: int, modality: str, priority: Priority = Priority.ROUTINE) -> str:
-    ds = make_dataset(Modality=modality)
+def study(county, site_id: int, modality: str, priority: Priority = Priority.ROUTINE,
+          body_part: str | None = None) -> str:
+    ds = make_dataset(Modality=modality, **({"BodyPartExamined": body_part} if body_part else {}))
     index(county, ingest(county, encode(ds), site_id=site_id, priority=priority))
     return str(ds.StudyInstanceUID)
 
@@ -53,6 +55,46 @@ def test_each_study_goes_to_an_on_duty_reader_who_reads_that_modality(county):
     with county.sessions() as s:
         assert assign_round(session=s, settings=SETTINGS) == (2, 0)
     assert holders(county) == {ct: "dr.ct", ecg: "dr.ecg"}
+
+
+def test_a_head_ct_goes_to_the_neuro_reader_and_a_chest_ct_to_the_chest_reader(county):
+    site, _ = make_site(county)
+    reader(county, "dr.chest", competences="CT,DX", regions="CHEST")
+    reader(county, "dr.neuro", competences="CT", regions="HEAD,NECK")
+    head = study(county, site, "CT", body_part="head")  # case as some scanners write it
+    brain = study(county, site, "CT", body_part="BRAIN")  # a synonym of HEAD
+    chest = study(county, site, "CT", body_part="CHEST")
+    chest_dx = study(county, site, "DX", body_part="CHEST")
+    with county.sessions() as s:
+        assert assign_round(session=s, settings=SETTINGS) == (4, 0)
+    assert holders(county) == {head: "dr.neuro", brain: "dr.neuro", chest: "dr.chest", chest_dx: "dr.chest"}
+
+
+def test_a_study_of_a_region_nobody_on_duty_reads_waits_and_one_without_a_body_part_goes_by_modality(county):
+    site, _ = make_site(county)
+    reader(county, "dr.chest", competences="CT", regions="CHEST")
+    reader(county, "dr.ecg", competences="ECG", regions="CHEST")
+    knee = study(county, site, "CT", body_part="KNEE")
+    unnamed = study(county, site, "CT")
+    ecg = study(county, site, "ECG")
+    with county.sessions() as s:
+        assert assign_round(session=s, settings=SETTINGS) == (2, 0)
+    assert holders(county) == {knee: None, unnamed: "dr.chest", ecg: "dr.ecg"}
+
+
+def test_an_unopened_head_ct_is_not_moved_to_a_reader_who_does_not_read_heads(county):
+    site, _ = make_site(county)
+    neuro = reader(county, "dr.neuro", regions="HEAD")
+    head = study(county, site, "CT", Priority.STAT, body_part="HEAD")
+    with session_scope(county.sessions) as s:
+        reading.claim(session=s, principal=neuro, study_uid=head)
+    reader(county, "dr.chest", regions="CHEST")
+    with county.sessions() as s:
+        assert assign_round(session=s, settings=SETTINGS, now=now_utc() + timedelta(minutes=6)) == (0, 0)
+    reader(county, "dr.neuro2", regions="HEAD")
+    with county.sessions() as s:
+        assert assign_round(session=s, settings=SETTINGS, now=now_utc() + timedelta(minutes=6)) == (0, 1)
+    assert holders(county) == {head: "dr.neuro2"}
 
 
 def test_the_least_loaded_reader_gets_the_next_study_and_stat_goes_first(county):
@@ -98,8 +140,12 @@ def test_an_administrator_puts_a_reader_on_duty_with_competences(county):
     principal(county, "dr.new")
     with TestClient(create_app(county)) as client:
         admin = login(client, county, "boss2", Role.ADMIN)
-        r = client.patch("/api/users/dr.new", json={"on_duty": True, "competences": "ct, dx"}, headers=admin)
+        r = client.patch("/api/users/dr.new", json={"on_duty": True, "competences": "ct, dx",
+                                                     "body_regions": "chest, Brain"}, headers=admin)
         assert r.status_code == 200 and r.json() == {"username": "dr.new", "role": "radiologist",
-                                                      "on_duty": True, "competences": "CT,DX"}
+                                                      "on_duty": True, "competences": "CT,DX",
+                                                      "body_regions": "CHEST,HEAD"}
+        r = client.patch("/api/users/dr.new", json={"body_regions": ""}, headers=admin)
+        assert r.json()["body_regions"] == "" and r.json()["competences"] == "CT,DX"  # back to any region
         reader_auth = login(client, county, "dr.x", Role.RADIOLOGIST)
         assert client.patch("/api/users/dr.new", json={"on_duty": False}, headers=reader_auth).status_code == 403

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from relay.config import Settings
 from relay.county.auth.service import Principal
@@ -45,6 +45,28 @@ def test_claim_next_gives_stat_first_then_the_oldest(county):
         order = [service.claim_next(session=s, principal=reader).study_uid for _ in range(3)]
         assert service.claim_next(session=s, principal=reader) is None
     assert order == [stat, *routine]
+
+
+def test_claim_next_skips_studies_the_reader_is_not_competent_for(county):
+    site_id, _ = make_site(county)
+    uids = {}
+    for name, modality, part, priority in [("head", "CT", "HEAD", Priority.STAT), ("ecg", "ECG", None, Priority.STAT),
+                                           ("chest", "CT", "Chest", Priority.ROUTINE),
+                                           ("unnamed", "CT", None, Priority.ROUTINE)]:
+        ds = make_dataset(Modality=modality, **({"BodyPartExamined": part} if part else {}))
+        index(county, ingest(county, encode(ds), site_id=site_id, priority=priority))
+        uids[name] = ds.StudyInstanceUID
+    chest, neuro = principal(county, "dr.chest"), principal(county, "dr.neuro")
+    with county.sessions() as s:
+        s.execute(update(User).where(User.id == chest.user_id).values(competences="CT", body_regions="CHEST"))
+        s.execute(update(User).where(User.id == neuro.user_id).values(competences="CT,MR", body_regions="HEAD"))
+        s.commit()
+    with session_scope(county.sessions) as s:
+        taken = [service.claim_next(session=s, principal=chest).study_uid for _ in range(2)]
+        assert service.claim_next(session=s, principal=chest) is None  # the head CT and the ECG are not theirs
+        assert service.claim_next(session=s, principal=neuro).study_uid == uids["head"]
+        assert service.claim_next(session=s, principal=neuro) is None
+    assert taken == [uids["chest"], uids["unnamed"]]
 
 
 def test_a_held_study_cannot_be_claimed_by_another_reader(county):

@@ -11,8 +11,9 @@ from relay.county.app import create_app
 from relay.county.db.models import OutboxEvent, Study
 from relay.dicom import signing
 from relay.dicom.vocab import Role
+from tests.county.test_index import index, ingest
 from tests.county.test_reading import queue_studies
-from tests.factories import make_site, make_user
+from tests.factories import encode, make_dataset, make_site, make_user
 
 
 def login(client, county, username, role, site=None) -> dict[str, str]:
@@ -93,3 +94,52 @@ def test_templates_for_an_ecg_come_first_for_ecg(county):
         dr = login(client, county, "dr.wang", Role.RADIOLOGIST)
         names = [t["name"] for t in client.get("/api/report-templates", params={"modality": "ECG"}, headers=dr).json()]
     assert names[0] == "常规十二导联心电图"
+
+
+def _study(county, site_id: int, modality: str, body_part: str | None) -> str:
+    ds = make_dataset(Modality=modality, **({"BodyPartExamined": body_part} if body_part else {}))
+    index(county, ingest(county, encode(ds), site_id=site_id))
+    return str(ds.StudyInstanceUID)
+
+
+def test_a_studys_templates_are_ranked_by_its_modality_and_body_part(county):
+    site_id, _ = make_site(county, "township-a")
+    chest_ct, head_ct = _study(county, site_id, "CT", "CHEST"), _study(county, site_id, "CT", "Brain")
+    plain_ct, ecg = _study(county, site_id, "CT", None), _study(county, site_id, "ECG", None)
+    make_site(county, "other-town")
+    with TestClient(create_app(county)) as client:
+        dr = login(client, county, "dr.wang", Role.RADIOLOGIST)
+
+        def names(**params: str) -> list[str]:
+            r = client.get("/api/report-templates", params=params, headers=dr)
+            assert r.status_code == 200
+            return [t["name"] for t in r.json()]
+
+        assert names(study_uid=chest_ct)[0] == "胸部CT平扫"
+        ranked_head = names(study_uid=head_ct)
+        assert ranked_head[0] == "头颅CT平扫" and ranked_head.index("胸部CT平扫") < ranked_head.index("胸部正位片")
+        assert names(study_uid=plain_ct)[0] in {"胸部CT平扫", "头颅CT平扫"}  # a CT template, whatever region
+        assert names(study_uid=ecg)[0] == "常规十二导联心电图"
+        assert names(modality="DX", body_part="lspine")[0] == "腰椎正侧位片"
+        assert len(names(study_uid=chest_ct)) == len(names())  # ranked, never hidden
+        first = client.get("/api/report-templates", params={"study_uid": chest_ct}, headers=dr).json()[0]
+        assert first["regions"] == ["CHEST"] and first["advice"] and "双肺" in first["findings"]
+        other = login(client, county, "tech.b", Role.TECHNICIAN, site="other-town")
+        assert client.get("/api/report-templates", params={"study_uid": chest_ct}, headers=other).status_code == 404
+
+
+def test_the_template_a_reader_chooses_is_recorded_on_the_draft(county):
+    (uid,) = queue_studies(county, 1)
+    with TestClient(create_app(county)) as client:
+        dr = login(client, county, "dr.wang", Role.RADIOLOGIST)
+        client.post(f"/api/worklist/{uid}/claim", headers=dr)
+        draft = client.post(f"/api/studies/{uid}/reports", json={}, headers=dr).json()
+        assert draft["template"] == ""
+        chosen = client.patch(f"/api/reports/{draft['id']}", json={"template": "chest-ct-plain",
+                                                                   "findings": "双肺纹理清晰。"}, headers=dr)
+        assert chosen.status_code == 200 and chosen.json()["template"] == "chest-ct-plain"
+        assert client.patch(f"/api/reports/{draft['id']}", json={"template": "no-such"}, headers=dr).status_code == 400
+        kept = client.patch(f"/api/reports/{draft['id']}", json={"impression": "未见异常。"}, headers=dr).json()
+        assert kept["template"] == "chest-ct-plain"
+        (stored,) = client.get(f"/api/studies/{uid}/reports", headers=dr).json()
+    assert stored["template"] == "chest-ct-plain" and stored["findings"] == "双肺纹理清晰。"

@@ -18,6 +18,7 @@ from relay.county.auth.deps import AdminDep, CountyDep, PrincipalDep, SessionDep
 from relay.county.auth.login import audit_login, password_login
 from relay.county.db.models import User
 from relay.county.errors import NotFound
+from relay.dicom import body_parts
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -62,6 +63,9 @@ def me(principal: PrincipalDep) -> MeOut:
 class DutyIn(BaseModel):
     on_duty: bool | None = None
     competences: str | None = Field(None, description='Modalities, comma-separated, e.g. "CT,DX,ECG"; "" for all.')
+    body_regions: str | None = Field(None, description='Body regions as BodyPartExamined names them, '
+                                     'comma-separated, e.g. "HEAD,NECK"; "" for all. A study whose series '
+                                     'name no body part is given by modality alone.')
 
 
 class DutyOut(BaseModel):
@@ -69,6 +73,7 @@ class DutyOut(BaseModel):
     role: str
     on_duty: bool
     competences: str
+    body_regions: str
 
 
 @users_router.patch("/{username}", response_model=DutyOut)
@@ -82,8 +87,11 @@ def set_duty(username: str, body: DutyIn, admin: AdminDep, session: SessionDep,
         user.on_duty = body.on_duty
     if body.competences is not None:
         user.competences = body.competences.upper().replace(" ", "")
+    if body.body_regions is not None:
+        user.body_regions = body_parts.canonical_list(body.body_regions)
     session.commit()
     changed = ", ".join(f"{k}={v}" for k, v in body.model_dump(exclude_none=True).items())
     audit(county, request, admin, Action.USER_UPDATE, object_type="user",
           object_id=user.username, detail=changed)
-    return DutyOut(username=user.username, role=user.role, on_duty=user.on_duty, competences=user.competences)
+    return DutyOut(username=user.username, role=user.role, on_duty=user.on_duty, competences=user.competences,
+                   body_regions=user.body_regions)

@@ -99,6 +99,9 @@ class User(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     competences: Mapped[str] = mapped_column(String(256), default="", server_default=text("''"))
     """Modalities the reader reads, comma-separated (e.g. "CT,DX,ECG"); empty: all."""
+    body_regions: Mapped[str] = mapped_column(String(256), default="", server_default=text("''"))
+    """Body regions the reader reads, as BodyPartExamined names them, comma-separated (e.g.
+    "HEAD,NECK"); empty: all. A study whose series name no body part needs none (0021)."""
     on_duty: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     """Whether automatic assignment gives the reader studies now."""
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

@@ -1,4 +1,5 @@
-"""Automatic assignment: on-duty readers with the right competence, least loaded, STAT first.
+"""Automatic assignment: on-duty readers with the right competence (modality and body
+region: see :mod:`relay.county.reading.competence`), least loaded, STAT first.
 
 On duty means the duty roster covers the round's "now" (or the reader's manual switch is
 on): see :mod:`relay.county.reading.roster`.
@@ -27,7 +28,8 @@ from relay.config import Settings
 from relay.county.auth.service import now_utc
 from relay.county.db.models import ReadingItem, Study
 from relay.county.reading import roster
-from relay.county.studies.repository import add_transition
+from relay.county.reading.competence import Competence
+from relay.county.studies.repository import add_transition, study_regions
 from relay.dicom.vocab import StudyState
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,8 @@ BATCH = 200
 class Reader:
     user_id: int
     username: str
-    competences: frozenset[str]
+    competence: Competence
     load: int
-
-    def reads(self, modalities: str) -> bool:
-        wanted = {m for m in modalities.split("\\") if m}
-        return not self.competences or not wanted or bool(wanted & self.competences)
 
 
 def on_duty_readers(session: Session, *, at: datetime, zone: ZoneInfo) -> list[Reader]:
@@ -58,12 +56,15 @@ def on_duty_readers(session: Session, *, at: datetime, zone: ZoneInfo) -> list[R
         .where(Study.state.in_((StudyState.ASSIGNED.value, StudyState.READING.value)))
         .group_by(ReadingItem.assigned_user_id)).all())
     users = [d.user for d in roster.on_duty(session=session, at=at, zone=zone)]
-    return [Reader(u.id, u.username, frozenset(c.strip().upper() for c in u.competences.split(",") if c.strip()),
-                   int(held.get(u.id, 0))) for u in users]
+    return [Reader(u.id, u.username, Competence.of(u), int(held.get(u.id, 0))) for u in users]
 
 
-def _pick(readers: list[Reader], modalities: str, exclude: int | None = None) -> Reader | None:
-    fits = [r for r in readers if r.reads(modalities) and r.user_id != exclude]
+def _pick(readers: list[Reader], study: Study, regions: dict[int, frozenset[str]],
+          exclude: int | None = None) -> Reader | None:
+    """The least loaded reader competent for the study's modalities and body regions."""
+    wanted = regions.get(study.id, frozenset())
+    fits = [r for r in readers if r.user_id != exclude
+            and r.competence.reads(modalities=study.modalities, regions=wanted)]
     return min(fits, key=lambda r: (r.load, r.username)) if fits else None
 
 
@@ -80,21 +81,26 @@ def _give(session: Session, item: ReadingItem, study: Study, reader: Reader, now
     reader.load += 1
 
 
+def _limit(settings: Settings, study: Study) -> float:
+    """Minutes an assigned study may stay unopened before it goes to another reader."""
+    return settings.reassign_stat_minutes if study.priority == "stat" else settings.reassign_minutes
+
+
 def _reassign_stale(session: Session, readers: list[Reader], settings: Settings, now: datetime) -> int:
     moved = 0
     stmt = (select(ReadingItem, Study).join(Study, Study.id == ReadingItem.study_pk)
             .where(Study.state == StudyState.ASSIGNED.value, ReadingItem.assigned_at.is_not(None)))
-    for item, study in session.execute(_locked(session, stmt)).all():
-        limit = settings.reassign_stat_minutes if study.priority == "stat" else settings.reassign_minutes
-        if item.assigned_at > now - timedelta(minutes=limit):
-            continue
-        other = _pick(readers, study.modalities, exclude=item.assigned_user_id)
+    stale = [(item, study) for item, study in session.execute(_locked(session, stmt)).all()
+             if item.assigned_at <= now - timedelta(minutes=_limit(settings, study))]
+    regions = study_regions(session, [study.id for _, study in stale])
+    for item, study in stale:
+        other = _pick(readers, study, regions, exclude=item.assigned_user_id)
         if other is None:
             continue  # nobody else on duty can read it: it stays where it is
         previous = next((r for r in readers if r.user_id == item.assigned_user_id), None)
         if previous is not None:
             previous.load -= 1
-        _give(session, item, study, other, now, f"reassigned: not opened within {limit:g} min")
+        _give(session, item, study, other, now, f"reassigned: not opened within {_limit(settings, study):g} min")
         moved += 1
     return moved
 
@@ -111,8 +117,10 @@ def assign_round(*, session: Session, settings: Settings, now: datetime | None =
             .where(ReadingItem.assigned_user_id.is_(None), Study.state == StudyState.QUEUED.value)
             .order_by(ReadingItem.priority_rank, ReadingItem.queued_at, ReadingItem.id).limit(BATCH))
     assigned = 0
-    for item, study in session.execute(_locked(session, stmt)).all():
-        reader = _pick(readers, study.modalities)
+    rows = session.execute(_locked(session, stmt)).all()
+    regions = study_regions(session, [study.id for _, study in rows])
+    for item, study in rows:
+        reader = _pick(readers, study, regions)
         if reader is not None:
             _give(session, item, study, reader, now, f"to {reader.username}")
             assigned += 1

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, true
 from sqlalchemy.orm import Session
 
-from relay.county.db.models import ReadingItem, Study
+from relay.county.db.models import ReadingItem, Series, Study
+from relay.county.reading.competence import Competence
+from relay.dicom import body_parts
 
 
 def _lockable(session: Session, stmt: Select[Any], *, skip_locked: bool) -> Select[Any]:
@@ -16,10 +18,31 @@ def _lockable(session: Session, stmt: Select[Any], *, skip_locked: bool) -> Sele
     return stmt.with_for_update(of=ReadingItem, skip_locked=skip_locked)
 
 
-def next_unassigned(session: Session) -> tuple[ReadingItem, Study] | None:
-    """The most urgent, oldest unassigned item, locked; items locked by others are skipped."""
+def _like_literal(text: str) -> str:
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def _fits(competence: Competence) -> ColumnElement[bool]:
+    """SQL for :meth:`Competence.reads` on a queued study: the same rule, in the query, so that
+    claim-next locks only the one item it takes."""
+    rules: list[ColumnElement[bool]] = []
+    if competence.modalities:
+        padded = literal("\\") + Study.modalities + literal("\\")  # \CT\PT\ : whole codes, CT is not CTA
+        rules.append(or_(Study.modalities == "", *(
+            padded.like(f"%\\{_like_literal(m)}\\%", escape="!") for m in sorted(competence.modalities))))
+    if competence.regions:
+        named = select(Series.id).where(Series.study_pk == Study.id, func.trim(Series.body_part) != "")
+        ours = select(Series.id).where(Series.study_pk == Study.id, func.upper(func.trim(Series.body_part))
+                                       .in_(sorted(body_parts.spellings(competence.regions))))
+        rules.append(or_(~named.exists(), ours.exists()))
+    return and_(true(), *rules)
+
+
+def next_unassigned(session: Session, competence: Competence = Competence()) -> tuple[ReadingItem, Study] | None:
+    """The most urgent, oldest unassigned item that fits ``competence``, locked; items locked by
+    others are skipped."""
     stmt: Any = (select(ReadingItem, Study).join(Study, Study.id == ReadingItem.study_pk)
-            .where(ReadingItem.assigned_user_id.is_(None), Study.state == "queued")
+            .where(ReadingItem.assigned_user_id.is_(None), Study.state == "queued", _fits(competence))
             .order_by(ReadingItem.priority_rank, ReadingItem.queued_at, ReadingItem.id).limit(1))
     row: Any = session.execute(_lockable(session, stmt, skip_locked=True)).first()
     return None if row is None else (row[0], row[1])

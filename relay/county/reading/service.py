@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from relay.county.auth.service import Principal, now_utc
-from relay.county.db.models import ReadingItem, Study
+from relay.county.db.models import ReadingItem, Study, User
 from relay.county.errors import Conflict, Forbidden, NotFound
 from relay.county.reading import repository
+from relay.county.reading.competence import Competence
 from relay.county.studies.repository import add_transition
 from relay.dicom.vocab import Role, StudyState
 
@@ -45,9 +46,11 @@ def _assign(session: Session, item: ReadingItem, study: Study, principal: Princi
 
 
 def claim_next(*, session: Session, principal: Principal) -> Claimed | None:
-    """Give the reader the most urgent unassigned study, or None if the queue is empty."""
+    """Give the reader the most urgent unassigned study they are competent for (modality and
+    body region, as automatic assignment), or None if none is waiting."""
     _require_reader(principal)
-    found = repository.next_unassigned(session)
+    user = session.get(User, principal.user_id)
+    found = repository.next_unassigned(session, Competence.of(user) if user else Competence())
     if found is None:
         session.rollback()
         return None

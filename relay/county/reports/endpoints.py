@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from relay.county.audit.endpoints import audit
@@ -14,6 +15,7 @@ from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.db.models import Report
 from relay.county.errors import NotFound
 from relay.county.reports import delivery, keys, service, templates
+from relay.dicom import body_parts
 from relay.dicom.vocab import Role
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,10 @@ class TemplateOut(BaseModel):
     key: str
     name: str
     modalities: list[str]
+    regions: list[str] = Field(description="Body regions (BodyPartExamined) it is written for; [] for any.")
     findings: str
     impression: str
+    advice: str
 
 
 class DraftIn(BaseModel):
@@ -62,6 +66,7 @@ class ReportIn(BaseModel):
     impression: str | None = Field(None, description="诊断意见")
     advice: str | None = Field(None, description="建议")
     critical: bool | None = Field(None, description="危急值")
+    template: str | None = Field(None, description='The template the reader chose (a key); "" for none.')
 
 
 class SignIn(BaseModel):
@@ -89,10 +94,19 @@ def _report_out(r: Report) -> ReportOut:
 
 
 @reports_router.get("/report-templates", response_model=list[TemplateOut])
-def list_templates(_principal: PrincipalDep, modality: str = "") -> list[TemplateOut]:
-    """Chinese report templates, those fitting ``modality`` first."""
-    return [TemplateOut(key=t.key, name=t.name, modalities=list(t.modalities), findings=t.findings,
-                        impression=t.impression) for t in templates.for_modality(modality)]
+def list_templates(
+    principal: PrincipalDep, session: SessionDep, modality: str = "",
+    body_part: Annotated[str, Query(description="BodyPartExamined, e.g. CHEST; any case")] = "",
+    study_uid: Annotated[str, Query(description="Rank for this study's modality and its series' "
+                                    "body parts (then modality and body_part are not used)")] = "",
+) -> list[TemplateOut]:
+    """Chinese report templates, every one, those fitting the modality and body region first."""
+    if study_uid:
+        found = service.ranked_templates(session=session, principal=principal, study_uid=study_uid)
+    else:
+        found = templates.ranked(modalities=modality, regions=body_parts.region_set([body_part]))
+    return [TemplateOut(key=t.key, name=t.name, modalities=list(t.modalities), regions=list(t.regions),
+                        findings=t.findings, impression=t.impression, advice=t.advice) for t in found]
 
 
 @reports_router.get("/studies/{study_uid}/reports", response_model=list[ReportOut])

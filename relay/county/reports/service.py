@@ -23,7 +23,7 @@ from relay.county.events import outbox
 from relay.county.events.outbox import Topic
 from relay.county.reports import delivery, keys, templates
 from relay.county.storage import ObjectStore
-from relay.county.studies.repository import add_transition
+from relay.county.studies.repository import add_transition, study_regions
 from relay.dicom import signing
 from relay.dicom.vocab import Role, StudyState
 
@@ -43,6 +43,15 @@ def study_by_pk(session: Session, study_pk: int) -> Study:
     if study is None:
         raise NotFound("no such study")
     return study
+
+
+def ranked_templates(*, session: Session, principal: Principal, study_uid: str) -> list[templates.Template]:
+    """The templates for one study, those of its modality and body region first."""
+    study = session.execute(select(Study).where(Study.study_uid == study_uid)).scalar_one_or_none()
+    if study is None or (principal.role is Role.TECHNICIAN and study.site_id != principal.site_id):
+        raise NotFound(f"no study {study_uid}")
+    regions = study_regions(session, [study.id]).get(study.id, frozenset())
+    return templates.ranked(modalities=study.modalities, regions=regions)
 
 
 def _require_holder(principal: Principal, item: ReadingItem) -> None:
@@ -80,7 +89,8 @@ def create_draft(*, session: Session, principal: Principal, study_uid: str,
                     kind="addendum" if signed_before else "report", status="draft",
                     author_user_id=principal.user_id, template=template_key or "",
                     findings=template.findings if template else "",
-                    impression=template.impression if template else "", advice="", critical=False,
+                    impression=template.impression if template else "",
+                    advice=template.advice if template else "", critical=False,
                     created_at=now, updated_at=now)
     session.add(report)
     session.commit()
@@ -99,7 +109,13 @@ def _own_draft(session: Session, principal: Principal, report_id: int) -> Report
 
 
 def update_draft(*, session: Session, principal: Principal, report_id: int, changes: dict[str, Any]) -> Report:
+    """Edit a draft's text, 危急值 flag, or the template the reader chose ("" for none)."""
     report = _own_draft(session, principal, report_id)
+    chosen = changes.get("template")
+    if chosen is not None:
+        if chosen and templates.get(chosen) is None:
+            raise BadRequest(f"no template {chosen!r}")
+        report.template = chosen
     for field in EDITABLE:
         if field in changes and changes[field] is not None:
             setattr(report, field, changes[field])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from relay.county.db.models import Instance, Patient, ReadingItem, Series, Study, StudyTransition
 from relay.county.db.upsert import insert_ignore
+from relay.dicom import body_parts
 
 
 def instance_for_update(session: Session, instance_id: int) -> Instance | None:
@@ -56,6 +58,19 @@ def escalate_priority(session: Session, *, study_pk: int, priority: str, rank: i
 def study_modalities(session: Session, study_pk: int) -> list[str]:
     rows = session.execute(select(Series.modality).where(Series.study_pk == study_pk).distinct())
     return sorted(m for (m,) in rows if m)
+
+
+def study_regions(session: Session, study_pks: Collection[int]) -> dict[int, frozenset[str]]:
+    """Per study, the normalised body regions its series name (BodyPartExamined); studies
+    whose series name none are absent."""
+    if not study_pks:
+        return {}
+    rows = session.execute(select(Series.study_pk, Series.body_part)
+                           .where(Series.study_pk.in_(study_pks), Series.body_part != "").distinct())
+    found: dict[int, set[str]] = {}
+    for pk, part in rows:
+        found.setdefault(pk, set()).add(part)
+    return {pk: regions for pk, parts in found.items() if (regions := body_parts.region_set(parts))}
 
 
 def touch_study(session: Session, *, study_pk: int, modalities: str, at: datetime) -> None:
