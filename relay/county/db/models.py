@@ -502,3 +502,28 @@ class ReportDelivery(Base):
     """When the critical-result webhook accepted the alert (危急值 reports only)."""
     escalated_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     """When an unacknowledged critical result was escalated to the county's on-duty lead."""
+
+
+class MetricDelta(Base):
+    """One change to a Prometheus figure, appended by a database trigger in the transaction
+    of the change itself (migration 0022): an instance stored, a study changing state or
+    priority, a study's first assignment. Writers only ever insert here, so concurrent
+    ingests never wait on a shared counter row; a scrape folds the rows into
+    :class:`MetricCounter` and deletes them (relay.county.metrics.repository)."""
+
+    __tablename__ = "metric_deltas"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    labels: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class MetricCounter(Base):
+    """The running total of one figure and label set: ``instances``/``instance_bytes`` by site
+    id, ``studies`` by ``state|priority``, ``tat_assign`` by ``priority|le`` (non-cumulative
+    bucket counts) and ``tat_assign_sum`` by priority. Written only by the fold at scrape."""
+
+    __tablename__ = "metric_counters"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
