@@ -14,7 +14,7 @@ The triggers are created before the back-fill, in the same transaction (PostgreS
 write that races the migration waits for its commit, and then counts through its delta.
 
 Revision ID: 0022
-Revises: 0020 (to be re-chained onto 0021 at merge: only ``down_revision`` changes)
+Revises: 0021
 Create Date: 2026-11-24
 """
 
@@ -25,7 +25,7 @@ from alembic import op
 
 
 revision = '0022'
-down_revision = '0020'
+down_revision = '0021'
 branch_labels = None
 depends_on = None
 
