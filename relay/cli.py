@@ -206,27 +206,32 @@ def cmd_audit(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_verify_report(_settings: Settings, args: argparse.Namespace) -> int:
-    """Check a signed report offline against the county's published public keys."""
-    from relay.dicom.signing import SignatureError, SignedReport, verify
+    """Check a signed report offline against the county's published public keys: the signed
+    JSON, or the SR / Encapsulated PDF / PDF the township received (their visible parts too)."""
+    from relay.county.reports.verification import verify_file
+    from relay.dicom.signing import SignatureError
 
     try:
-        report = SignedReport.from_json(Path(args.file).read_text(encoding="utf-8"))
         keys = json.loads(Path(args.keys).read_text(encoding="utf-8")) if args.keys else _fetch_keys(args.county)
-        verify(report, keys)
+        verified = verify_file(path=Path(args.file), public_keys=keys)
     except (SignatureError, OSError, ValueError) as exc:
         print(f"REPORT DOES NOT VERIFY: {exc}", file=sys.stderr)
         return 1
-    doc = report.document
-    print(f"report verifies: study {doc.get('study_instance_uid')}, signed by {doc.get('reader')} "
-          f"at {doc.get('signed_at')} with key {report.key_id}")
+    doc = verified.report.document
+    print(f"report verifies ({verified.carrier}): study {doc.get('study_instance_uid')}, revision "
+          f"{doc.get('revision')}, signed by {doc.get('reader')} at {doc.get('signed_at')} "
+          f"with key {verified.report.key_id}")
     return 0
 
 
 def _fetch_keys(county_url: str) -> dict[str, str]:
     import httpx
 
-    r = httpx.get(f"{county_url.rstrip('/')}/api/signing-keys", timeout=30)
-    r.raise_for_status()
+    try:
+        r = httpx.get(f"{county_url.rstrip('/')}/api/signing-keys", timeout=30)
+        r.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ValueError(f"cannot fetch the published keys from {county_url}: {exc}") from None
     return dict(r.json())
 
 
@@ -301,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("audit_command", choices=["verify"], help="check the hash chain end to end")
     audit.set_defaults(func=cmd_audit)
     vr = sub.add_parser("verify-report", help="verify a signed report offline; exit 1 if it does not")
-    vr.add_argument("file", help="the signed report (JSON)")
+    vr.add_argument("file", help="the signed report: its JSON, or the SR / Encapsulated PDF DICOM file or the PDF")
     vr.add_argument("--keys", help="published keys saved from GET /api/signing-keys (offline)")
     vr.add_argument("--county", default="http://127.0.0.1:8000", help="or fetch them from this county")
     vr.set_defaults(func=cmd_verify_report)

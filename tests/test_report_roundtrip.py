@@ -44,6 +44,12 @@ def sign_first_study(base: str, county, study_uid: str) -> None:
                headers=auth, timeout=60).raise_for_status()
 
 
+def verify_report(path: Path, keys: Path) -> subprocess.CompletedProcess[str]:
+    """`relay verify-report` as the township runs it, on a file its PACS received."""
+    return subprocess.run([sys.executable, "-m", "relay", "verify-report", str(path), "--keys", str(keys)],
+                          capture_output=True, text=True, env=base_env(), timeout=60)
+
+
 def test_a_signed_report_comes_back_to_the_township_pacs_and_is_acknowledged(tmp_path, settings, county, samples):
     pacs, pacs_port = township_pacs(tmp_path / "townpacs")
     dx = next(s for s in samples if s["modality"] == "DX")
@@ -64,12 +70,22 @@ def test_a_signed_report_comes_back_to_the_township_pacs_and_is_acknowledged(tmp
             objects = [pydicom.dcmread(f) for f in received()]
             assert {str(o.SOPClassUID) for o in objects} == {"1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.104.1"}
             assert all(o.StudyInstanceUID == dx["study_instance_uid"] and o.PatientName == dx["patient_name"] for o in objects)
-            signed = next((relay["spool"] / "reports").rglob("signed.json"))
             keys = tmp_path / "keys.json"
             keys.write_text(json.dumps(httpx.get(f"{base}/api/signing-keys").json()))
-            verified = subprocess.run([sys.executable, "-m", "relay", "verify-report", str(signed), "--keys", str(keys)],
-                                      capture_output=True, text=True, env=base_env(), timeout=60)
-            assert verified.returncode == 0, verified.stderr
+            sr_file = next(f for f, o in zip(received(), objects) if o.Modality == "SR")
+            pdf_file = next(f for f, o in zip(received(), objects) if o.Modality == "DOC")
+            for path, carrier in ((sr_file, "Basic Text SR"), (pdf_file, "Encapsulated PDF"),
+                                  (next((relay["spool"] / "reports").rglob("signed.json")), "signed JSON")):
+                verified = verify_report(path, keys)
+                assert verified.returncode == 0, verified.stderr
+                assert f"report verifies ({carrier}): study {dx['study_instance_uid']}" in verified.stdout
+            edited = pydicom.dcmread(sr_file)
+            impression = next(i for i in edited.ContentSequence
+                              if i.ConceptNameCodeSequence[0].CodeMeaning == "Impressions").ContentSequence[0]
+            impression.TextValue = impression.TextValue.replace("30%", "20%")  # one character
+            edited.save_as(tmp_path / "edited-sr.dcm")
+            refused = verify_report(tmp_path / "edited-sr.dcm", keys)
+            assert refused.returncode == 1 and "REPORT DOES NOT VERIFY" in refused.stderr, refused.stdout
             page = httpx.get(relay["page"] + "/").text
             assert "危急值报告" in page  # the township is alarmed until someone acknowledges
             csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)

@@ -146,7 +146,7 @@ def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
         header = _study_header(session, study)
         document = json.loads(report.document_json)
         sr = objects.build_sr(document=document, study=header, signature_b64=report.signature, key_id=report.key_id)
-        pdf = objects.build_pdf(document=document, study=header, key_id=report.key_id)
+        pdf = objects.build_pdf(document=document, study=header, key_id=report.key_id, signature_b64=report.signature)
         encapsulated = objects.build_encapsulated_pdf(pdf=pdf, document=document, study=header)
         pending, keys = [], {"pdf": put_object(county.store, object_key(study.study_uid, report.revision, "report.pdf"), pdf)}
         for name, data in (("sr", sr), ("encapsulated_pdf", encapsulated)):
@@ -168,7 +168,10 @@ def _study_header(session: Session, study: Study) -> Any:
 
     patient = session.get(Patient, study.patient_pk)
     site = session.get(Site, study.site_id)
-    return StudyHeader(study_uid=study.study_uid, patient_name=patient.name if patient else "",
+    # The study's own name: a corrected name on a later study must come back as corrected,
+    # not as the first name indexed for this patient ID.
+    name = study.patient_name or (patient.name if patient else "")
+    return StudyHeader(study_uid=study.study_uid, patient_name=name,
                        patient_id=patient.patient_id if patient else "",
                        birth_date=patient.birth_date if patient else "", sex=patient.sex if patient else "",
                        accession_number=study.accession_number, study_date=study.study_date,

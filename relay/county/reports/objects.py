@@ -39,6 +39,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian
 
+from relay.county.reports import attachment
 from relay.dicom import signing
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
@@ -519,10 +520,12 @@ def _banner(pdf: FPDF, text: str, note: str) -> None:
     pdf.set_text_color(*_INK)
 
 
-def build_pdf(*, document: dict[str, Any], study: StudyHeader, lang: str = "zh-CN", key_id: str = "") -> bytes:
+def build_pdf(*, document: dict[str, Any], study: StudyHeader, lang: str = "zh-CN", key_id: str = "",
+              signature_b64: str = "") -> bytes:
     """The A4 report a township technician prints for the patient (Chinese fonts embedded).
 
-    ``key_id`` (the signing key, not part of the signed document) is printed in the footer.
+    ``key_id`` (the signing key, not part of the signed document) is printed in the footer;
+    with ``signature_b64`` the signed JSON is attached (see ``attachment``).
     """
     _check(document, study)
     t = LABELS.get(lang) or LABELS["zh-CN"]
@@ -539,6 +542,8 @@ def build_pdf(*, document: dict[str, Any], study: StudyHeader, lang: str = "zh-C
     pdf.set_creator(MANUFACTURER)
     pdf.set_lang(lang)
     pdf.alias_nb_pages()
+    if signature_b64:
+        attachment.embed(pdf, signing.SignedReport(document, key_id, signature_b64).to_json(), at)
     pdf.footer_lines = (f"{t['key']} {key_id}".strip(), t["verify"],
                         f"Study Instance UID {study.study_uid}")
     pdf.page_label = t["page"]
