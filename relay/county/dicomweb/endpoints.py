@@ -25,7 +25,7 @@ from relay.county.audit.service import Action
 from relay.county.auth.service import Principal
 from relay.county.context import County
 from relay.county.db.engine import session_scope
-from relay.county.db.models import Instance, Site
+from relay.county.db.models import Instance, Site, Study
 from relay.county.dicomweb import json_model, multipart, qido, repository
 from relay.county.errors import BadRequest, NotFound, RelayError
 from relay.county.ingest.endpoints import enqueue_committed
@@ -82,7 +82,8 @@ def search_studies(
                         headers=q.warning())
 
 
-def _visible_study(session: Session, principal: Principal, study_uid: str) -> Any:
+def visible_study(session: Session, principal: Principal, study_uid: str) -> Study:
+    """The study, if the caller may see it; else 404 (a technician's other sites' studies too)."""
     study = repository.study(session, study_uid, _site_scope(principal))
     if study is None:
         raise NotFound(f"no study {study_uid}")
@@ -98,10 +99,10 @@ def _series_keys(q: qido.Query) -> repository.SeriesKeys:
 def search_series(study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep,
                   limit: Limit = None, offset: Offset = 0) -> JSONResponse:
     """QIDO-RS: the series of one study matching Modality, SeriesInstanceUID, SeriesNumber."""
-    study = _visible_study(session, principal, study_uid)
+    study = visible_study(session, principal, study_uid)
     q = qido.parse(request.query_params, qido.SERIES_KEYS)
     found = repository.search_series(session, repository.SeriesQuery(
-        study_pk=study.id, keys=_series_keys(q), limit=_page(limit), offset=offset))
+        study_pk=study.id, study_uid=study.study_uid, keys=_series_keys(q), limit=_page(limit), offset=offset))
     base = _base(request)
     body = [json_model.series_json(study=study, series=s, n_instances=n, base_url=base, includes=q.includes)
             for s, n in found]
@@ -110,7 +111,7 @@ def search_series(study_uid: str, request: Request, principal: PrincipalDep, ses
 
 def _instances_json(request: Request, principal: Principal, session: Session, study_uid: str,
                     series_uid: str | None, limit: int | None, offset: int) -> JSONResponse:
-    study = _visible_study(session, principal, study_uid)
+    study = visible_study(session, principal, study_uid)
     q = qido.parse(request.query_params, qido.INSTANCE_KEYS | qido.SERIES_KEYS)
     rows = repository.search_instances(session, repository.InstanceQuery(
         study_uid=study_uid, series_uid=series_uid, series=_series_keys(q),
@@ -139,7 +140,7 @@ def search_series_instances(study_uid: str, series_uid: str, request: Request, p
 
 def selected_instances(session: Session, principal: Principal, study_uid: str, series_uid: str | None,
               sop_uid: str | None) -> list[Instance]:
-    _visible_study(session, principal, study_uid)
+    visible_study(session, principal, study_uid)
     found = repository.instances_of(session, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
     if not found:
         raise NotFound("no such instances")

@@ -179,6 +179,7 @@ class SeriesQuery:
     """A series search within one study; ``limit`` None: every match."""
 
     study_pk: int
+    study_uid: str
     keys: SeriesKeys
     limit: int | None
     offset: int
@@ -210,8 +211,10 @@ def _series_filter(stmt: _Select, keys: SeriesKeys) -> _Select:
 
 
 def search_series(session: Session, q: SeriesQuery) -> list[tuple[Series, int]]:
-    """Matching series of one study with their instance counts, by SeriesNumber."""
-    count = (select(func.count(Instance.id)).where(Instance.series_pk == Series.id)
+    """Matching series of one study with their instance counts, by SeriesNumber. The count
+    names the study too: instances are indexed by study_uid, not by series_pk."""
+    count = (select(func.count(Instance.id)).where(Instance.study_uid == q.study_uid,
+                                                    Instance.series_pk == Series.id)
              .correlate(Series).scalar_subquery())
     stmt = _series_filter(select(Series, count).where(Series.study_pk == q.study_pk), q.keys)
     stmt = stmt.order_by(Series.series_number, Series.id).offset(q.offset).limit(q.limit)
@@ -246,3 +249,24 @@ def instances_of(session: Session, *, study_uid: str, series_uid: str | None = N
         stmt = stmt.where(Instance.sop_uid == sop_uid)
     return list(session.execute(stmt.order_by(Instance.series_uid, Instance.instance_number,
                                               Instance.id)).scalars())
+
+
+def middle_instance(session: Session, *, study_uid: str, series_uid: str) -> Instance | None:
+    """The series' representative for a thumbnail: its middle indexed instance by
+    InstanceNumber (the upper middle of an even count); None if it has none."""
+    where = (Instance.study_uid == study_uid, Instance.series_uid == series_uid, Instance.series_pk.is_not(None))
+    count = int(session.execute(select(func.count()).select_from(Instance).where(*where)).scalar_one())
+    if not count:
+        return None
+    stmt = (select(Instance).where(*where).order_by(Instance.instance_number, Instance.id)
+            .offset(count // 2).limit(1))
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def first_series_uid(session: Session, study: Study) -> str | None:
+    """The study's first series by SeriesNumber that has an indexed instance."""
+    has_instances = select(Instance.id).where(Instance.study_uid == study.study_uid,
+                                              Instance.series_pk == Series.id).exists()
+    stmt = (select(Series.series_uid).where(Series.study_pk == study.id, has_instances)
+            .order_by(Series.series_number, Series.id).limit(1))
+    return session.execute(stmt).scalar_one_or_none()
