@@ -132,6 +132,10 @@ def test_series_are_found_by_modality_uid_and_number(server, county, one_study):
     by_uid = dw.search_for_series(study, search_filters={"SeriesInstanceUID": one_study["ct"]})
     assert uids(by_uid, "SeriesInstanceUID") == [one_study["ct"]]
     assert dw.search_for_series(study, search_filters={"Modality": "US"}) == []
+    # the study in the path answers StudyInstanceUID: no warning, and another study matches nothing
+    assert len(dw.search_for_series(study, search_filters={"StudyInstanceUID": study})) == 2
+    assert dw.search_for_series(study, search_filters={"StudyInstanceUID": "1.2.3"}) == []
+    assert dw.search_for_instances(study, search_filters={"0020000D": "1.2.3"}) == []
 
 
 def test_instances_are_found_by_sop_class_uid_and_number(server, county, one_study):  # noqa: F811

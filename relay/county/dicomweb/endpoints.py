@@ -100,9 +100,10 @@ def search_series(study_uid: str, request: Request, principal: PrincipalDep, ses
                   limit: Limit = None, offset: Offset = 0) -> JSONResponse:
     """QIDO-RS: the series of one study matching Modality, SeriesInstanceUID, SeriesNumber."""
     study = visible_study(session, principal, study_uid)
-    q = qido.parse(request.query_params, qido.SERIES_KEYS)
-    found = repository.search_series(session, repository.SeriesQuery(
-        study_pk=study.id, study_uid=study.study_uid, keys=_series_keys(q), limit=_page(limit), offset=offset))
+    q = qido.parse(request.query_params, qido.SERIES_KEYS | qido.IN_PATH)
+    wanted = repository.SeriesQuery(study_pk=study.id, study_uid=study.study_uid, keys=_series_keys(q),
+                                    limit=_page(limit), offset=offset)
+    found = [] if qido.names_other_study(q, study_uid) else repository.search_series(session, wanted)
     base = _base(request)
     body = [json_model.series_json(study=study, series=s, n_instances=n, base_url=base, includes=q.includes)
             for s, n in found]
@@ -112,12 +113,13 @@ def search_series(study_uid: str, request: Request, principal: PrincipalDep, ses
 def _instances_json(request: Request, principal: Principal, session: Session, study_uid: str,
                     series_uid: str | None, limit: int | None, offset: int) -> JSONResponse:
     study = visible_study(session, principal, study_uid)
-    q = qido.parse(request.query_params, qido.INSTANCE_KEYS | qido.SERIES_KEYS)
-    rows = repository.search_instances(session, repository.InstanceQuery(
+    q = qido.parse(request.query_params, qido.INSTANCE_KEYS | qido.SERIES_KEYS | qido.IN_PATH)
+    wanted = repository.InstanceQuery(
         study_uid=study_uid, series_uid=series_uid, series=_series_keys(q),
         sop_class_uids=qido.uid_list(q.get("SOPClassUID")), sop_uids=qido.uid_list(q.get("SOPInstanceUID")),
         instance_number=qido.integer("InstanceNumber", q.get("InstanceNumber")),
-        limit=_page(limit), offset=offset))
+        limit=_page(limit), offset=offset)
+    rows = [] if qido.names_other_study(q, study_uid) else repository.search_instances(session, wanted)
     base = _base(request)
     body = [json_model.instance_json(study=study, series=s, instance=i, base_url=base, includes=q.includes)
             for i, s in rows]

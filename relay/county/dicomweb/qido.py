@@ -27,6 +27,9 @@ STUDY_KEYS = frozenset({"StudyInstanceUID", "PatientName", "PatientID", "Accessi
                         "StudyTime", "ModalitiesInStudy"})
 SERIES_KEYS = frozenset({"Modality", "SeriesInstanceUID", "SeriesNumber"})
 INSTANCE_KEYS = frozenset({"SOPClassUID", "SOPInstanceUID", "InstanceNumber"})
+IN_PATH = frozenset({"StudyInstanceUID"})
+"""Keys a study-scoped search (…/studies/{uid}/series) answers from its path: see
+:func:`names_other_study`."""
 ALL = "all"
 """includefield=all: every optional attribute of the level the index holds."""
 
@@ -96,6 +99,13 @@ def _includes(raw: Iterable[str]) -> frozenset[str]:
             raise BadRequest(f"includefield {name!r} is not a DICOM attribute")
         found.add(keyword)
     return frozenset(found)
+
+
+def names_other_study(q: Query, study_uid: str) -> bool:
+    """Whether the request's StudyInstanceUID key rules out the study its path names (then
+    nothing matches)."""
+    uids = uid_list(q.get("StudyInstanceUID"))
+    return bool(uids) and study_uid not in uids
 
 
 def uid_list(value: str | None) -> list[str]:
