@@ -52,10 +52,14 @@ def test_a_reader_opens_a_stat_ct_reads_it_and_signs_a_critical_report(server, c
         first = page.locator("#worklist tbody tr").nth(0)
         assert "急诊" in first.inner_text() and "李娜" in first.inner_text()
 
+        thumbnails: list[str] = []
+        page.on("response", lambda r: thumbnails.append(r.url) if r.url.endswith("/thumbnail") and r.ok else None)
         first.click()  # claims it, then the study page opens it
         page.wait_for_url(f"**/portal/studies/{study_uid}")
         _image_loaded(page)
         assert page.locator(".series").count() == 1
+        page.wait_for_function("() => document.querySelector('.series img').naturalWidth > 0")
+        assert [u.split("/dicomweb/")[1].count("/") for u in thumbnails] == [4]  # studies/s/series/se/thumbnail
         assert "5" in page.locator(".series").inner_text()
         page.wait_for_selector("#priors a")  # the same patient's 2023 study
         assert "2023-01-05" in page.locator("#priors").inner_text()

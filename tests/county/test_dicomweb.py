@@ -191,3 +191,111 @@ def test_frames_are_the_stored_pixel_data_of_each_frame(server, county, samples,
     assert rle == pydicom.encaps.get_frame(pydicom.dcmread(mr["abspath"]).PixelData, 0, number_of_frames=1)
     past_end = requests.get(_rendered_url(server, us, "frames/99"), headers=dw._session.headers)
     assert past_end.status_code == 404
+
+
+# --- thumbnails: stored at rendering, served per instance, series and study ---------------------
+
+def _render_all(county: County, ids: list[int]) -> None:
+    from relay.county.previews.service import render_instance
+
+    for iid in ids:
+        with session_scope(county.sessions) as s:
+            render_instance(session=s, store=county.store, instance_id=iid)
+
+
+def _stored_thumbnail_key(county: County, sop_uid: str) -> str:
+    from relay.county.db.models import RenderResult
+
+    with county.sessions() as s:
+        return str(s.execute(select(RenderResult.thumbnail_key).join(Instance, Instance.id == RenderResult.instance_pk)
+                             .where(Instance.sop_uid == sop_uid)).scalar_one())
+
+
+@pytest.fixture
+def ct_series(county: County) -> dict[str, object]:
+    """A rendered CT series of three instances numbered 1-3 (stored 3, 1, 2), each its own grey."""
+    from pydicom.uid import generate_uid
+    from tests.county.test_index import index, ingest
+    from tests.factories import encode, make_dataset
+
+    site_id, _ = make_site(county, "qingshan")
+    study, series, sops, ids = generate_uid(), generate_uid(), {}, []
+    for number in (3, 1, 2):
+        ds = make_dataset(StudyInstanceUID=study, SeriesInstanceUID=series, InstanceNumber=number,
+                          PixelData=bytes([number * 40, 0]) * 16)
+        ids.append(ingest(county, encode(ds), site_id=site_id))
+        index(county, ids[-1])
+        sops[number] = str(ds.SOPInstanceUID)
+    _render_all(county, ids)
+    return {"study": study, "series": series, "sops": sops}
+
+
+def _reader_headers(server: str, county: County) -> dict[str, str]:
+    return {"Authorization": f"Bearer {user_token(server, county, 'reader', Role.RADIOLOGIST)}"}
+
+
+def test_a_series_thumbnail_is_the_stored_thumbnail_of_its_middle_instance(server, county, ct_series):
+    from relay.county.db.models import RenderResult
+
+    headers = _reader_headers(server, county)
+    series_url = f"{server}/dicomweb/studies/{ct_series['study']}/series/{ct_series['series']}"
+    middle = ct_series["sops"][2]
+    r = requests.get(f"{series_url}/thumbnail", headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.content == county.store.get(_stored_thumbnail_key(county, middle))
+    # what is served is the stored object, not a fresh rendering: point the row at other bytes
+    marker = b"\xff\xd8 a thumbnail stored elsewhere"
+    county.store.put("derived/test/marker.jpg", marker, sha256=hashlib.sha256(marker).hexdigest())
+    with session_scope(county.sessions) as s:
+        row = s.execute(select(RenderResult).join(Instance, Instance.id == RenderResult.instance_pk)
+                        .where(Instance.sop_uid == middle)).scalar_one()
+        row.thumbnail_key = "derived/test/marker.jpg"
+        s.commit()
+    assert requests.get(f"{series_url}/thumbnail", headers=headers).content == marker
+    assert requests.get(f"{series_url}/instances/{middle}/thumbnail", headers=headers).content == marker
+    assert requests.get(f"{server}/dicomweb/studies/{ct_series['study']}/thumbnail", headers=headers).content == marker
+    first = requests.get(f"{series_url}/instances/{ct_series['sops'][1]}/thumbnail", headers=headers)
+    assert first.content == county.store.get(_stored_thumbnail_key(county, ct_series["sops"][1])) != marker
+
+
+def test_an_ecg_series_thumbnail_is_its_paper_made_small(server, county, samples, stored):
+    from PIL import Image
+
+    ecg = next(s for s in samples if s["modality"] == "ECG")
+    with county.sessions() as s:
+        iid = s.execute(select(Instance.id).where(Instance.sop_uid == ecg["sop_instance_uid"])).scalar_one()
+    headers = _reader_headers(server, county)
+    url = f"{server}/dicomweb/studies/{ecg['study_instance_uid']}/series/{ecg['series_instance_uid']}/thumbnail"
+    unrendered = requests.get(url, headers=headers)  # not rendered yet: drawn on request
+    _render_all(county, [iid])
+    served = requests.get(url, headers=headers)
+    assert served.content == county.store.get(_stored_thumbnail_key(county, ecg["sop_instance_uid"]))
+    for r in (unrendered, served):
+        width, height = Image.open(io.BytesIO(r.content)).size
+        assert r.status_code == 200 and width == 128 and 80 < height < width  # landscape paper
+
+
+def test_a_series_that_cannot_render_says_why_and_an_unknown_one_is_404(server, county):
+    from tests.county.test_index import index, ingest
+    from tests.factories import encode, make_dataset
+
+    site_id, _ = make_site(county, "qingshan")
+    broken = make_dataset(Rows=512, Columns=512)  # header promises far more pixels than it has
+    iid = ingest(county, encode(broken), site_id=site_id)
+    index(county, iid)
+    headers = _reader_headers(server, county)
+    study_url = f"{server}/dicomweb/studies/{broken.StudyInstanceUID}"
+    for _ in range(2):  # before and after the render task has noted the failure
+        r = requests.get(f"{study_url}/series/{broken.SeriesInstanceUID}/thumbnail", headers=headers)
+        assert r.status_code == 422 and r.json()["detail"].startswith("cannot render")
+        assert requests.get(f"{study_url}/thumbnail", headers=headers).status_code == 422
+        _render_all(county, [iid])
+    assert requests.get(f"{study_url}/series/1.2.3.4/thumbnail", headers=headers).status_code == 404
+
+
+def test_thumbnails_follow_the_wado_permissions(server, county, ct_series):
+    url = f"{server}/dicomweb/studies/{ct_series['study']}/series/{ct_series['series']}/thumbnail"
+    assert requests.get(url).status_code == 401
+    make_site(county, "other-town")
+    tech = user_token(server, county, "tech", Role.TECHNICIAN, site="other-town")
+    assert requests.get(url, headers={"Authorization": f"Bearer {tech}"}).status_code == 404

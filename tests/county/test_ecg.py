@@ -19,6 +19,7 @@ from relay.county.render.ecg import (
     decode_ecg,
     ecg_measurements,
     lead_name,
+    paper_header,
     render_ecg_png,
 )
 from relay.county.render.errors import RenderError, RenderFailure
@@ -237,3 +238,86 @@ def test_an_image_is_not_an_ecg() -> None:
     with pytest.raises(RenderError) as caught:
         render_ecg_png(image)
     assert caught.value.kind is RenderFailure.NO_PIXEL_DATA
+
+
+# --- trace geometry: 25 mm/s, 10 mm/mV, 1 mm grid, header numbers --------------------------------
+
+PX = ecg_paper.PX_PER_MM
+TRACE_X0 = (ecg_paper.MARGIN_MM + ecg_paper.CALIBRATION_MM) * PX
+"""x of t = 0 on every row, px."""
+
+
+def pulse_ecg(start_s: float, end_s: float, mv: float = 1.0) -> bytes:
+    """Lead I flat, lead II 0 mV with a ``mv`` pulse from ``start_s`` to ``end_s`` (10 s, so the
+    median the paper centres on stays 0)."""
+    ii = np.zeros(10 * RATE)
+    ii[round(start_s * RATE):round(end_s * RATE)] = mv
+    counts = np.rint(np.stack([np.zeros_like(ii), ii], axis=1) * 1000 / 5).astype(np.int16)
+    return ecg_bytes(counts, [channel("I"), channel("II")])
+
+
+def black_in_row(paper: np.ndarray, row: int) -> np.ndarray:
+    """Trace-coloured pixels of one trace row (0-2: the 3x4 block, 3: the rhythm strip)."""
+    top = round((ecg_paper.HEADER_MM + row * ecg_paper.ROW_MM) * PX)
+    band = np.zeros(paper.shape[:2], dtype=bool)
+    band[top:top + round(ecg_paper.ROW_MM * PX)] = True
+    return band & (paper == ecg_paper.TRACE_COLOUR).all(axis=2)
+
+
+def vertical_edges(black: np.ndarray, x_from: float, x_to: float) -> list[float]:
+    """x (px) of the near-vertical strokes, unbroken runs taller than 8 mm, between ``x_from``
+    and ``x_to`` (lead labels and the baseline are far shorter runs)."""
+    tall = []
+    for x in range(round(x_from), round(x_to)):
+        ys = np.flatnonzero(black[:, x])
+        runs = np.split(ys, np.flatnonzero(np.diff(ys) > 1) + 1) if ys.size else []
+        if any(run.size >= 8 * PX for run in runs):
+            tall.append(x)
+    groups = np.split(np.array(tall), np.flatnonzero(np.diff(tall) > 1) + 1) if tall else []
+    return [float(g.mean()) for g in groups]
+
+
+def trace_y(black: np.ndarray, t: float) -> float:
+    """Mean y (px) of the trace at time ``t`` of its row's segment."""
+    return float(np.flatnonzero(black[:, round(TRACE_X0 + t * 25 * PX)]).mean())
+
+
+@pytest.mark.parametrize(("row", "segment_s"), [(3, 10.0), (1, 2.5)], ids=["rhythm-strip", "3x4-cell-II"])
+def test_a_1_mv_pulse_lands_at_25_mm_per_s_and_stands_10_mm_tall(row: int, segment_s: float) -> None:
+    paper = np.asarray(Image.open(io.BytesIO(render_ecg_png(pulse_ecg(1.0, 2.0)))).convert("RGB"))
+    black = black_in_row(paper, row)
+    # the separator ticks between 3x4 leads are 6 mm tall: below the 8 mm threshold, and outside
+    edges = vertical_edges(black, TRACE_X0 + PX, TRACE_X0 + segment_s * 25 * PX - PX)
+    assert edges == pytest.approx([TRACE_X0 + t * 25 * PX for t in (1.0, 2.0)], abs=1.5)
+    baseline = (ecg_paper.HEADER_MM + row * ecg_paper.ROW_MM + ecg_paper.BASELINE_MM) * PX
+    assert trace_y(black, 0.5) == pytest.approx(baseline, abs=1.5)
+    assert trace_y(black, 0.5) - trace_y(black, 1.5) == pytest.approx(1.0 * 10 * PX, abs=1.5)
+
+
+def test_minor_grid_lines_are_one_millimetre_apart_both_ways() -> None:
+    paper = np.asarray(Image.open(io.BytesIO(render_ecg_png(pulse_ecg(1.0, 2.0)))).convert("RGB"))
+    left, top = round(ecg_paper.MARGIN_MM * PX), round(ecg_paper.HEADER_MM * PX)
+    width_mm, height_mm = round(ecg_paper.TRACE_MM + ecg_paper.CALIBRATION_MM), round(4 * ecg_paper.ROW_MM)
+    minor = (paper == ecg_paper.MINOR_COLOUR).all(axis=2)
+    across = np.flatnonzero(minor[top + round(12.5 * PX)])  # between lines, above row 0's trace
+    down = np.flatnonzero(minor[:, left + PX // 2])  # left of the calibration pulses and labels
+    assert across.tolist() == [left + i * PX for i in range(width_mm + 1) if i % 5]
+    assert down.tolist() == [top + j * PX for j in range(height_mm + 1) if j % 5]
+
+
+def test_the_header_prints_the_measured_and_the_device_numbers_apart() -> None:
+    ds = pydicom.dcmread(SAMPLE)
+    for item in ds.WaveformAnnotationSequence:  # the cart's heart rate, 72, becomes 75
+        if "NumericValue" in item and float(item.NumericValue) == 72:
+            item.NumericValue = "75"
+    out = io.BytesIO()
+    ds.save_as(out)
+    data = out.getvalue()
+    measured = ecg_measurements(data)
+    lines = ecg_paper.header_lines(paper_header(data), lang="en")
+    dash = "—" if ecg_paper.cjk_font_path() else "-"
+    assert round(measured.heart_rate_bpm) == 72
+    assert lines[0] == f"Measured:  HR 72 bpm    RR {measured.rr_ms:.0f} ms"
+    assert lines[1] == f"Device:  HR 75 bpm    PR 164 ms    QRS 92 ms    QT/QTc 388/{dash} ms"
+    assert "25 mm/s  10 mm/mV" in lines[2]
+    assert ecg_paper.header_lines(paper_header(data))[1].startswith("设备测量") == bool(ecg_paper.cjk_font_path())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+from PIL import Image
 from sqlalchemy import func, select
 
 from relay.county.auth.service import Principal
@@ -22,14 +24,17 @@ def render(county, instance_id):
         return render_instance(session=s, store=county.store, instance_id=instance_id)
 
 
-def test_an_ecg_gets_its_measured_rate_and_an_image_its_thumbnail(county, samples):
+def test_an_ecg_gets_its_measured_rate_and_a_paper_thumbnail_and_an_image_its_thumbnail(county, samples):
     site_id, _ = make_site(county)
     ecg = next(s for s in samples if s["modality"] == "ECG")
     ct = next(s for s in samples if s["modality"] == "CT")
     ecg_id = ingest(county, Path(ecg["abspath"]).read_bytes(), site_id=site_id)
     ct_id = ingest(county, Path(ct["abspath"]).read_bytes(), site_id=site_id)
-    measured = json.loads(render(county, ecg_id).ecg_json)
+    ecg_result = render(county, ecg_id)
+    measured = json.loads(ecg_result.ecg_json)
     assert abs(measured["heart_rate_bpm"] - 72) < 2 and measured["device"]["heart_rate_bpm"] == 72
+    paper = Image.open(io.BytesIO(county.store.get(ecg_result.thumbnail_key)))
+    assert paper.format == "JPEG" and paper.size[0] > paper.size[1]  # landscape, like the paper
     thumb = render(county, ct_id)
     assert thumb.ok and county.store.get(thumb.thumbnail_key)[:2] == b"\xff\xd8"  # a JPEG
 

@@ -25,8 +25,8 @@ from relay.county.audit.service import Action
 from relay.county.auth.service import Principal
 from relay.county.context import County
 from relay.county.db.engine import session_scope
-from relay.county.db.models import Instance, Site
-from relay.county.dicomweb import json_model, multipart, repository
+from relay.county.db.models import Instance, Site, Study
+from relay.county.dicomweb import json_model, multipart, qido, repository
 from relay.county.errors import BadRequest, NotFound, RelayError
 from relay.county.ingest.endpoints import enqueue_committed
 from relay.county.ingest.service import Upload, ingest_instance
@@ -38,9 +38,6 @@ DICOM_JSON = "application/dicom+json"
 MAX_RESULTS = 1000
 """Largest page a QIDO-RS search returns; larger limits are capped (PS3.18 allows it)."""
 
-_KEYS = {"StudyInstanceUID": "0020000D", "PatientName": "00100010", "PatientID": "00100020",
-         "AccessionNumber": "00080050", "StudyDate": "00080020", "ModalitiesInStudy": "00080061"}
-
 
 def _site_scope(principal: Principal) -> int | None:
     """The only site a caller may see (a technician's), or None for all."""
@@ -49,86 +46,103 @@ def _site_scope(principal: Principal) -> int | None:
     return None
 
 
-def _param(request: Request, keyword: str) -> str | None:
-    value = request.query_params.get(keyword) or request.query_params.get(_KEYS[keyword])
-    return value or None
-
-
-def _date_range(value: str | None) -> tuple[str | None, str | None] | None:
-    if not value:
-        return None
-    lo, sep, hi = value.partition("-")
-    return (lo or None, (hi or None) if sep else lo or None)
-
-
 def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/dicomweb"
 
 
-def _study_query(request: Request, principal: Principal, limit: int, offset: int) -> repository.StudyQuery:
-    uids = _param(request, "StudyInstanceUID")
+def _study_query(q: qido.Query, principal: Principal, limit: int, offset: int) -> repository.StudyQuery:
     return repository.StudyQuery(
-        study_uids=[u for u in (uids or "").replace("\\", ",").split(",") if u],
-        patient_name=_param(request, "PatientName"), patient_id=_param(request, "PatientID"),
-        accession_number=_param(request, "AccessionNumber"),
-        study_date=_date_range(_param(request, "StudyDate")),
-        modality=_param(request, "ModalitiesInStudy"), site_id=_site_scope(principal),
+        study_uids=qido.uid_list(q.get("StudyInstanceUID")),
+        patient_name=q.get("PatientName"), patient_id=q.get("PatientID"),
+        accession_number=q.get("AccessionNumber"), study_date=qido.date_range(q.get("StudyDate")),
+        study_time=qido.time_range(q.get("StudyTime")),
+        modality=q.get("ModalitiesInStudy"), site_id=_site_scope(principal),
         limit=min(limit, MAX_RESULTS), offset=offset)
+
+
+Limit = Annotated[int | None, Query(ge=1)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def _page(limit: int | None) -> int | None:
+    return None if limit is None else min(limit, MAX_RESULTS)
 
 
 @router.get("/studies")
 def search_studies(
     request: Request, principal: PrincipalDep, session: SessionDep,
-    limit: Annotated[int, Query(ge=1)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1)] = 100, offset: Offset = 0,
 ) -> JSONResponse:
-    """QIDO-RS: studies matching PatientName (wildcards), PatientID, StudyDate (range), ..."""
-    rows = repository.search_studies(session, _study_query(request, principal, limit, offset))
+    """QIDO-RS: studies matching PatientName (wildcards), PatientID, StudyDate and StudyTime
+    (ranges), ... (see :mod:`qido`), newest first."""
+    q = qido.parse(request.query_params, qido.STUDY_KEYS)
+    rows = repository.search_studies(session, _study_query(q, principal, limit, offset))
     base = _base(request)
-    return JSONResponse([json_model.study_json(row, base_url=base) for row in rows], media_type=DICOM_JSON)
+    return JSONResponse([json_model.study_json(row, base_url=base) for row in rows], media_type=DICOM_JSON,
+                        headers=q.warning())
 
 
-def _visible_study(session: Session, principal: Principal, study_uid: str) -> Any:
+def visible_study(session: Session, principal: Principal, study_uid: str) -> Study:
+    """The study, if the caller may see it; else 404 (a technician's other sites' studies too)."""
     study = repository.study(session, study_uid, _site_scope(principal))
     if study is None:
         raise NotFound(f"no study {study_uid}")
     return study
 
 
+def _series_keys(q: qido.Query) -> repository.SeriesKeys:
+    return repository.SeriesKeys(series_uids=qido.uid_list(q.get("SeriesInstanceUID")), modality=q.get("Modality"),
+                                 series_number=qido.integer("SeriesNumber", q.get("SeriesNumber")))
+
+
 @router.get("/studies/{study_uid}/series")
-def search_series(study_uid: str, request: Request, principal: PrincipalDep,
-                  session: SessionDep) -> JSONResponse:
-    """QIDO-RS: the series of one study."""
-    study = _visible_study(session, principal, study_uid)
-    body = [json_model.series_json(study_uid=study_uid, series=s, n_instances=n, base_url=_base(request))
-            for s, n in repository.series_of(session, study.id)]
-    return JSONResponse(body, media_type=DICOM_JSON)
+def search_series(study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep,
+                  limit: Limit = None, offset: Offset = 0) -> JSONResponse:
+    """QIDO-RS: the series of one study matching Modality, SeriesInstanceUID, SeriesNumber."""
+    study = visible_study(session, principal, study_uid)
+    q = qido.parse(request.query_params, qido.SERIES_KEYS | qido.IN_PATH)
+    wanted = repository.SeriesQuery(study_pk=study.id, study_uid=study.study_uid, keys=_series_keys(q),
+                                    limit=_page(limit), offset=offset)
+    found = [] if qido.names_other_study(q, study_uid) else repository.search_series(session, wanted)
+    base = _base(request)
+    body = [json_model.series_json(study=study, series=s, n_instances=n, base_url=base, includes=q.includes)
+            for s, n in found]
+    return JSONResponse(body, media_type=DICOM_JSON, headers=q.warning())
 
 
 def _instances_json(request: Request, principal: Principal, session: Session, study_uid: str,
-                    series_uid: str | None) -> JSONResponse:
-    _visible_study(session, principal, study_uid)
-    rows = repository.instances_of(session, study_uid=study_uid, series_uid=series_uid)
-    return JSONResponse([json_model.instance_json(instance=i, base_url=_base(request)) for i in rows],
-                        media_type=DICOM_JSON)
+                    series_uid: str | None, limit: int | None, offset: int) -> JSONResponse:
+    study = visible_study(session, principal, study_uid)
+    q = qido.parse(request.query_params, qido.INSTANCE_KEYS | qido.SERIES_KEYS | qido.IN_PATH)
+    wanted = repository.InstanceQuery(
+        study_uid=study_uid, series_uid=series_uid, series=_series_keys(q),
+        sop_class_uids=qido.uid_list(q.get("SOPClassUID")), sop_uids=qido.uid_list(q.get("SOPInstanceUID")),
+        instance_number=qido.integer("InstanceNumber", q.get("InstanceNumber")),
+        limit=_page(limit), offset=offset)
+    rows = [] if qido.names_other_study(q, study_uid) else repository.search_instances(session, wanted)
+    base = _base(request)
+    body = [json_model.instance_json(study=study, series=s, instance=i, base_url=base, includes=q.includes)
+            for i, s in rows]
+    return JSONResponse(body, media_type=DICOM_JSON, headers=q.warning())
 
 
 @router.get("/studies/{study_uid}/instances")
 def search_study_instances(study_uid: str, request: Request, principal: PrincipalDep,
-                           session: SessionDep) -> JSONResponse:
-    """QIDO-RS: the instances of one study."""
-    return _instances_json(request, principal, session, study_uid, None)
+                           session: SessionDep, limit: Limit = None, offset: Offset = 0) -> JSONResponse:
+    """QIDO-RS: the instances of one study (series and instance keys)."""
+    return _instances_json(request, principal, session, study_uid, None, limit, offset)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances")
-def search_series_instances(study_uid: str, series_uid: str, request: Request,
-                            principal: PrincipalDep, session: SessionDep) -> JSONResponse:
-    """QIDO-RS: the instances of one series."""
-    return _instances_json(request, principal, session, study_uid, series_uid)
+def search_series_instances(study_uid: str, series_uid: str, request: Request, principal: PrincipalDep,
+                            session: SessionDep, limit: Limit = None, offset: Offset = 0) -> JSONResponse:
+    """QIDO-RS: the instances of one series matching SOPClassUID, SOPInstanceUID, InstanceNumber."""
+    return _instances_json(request, principal, session, study_uid, series_uid, limit, offset)
 
 
 def selected_instances(session: Session, principal: Principal, study_uid: str, series_uid: str | None,
               sop_uid: str | None) -> list[Instance]:
-    _visible_study(session, principal, study_uid)
+    visible_study(session, principal, study_uid)
     found = repository.instances_of(session, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
     if not found:
         raise NotFound("no such instances")

@@ -52,27 +52,60 @@ def study_json(row: Any, *, base_url: str) -> JsonDataset:
     }
 
 
-def series_json(*, study_uid: str, series: Any, n_instances: int, base_url: str) -> JsonDataset:
+_Optional = dict[str, tuple[str, str, str]]
+STUDY_INCLUDES: _Optional = {
+    "StudyDate": ("00080020", "DA", "study_date"), "StudyTime": ("00080030", "TM", "study_time"),
+    "AccessionNumber": ("00080050", "SH", "accession_number"),
+    "StudyDescription": ("00081030", "LO", "description"),
+}
+"""Study attributes a series or instance search returns when includefield names them:
+keyword -> (tag, VR, attribute of the Study row)."""
+SERIES_OPTIONAL: _Optional = {"BodyPartExamined": ("00180015", "CS", "body_part")}
+"""Optional series attributes the index holds: returned for includefield=all or by name."""
+SERIES_INCLUDES: _Optional = {"SeriesDescription": ("0008103E", "LO", "description"), **SERIES_OPTIONAL}
+
+
+def _include(ds: JsonDataset, row: Any, table: _Optional, wanted: frozenset[str] | bool) -> None:
+    """Put the attributes of ``table`` that are ``wanted`` (True: all of them) from ``row``."""
+    for keyword, (tag, vr, attribute) in table.items():
+        if wanted is True or (wanted and keyword in wanted):
+            _put(ds, tag, vr, getattr(row, attribute))
+
+
+def series_json(*, study: Any, series: Any, n_instances: int, base_url: str,
+                includes: frozenset[str] = frozenset()) -> JsonDataset:
+    """One QIDO-RS series result; ``includes``: the includefield keywords (``all`` among them:
+    every optional series attribute the index holds)."""
     ds: JsonDataset = {}
     _put(ds, "00080005", "CS", "ISO_IR 192")
     _put(ds, "00080060", "CS", series.modality)
     _put(ds, "0008103E", "LO", series.description)
-    _put(ds, "00081190", "UR", f"{base_url}/studies/{study_uid}/series/{series.series_uid}")
-    _put(ds, "0020000D", "UI", study_uid)
+    _put(ds, "00081190", "UR", f"{base_url}/studies/{study.study_uid}/series/{series.series_uid}")
+    _put(ds, "0020000D", "UI", study.study_uid)
     _put(ds, "0020000E", "UI", series.series_uid)
     _put(ds, "00200011", "IS", series.series_number)
     _put(ds, "00201209", "IS", n_instances)
+    _include(ds, series, SERIES_OPTIONAL, True if "all" in includes else includes)
+    _include(ds, study, STUDY_INCLUDES, includes)
     return ds
 
 
-def instance_json(*, instance: Any, base_url: str) -> JsonDataset:
+def instance_json(*, study: Any, series: Any, instance: Any, base_url: str,
+                  includes: frozenset[str] = frozenset()) -> JsonDataset:
+    """One QIDO-RS instance result, with its series' Modality and SeriesNumber (PS3.18
+    10.6.3.3.3 asks for them when a study's instances are searched); ``includes`` adds
+    series and study attributes by name."""
     ds: JsonDataset = {}
     _put(ds, "00080016", "UI", instance.sop_class_uid)
     _put(ds, "00080018", "UI", instance.sop_uid)
+    _put(ds, "00080060", "CS", series.modality)
     _put(ds, "00081190", "UR", f"{base_url}/studies/{instance.study_uid}/series/"
          f"{instance.series_uid}/instances/{instance.sop_uid}")
     _put(ds, "0020000D", "UI", instance.study_uid)
     _put(ds, "0020000E", "UI", instance.series_uid)
+    _put(ds, "00200011", "IS", series.series_number)
     _put(ds, "00200013", "IS", instance.instance_number)
     _put(ds, "00083002", "UI", instance.transfer_syntax_uid)
+    _include(ds, series, SERIES_INCLUDES, includes)
+    _include(ds, study, STUDY_INCLUDES, includes)
     return ds

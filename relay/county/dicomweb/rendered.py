@@ -1,6 +1,8 @@
 """WADO-RS rendered resources (PS3.18 9.5): an instance or frame as PNG/JPEG, and thumbnails.
 
-Rendered on request: a CT frame takes milliseconds. ECG waveform instances render as
+Rendered on request: a CT frame takes milliseconds. Thumbnails (of an instance, of a
+series: its middle instance, of a study: its first series) are the JPEGs the render
+task stored, rendered on request only when none is stored. ECG waveform instances render as
 standard paper (25 mm/s, 10 mm/mV). A failure is a 422 problem saying why ("cannot
 render: truncated pixel data"), never a crash, so the viewer can show that note.
 """
@@ -10,13 +12,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.context import County
-from relay.county.dicomweb.endpoints import selected_instances
-from relay.county.errors import BadRequest, RelayError
-from relay.county.render import RenderError, render_ecg_png, render_jpeg, render_png, thumbnail
+from relay.county.db.models import Instance
+from relay.county.dicomweb import repository
+from relay.county.dicomweb.endpoints import selected_instances, visible_study
+from relay.county.errors import BadRequest, NotFound, RelayError
+from relay.county.previews.service import thumbnail_of
+from relay.county.render import RenderError, render_ecg_png, render_jpeg, render_png
 from relay.dicom.sop import is_waveform
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
@@ -81,14 +87,37 @@ async def rendered_frame(
                           window=window, accept=accept, lang="zh-CN")
 
 
-@router.get("/studies/{study}/series/{series}/instances/{sop}/thumbnail")
-async def instance_thumbnail(study: str, series: str, sop: str, principal: PrincipalDep,
-                             session: SessionDep, county: CountyDep) -> Response:
-    """A small JPEG for series lists."""
-    (inst,) = selected_instances(session, principal, study, series, sop)
-    data = await run_in_threadpool(county.store.get, inst.object_key)
+def _thumbnail(county: County, session: Session, inst: Instance | None) -> Response:
+    if inst is None:
+        raise NotFound("the series has no indexed instances")
     try:
-        body = await run_in_threadpool(thumbnail, data)
+        body = thumbnail_of(session=session, store=county.store, instance=inst)
     except RenderError as exc:
         raise CannotRender(f"cannot render: {exc}") from exc
     return Response(body, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/thumbnail")
+def instance_thumbnail(study: str, series: str, sop: str, principal: PrincipalDep,
+                       session: SessionDep, county: CountyDep) -> Response:
+    """A small JPEG of the instance (an ECG's paper): the one stored at rendering, else made now."""
+    (inst,) = selected_instances(session, principal, study, series, sop)
+    return _thumbnail(county, session, inst)
+
+
+@router.get("/studies/{study}/series/{series}/thumbnail")
+def series_thumbnail(study: str, series: str, principal: PrincipalDep, session: SessionDep,
+                     county: CountyDep) -> Response:
+    """The thumbnail of the series' middle instance by InstanceNumber, for series lists."""
+    visible_study(session, principal, study)
+    return _thumbnail(county, session, repository.middle_instance(session, study_uid=study, series_uid=series))
+
+
+@router.get("/studies/{study}/thumbnail")
+def study_thumbnail(study: str, principal: PrincipalDep, session: SessionDep, county: CountyDep) -> Response:
+    """The thumbnail of the study's first series (by SeriesNumber)."""
+    found = visible_study(session, principal, study)
+    series = repository.first_series_uid(session, found)
+    if series is None:
+        raise NotFound("the study has no indexed instances")
+    return _thumbnail(county, session, repository.middle_instance(session, study_uid=study, series_uid=series))

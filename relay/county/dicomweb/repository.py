@@ -27,6 +27,8 @@ class StudyQuery:
     site_id: int | None
     limit: int
     offset: int
+    study_time: tuple[str | None, str | None] | None = None
+    """Inclusive bounds compared as strings (see ``qido.time_range``)."""
 
 
 def _like(value: str) -> str:
@@ -82,6 +84,11 @@ def _filter(stmt: _Select, q: StudyQuery) -> _Select:
         lo, hi = q.study_date
         stmt = stmt.where(Study.study_date >= lo) if lo else stmt
         stmt = stmt.where(Study.study_date <= hi) if hi else stmt
+    if q.study_time:
+        lo, hi = q.study_time
+        stmt = stmt.where(Study.study_time != "")
+        stmt = stmt.where(Study.study_time >= lo) if lo else stmt
+        stmt = stmt.where(Study.study_time <= hi) if hi else stmt
     if q.modality:
         stmt = stmt.where(Study.modalities.like(f"%{_like(q.modality)}%", escape="\\"))
     if q.site_id is not None:
@@ -158,13 +165,78 @@ def study(session: Session, study_uid: str, site_id: int | None) -> Study | None
     return session.execute(stmt).scalar_one_or_none()
 
 
-def series_of(session: Session, study_pk: int, series_uid: str | None = None) -> list[tuple[Series, int]]:
-    count = (select(func.count(Instance.id)).where(Instance.series_pk == Series.id)
+@dataclass(frozen=True, slots=True)
+class SeriesKeys:
+    """QIDO-RS series-level matching keys (also matched by an instance search of a study)."""
+
+    series_uids: list[str]
+    modality: str | None
+    series_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesQuery:
+    """A series search within one study; ``limit`` None: every match."""
+
+    study_pk: int
+    study_uid: str
+    keys: SeriesKeys
+    limit: int | None
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceQuery:
+    """An instance search within one study (optionally one series); ``limit`` None: every match."""
+
+    study_uid: str
+    series_uid: str | None
+    """The series the path names (the keys in ``series`` can only narrow it)."""
+    series: SeriesKeys
+    sop_class_uids: list[str]
+    sop_uids: list[str]
+    instance_number: int | None
+    limit: int | None
+    offset: int
+
+
+def _series_filter(stmt: _Select, keys: SeriesKeys) -> _Select:
+    if keys.series_uids:
+        stmt = stmt.where(Series.series_uid.in_(keys.series_uids))
+    if keys.modality:
+        stmt = stmt.where(_match(Series.modality, keys.modality))
+    if keys.series_number is not None:
+        stmt = stmt.where(Series.series_number == keys.series_number)
+    return stmt
+
+
+def search_series(session: Session, q: SeriesQuery) -> list[tuple[Series, int]]:
+    """Matching series of one study with their instance counts, by SeriesNumber. The count
+    names the study too: instances are indexed by study_uid, not by series_pk."""
+    count = (select(func.count(Instance.id)).where(Instance.study_uid == q.study_uid,
+                                                    Instance.series_pk == Series.id)
              .correlate(Series).scalar_subquery())
-    stmt = select(Series, count).where(Series.study_pk == study_pk).order_by(Series.series_number, Series.id)
-    if series_uid:
-        stmt = stmt.where(Series.series_uid == series_uid)
+    stmt = _series_filter(select(Series, count).where(Series.study_pk == q.study_pk), q.keys)
+    stmt = stmt.order_by(Series.series_number, Series.id).offset(q.offset).limit(q.limit)
     return [(s, int(n)) for s, n in session.execute(stmt).all()]
+
+
+def search_instances(session: Session, q: InstanceQuery) -> list[tuple[Instance, Series]]:
+    """Matching indexed instances of one study, each with its series, in series then
+    InstanceNumber order (the same order WADO-RS retrieves them in)."""
+    stmt = (select(Instance, Series).join(Series, Series.id == Instance.series_pk)
+            .where(Instance.study_uid == q.study_uid))
+    stmt = _series_filter(stmt, q.series)
+    if q.series_uid:
+        stmt = stmt.where(Instance.series_uid == q.series_uid)
+    if q.sop_class_uids:
+        stmt = stmt.where(Instance.sop_class_uid.in_(q.sop_class_uids))
+    if q.sop_uids:
+        stmt = stmt.where(Instance.sop_uid.in_(q.sop_uids))
+    if q.instance_number is not None:
+        stmt = stmt.where(Instance.instance_number == q.instance_number)
+    stmt = stmt.order_by(Instance.series_uid, Instance.instance_number, Instance.id)
+    return [(i, s) for i, s in session.execute(stmt.offset(q.offset).limit(q.limit)).all()]
 
 
 def instances_of(session: Session, *, study_uid: str, series_uid: str | None = None,
@@ -177,3 +249,24 @@ def instances_of(session: Session, *, study_uid: str, series_uid: str | None = N
         stmt = stmt.where(Instance.sop_uid == sop_uid)
     return list(session.execute(stmt.order_by(Instance.series_uid, Instance.instance_number,
                                               Instance.id)).scalars())
+
+
+def middle_instance(session: Session, *, study_uid: str, series_uid: str) -> Instance | None:
+    """The series' representative for a thumbnail: its middle indexed instance by
+    InstanceNumber (the upper middle of an even count); None if it has none."""
+    where = (Instance.study_uid == study_uid, Instance.series_uid == series_uid, Instance.series_pk.is_not(None))
+    count = int(session.execute(select(func.count()).select_from(Instance).where(*where)).scalar_one())
+    if not count:
+        return None
+    stmt = (select(Instance).where(*where).order_by(Instance.instance_number, Instance.id)
+            .offset(count // 2).limit(1))
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def first_series_uid(session: Session, study: Study) -> str | None:
+    """The study's first series by SeriesNumber that has an indexed instance."""
+    has_instances = select(Instance.id).where(Instance.study_uid == study.study_uid,
+                                              Instance.series_pk == Series.id).exists()
+    stmt = (select(Series.series_uid).where(Series.study_pk == study.id, has_instances)
+            .order_by(Series.series_number, Series.id).limit(1))
+    return session.execute(stmt).scalar_one_or_none()

@@ -3,7 +3,10 @@
 Runs in a Celery task on the ``render`` queue, at least once: the result row is
 unique per instance and the thumbnail key is deterministic, so a second run returns
 early. A failure to render is a result, not an error: the study still reaches the
-reader, with the note.
+reader, with the note. An ECG's thumbnail is its paper, made small.
+
+:func:`thumbnail_of` serves those thumbnails (WADO-RS /thumbnail), rendering on request
+what has none stored (not rendered yet, or rendered before ECGs had thumbnails).
 """
 
 from __future__ import annotations
@@ -19,16 +22,21 @@ from sqlalchemy.orm import Session
 from relay.county.auth.service import now_utc
 from relay.county.db.models import Instance, RenderResult
 from relay.county.db.upsert import insert_ignore
-from relay.county.render.ecg import ecg_measurements
+from relay.county.render.ecg import ecg_measurements, ecg_thumbnail
 from relay.county.render.errors import RenderError
 from relay.county.render.image import thumbnail
-from relay.county.storage import ObjectStore
+from relay.county.storage import ObjectNotFound, ObjectStore
 from relay.dicom.sop import is_document, is_waveform
 
 log = logging.getLogger(__name__)
 
+def _render_thumbnail(inst: Instance, data: bytes) -> bytes:
+    """A JPEG thumbnail of ``data``: an ECG's paper, else the image's middle frame."""
+    return ecg_thumbnail(data) if is_waveform(inst.sop_class_uid) else thumbnail(data)
+
+
 def _thumbnail_values(store: ObjectStore, inst: Instance, data: bytes) -> dict[str, object]:
-    jpeg = thumbnail(data)
+    jpeg = _render_thumbnail(inst, data)
     key = f"derived/{inst.sop_uid}/{inst.sha256}/thumbnail.jpg"
     store.put(key, jpeg, sha256=hashlib.sha256(jpeg).hexdigest())
     return {"thumbnail_key": key}
@@ -53,14 +61,27 @@ def render_instance(*, session: Session, store: ObjectStore, instance_id: int) -
     values: dict[str, object] = {"instance_pk": inst.id, "study_uid": inst.study_uid, "ok": True,
                                  "rendered_at": now_utc()}
     try:
-        is_ecg = is_waveform(inst.sop_class_uid)
-        values.update(_ecg_values(data) if is_ecg else _thumbnail_values(store, inst, data))
+        values.update(_ecg_values(data) if is_waveform(inst.sop_class_uid) else {})
+        values.update(_thumbnail_values(store, inst, data))
     except RenderError as exc:
         log.warning("cannot render sop=%s kind=%s: %s", inst.sop_uid, exc.kind.value, exc)
         values.update(ok=False, failure_kind=exc.kind.value, failure_reason=str(exc)[:512])
     insert_ignore(session, RenderResult, values, keys=["instance_pk"])
     session.commit()
     return session.execute(select(RenderResult).where(RenderResult.instance_pk == instance_id)).scalar_one()
+
+
+def thumbnail_of(*, session: Session, store: ObjectStore, instance: Instance) -> bytes:
+    """The instance's thumbnail JPEG: the one rendering stored, else rendered now (not
+    stored: the render task owns that). Raises :class:`RenderError` when it cannot render."""
+    key = session.execute(select(RenderResult.thumbnail_key)
+                          .where(RenderResult.instance_pk == instance.id)).scalar_one_or_none()
+    if key:
+        try:
+            return store.get(key)
+        except ObjectNotFound:
+            log.warning("stored thumbnail missing sop=%s key=%s; rendering it", instance.sop_uid, key)
+    return _render_thumbnail(instance, store.get(instance.object_key))
 
 
 def render_notes(session: Session, study_uids: list[str]) -> dict[str, list[str]]:

@@ -4,7 +4,14 @@ No servers, no disk: every function takes the Part 10 bytes of one instance and
 raises only :class:`RenderError` (with a :class:`RenderFailure` kind) when it cannot.
 """
 
-from relay.county.render.ecg import EcgMeasurements, decode_ecg, ecg_measurements, render_ecg_png
+from relay.county.render.ecg import (
+    EcgMeasurements,
+    decode_ecg,
+    ecg_measurements,
+    ecg_thumbnail,
+    paper_header,
+    render_ecg_png,
+)
 from relay.county.render.errors import RenderError, RenderFailure
 from relay.county.render.image import (
     WindowPreset,
@@ -22,6 +29,8 @@ __all__ = [
     "WindowPreset",
     "decode_ecg",
     "ecg_measurements",
+    "ecg_thumbnail",
+    "paper_header",
     "render_ecg_png",
     "render_frame",
     "render_jpeg",

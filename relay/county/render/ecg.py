@@ -10,8 +10,9 @@ them, never mixed in, so the reader sees both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,7 +20,9 @@ from pydicom.dataset import Dataset
 
 from relay.county.render import ecg_paper
 from relay.county.render.errors import RenderError, RenderFailure
-from relay.county.render.image import read_dataset
+from relay.county.render.image import THUMBNAIL_SIZE, read_dataset, thumbnail_of
+
+_T = TypeVar("_T")
 
 Signal = NDArray[np.float64]
 
@@ -118,29 +121,38 @@ def decode_ecg(data: bytes) -> Ecg:
         raise RenderError(f"waveform could not be decoded: {type(exc).__name__}: {exc}") from exc
 
 
-def ecg_measurements(data: bytes) -> EcgMeasurements:
-    """Heart rate and mean RR from lead II, plus the device's stored measurements."""
+def _guarded(what: str, run: Callable[[Ecg, EcgMeasurements], _T], data: bytes) -> _T:
+    """``run`` on the decoded and measured ECG; anything but a RenderError becomes one."""
     try:
         ds = read_dataset(data)
         ecg = _decode(ds)
-        return _measure(ecg, device_measurements(ds))
+        return run(ecg, _measure(ecg, device_measurements(ds)))
     except RenderError:
         raise
-    except Exception as exc:
-        raise RenderError(f"ECG could not be measured: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # pydicom/numpy/Pillow errors on malformed waveforms
+        raise RenderError(f"ECG could not be {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def ecg_measurements(data: bytes) -> EcgMeasurements:
+    """Heart rate and mean RR from lead II, plus the device's stored measurements."""
+    return _guarded("measured", lambda _ecg, measured: measured, data)
+
+
+def paper_header(data: bytes) -> ecg_paper.Header:
+    """The numbers the paper prints above the grid: measured from the signal and device-stored."""
+    return _guarded("measured", lambda ecg, measured: _header(ecg, measured), data)
 
 
 def render_ecg_png(data: bytes, *, lang: str = "zh-CN") -> bytes:
     """Standard 12-lead paper (3x4 + lead II rhythm strip) as PNG; see :mod:`ecg_paper`."""
-    try:
-        ds = read_dataset(data)
-        ecg = _decode(ds)
-        measured = _measure(ecg, device_measurements(ds))
-        return ecg_paper.draw_png(ecg.leads, ecg.sampling_hz, _header(ecg, measured), lang=lang)
-    except RenderError:
-        raise
-    except Exception as exc:
-        raise RenderError(f"ECG could not be drawn: {type(exc).__name__}: {exc}") from exc
+    return _guarded("drawn", lambda ecg, measured: ecg_paper.draw_png(
+        ecg.leads, ecg.sampling_hz, _header(ecg, measured), lang=lang), data)
+
+
+def ecg_thumbnail(data: bytes, *, size: int = THUMBNAIL_SIZE) -> bytes:
+    """The ECG's paper (English text: unreadable at this size anyway) as a small JPEG."""
+    return _guarded("drawn", lambda ecg, measured: thumbnail_of(ecg_paper.draw(
+        ecg.leads, ecg.sampling_hz, _header(ecg, measured), lang="en"), size=size), data)
 
 
 def _header(ecg: Ecg, m: EcgMeasurements) -> ecg_paper.Header:

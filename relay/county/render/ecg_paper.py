@@ -176,7 +176,7 @@ def draw(
     _calibration(canvas, 3)
     _trace(canvas, centred.get(RHYTHM_LEAD), sampling_hz, 3, 0.0, RHYTHM_S)
     _label(canvas, RHYTHM_LEAD, 3, 0.0, lead_font, labels if RHYTHM_LEAD not in centred else None)
-    _header(canvas, header, labels, text_font, cjk=font_path is not None)
+    _header(canvas, header_lines(header, lang=lang), text_font)
     return image
 
 
@@ -250,7 +250,12 @@ def _label(
     canvas.text((x, y), text, fill=TEXT_COLOUR, font=font)
 
 
-def _header(canvas: ImageDraw.ImageDraw, h: Header, t: dict[str, str], font: Font, *, cjk: bool) -> None:
+def header_lines(h: Header, *, lang: str = "zh-CN") -> list[str]:
+    """The header :func:`draw` prints, line by line: the numbers measured from the signal,
+    the device's own numbers, then statements, scale and filters. English when no CJK font
+    is installed (Pillow's built-in font has no CJK glyphs)."""
+    cjk = cjk_font_path() is not None
+    t = LABELS.get(lang if cjk else "en", LABELS["en"])
     dash = "—" if cjk else "-"  # Pillow's built-in font has no em dash
 
     def num(value: float | None) -> str:
@@ -262,11 +267,14 @@ def _header(canvas: ImageDraw.ImageDraw, h: Header, t: dict[str, str], font: Fon
         f"    {t['qrs']} {num(h.device_qrs_ms)} ms    {t['qt']} {num(h.device_qt_ms)}/{num(h.device_qtc_ms)} ms"
         if any(v is not None for v in device) else f"{t['device']}:  {t['none']}"
     )
-    lines = [
+    return [
         f"{t['measured']}:  {t['hr']} {num(h.heart_rate_bpm)} {t['bpm']}    {t['rr']} {num(h.rr_ms)} ms",
         device_line,
         "    ".join(_third_line(h, t, cjk=cjk)),
     ]
+
+
+def _header(canvas: ImageDraw.ImageDraw, lines: list[str], font: Font) -> None:
     for index, text in enumerate(lines):
         canvas.text((mm(MARGIN_MM), mm(2.0 + index * 7.0)), text, fill=TEXT_COLOUR, font=font)
 

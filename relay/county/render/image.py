@@ -135,6 +135,11 @@ def thumbnail(data: bytes, *, size: int = THUMBNAIL_SIZE) -> bytes:
     return _encode(_guarded(run), "JPEG", quality=THUMBNAIL_QUALITY)
 
 
+def thumbnail_of(image: Image.Image, *, size: int = THUMBNAIL_SIZE) -> bytes:
+    """A JPEG thumbnail of an already drawn ``image`` (an ECG's paper), longest side ``size``."""
+    return _encode(_fit(image.convert("RGB"), size), "JPEG", quality=THUMBNAIL_QUALITY)
+
+
 def number_of_frames(data: bytes) -> int:
     """Number of frames of the instance (1 when the attribute is absent)."""
     return _guarded(lambda: geometry_of(read_dataset(data)).frames)
