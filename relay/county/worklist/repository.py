@@ -82,3 +82,13 @@ def open_items(session: Session, *, site_id: int | None, limit: int, user_id: in
     if site_id is not None:
         stmt = stmt.where(Study.site_id == site_id)
     return list(session.execute(stmt).all())  # type: ignore[arg-type]
+
+
+def choices(session: Session, *, site_id: int | None) -> tuple[list[str], list[str]]:
+    """(township names, distinct ``modalities`` values of open studies) for the filter
+    menus; only ``site_id``'s when given."""
+    sites = select(Site.name).order_by(Site.name)
+    modalities = select(Study.modalities).distinct().where(Study.state.in_(OPEN_STATES))
+    if site_id is not None:
+        sites, modalities = sites.where(Site.id == site_id), modalities.where(Study.site_id == site_id)
+    return list(session.scalars(sites)), list(session.scalars(modalities))

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from relay.county.auth.service import Principal
 from relay.county.previews.service import render_notes
-from relay.county.sla import SlaPolicy
+from relay.county.sla import SlaPolicy, split_modalities
 from relay.county.studies.repository import late_counts
 from relay.county.worklist import repository
 from relay.county.worklist.repository import Filters
@@ -19,6 +19,21 @@ from relay.dicom.vocab import Role
 
 def _additions(n: int) -> list[str]:
     return [f"补传图像 {n} 幅 / {n} instance(s) arrived after the study was forwarded or read"] if n else []
+
+
+COMMON_MODALITIES = ("CT", "DX", "CR", "MR", "US", "ECG")
+"""Always offered in the worklist's modality menu, even with none of them waiting."""
+
+
+def filter_choices(*, session: Session, principal: Principal) -> tuple[list[str], list[str]]:
+    """(townships, modality codes) the worklist's filter menus offer; a technician gets
+    only their own township."""
+    site_id = principal.site_id if principal.role is Role.TECHNICIAN else None
+    if principal.role is Role.TECHNICIAN and site_id is None:
+        return [], list(COMMON_MODALITIES)
+    sites, lists = repository.choices(session, site_id=site_id)
+    waiting = {code for codes in lists for code in split_modalities(codes)}
+    return sites, [*COMMON_MODALITIES, *sorted(waiting - set(COMMON_MODALITIES))]
 
 
 def worklist(*, session: Session, principal: Principal, limit: int = 500, sla: SlaPolicy = SlaPolicy(),
