@@ -6,9 +6,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from relay.county.app import create_app as create_county_app
-from relay.county.auth.deps import CountyDep
+from relay.county.auth.deps import CountyDep, SessionDep
 from relay.county.context import County
 from relay.county.render.image import CT_PRESETS
+from relay.county.worklist import service as worklist_service
 from reader_portal import admin, pages
 from reader_portal.login import router as login_router
 from reader_portal.roster_page import router as roster_page_router
@@ -28,10 +29,13 @@ def create_app(county: County) -> FastAPI:
         return RedirectResponse("/portal/")
 
     @app.get("/portal/", response_class=HTMLResponse, include_in_schema=False)
-    def worklist_page(request: Request, who: PageSessionDep, county: CountyDep,
+    def worklist_page(request: Request, who: PageSessionDep, county: CountyDep, session: SessionDep,
                       lang: LangQuery = None) -> HTMLResponse:
-        """The worklist, STAT first; a technician sees only their township's studies."""
-        return render(request, "worklist.html", county=county, who=who, lang=lang, active="worklist")
+        """The worklist, STAT first; a technician sees only their township's studies. The
+        filters live in the query string (bookmarkable); ``refresh`` = seconds between polls."""
+        sites, modalities = worklist_service.filter_choices(session=session, principal=who.principal)
+        return render(request, "worklist.html", county=county, who=who, lang=lang, active="worklist",
+                      sites=sites, modalities=modalities)
 
     @app.get("/portal/studies/{study_uid}", response_class=HTMLResponse, include_in_schema=False)
     def study_page(study_uid: str, request: Request, who: PageSessionDep, county: CountyDep,

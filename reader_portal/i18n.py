@@ -122,6 +122,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "cine_help": "空格：播放/暂停",
         "switch_title": "手动值班开关（开启后不论排班，任何时间都在值班）",
         "name_changed": "患者姓名不一致", "name_changed_detail": "同一患者ID下登记了不同的姓名：{names}。请核对患者身份。",
+        # worklist filters, SLA countdown and refresh stamp
+        "filter_all": "全部", "filter_holder": "认领", "holder_mine": "我认领的", "holder_unassigned": "未认领",
+        "holder_mine_or_free": "我的和未认领", "filter_patient": "患者姓名或ID", "filter_clear": "清除筛选",
+        "filtered_empty": "没有符合筛选条件的检查", "updated_at": "更新于 {time}", "seconds": "秒",
     },
     "en": {
         # --- administrator's pages (reader_portal.admin) ---
@@ -242,6 +246,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "switch_title": "Manual switch (on: on duty at any time, whatever the roster)",
         "name_changed": "Patient name differs",
         "name_changed_detail": "This patient ID comes with different names: {names}. Check the patient's identity.",
+        "filter_all": "All", "filter_holder": "Held by", "holder_mine": "Mine", "holder_unassigned": "Unassigned",
+        "holder_mine_or_free": "Mine or unassigned", "filter_patient": "Patient name or ID", "filter_clear": "Clear filters",
+        "filtered_empty": "No study matches the filters", "updated_at": "Updated {time}", "seconds": "s",
     },
 }
 

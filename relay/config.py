@@ -7,17 +7,21 @@ No other module reads ``os.environ``.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from relay.dicom.vocab import Priority
 
 
 class Settings(BaseSettings):
@@ -67,6 +71,24 @@ class Settings(BaseSettings):
         120.0, description="Minutes from arrival to a signed report for an urgent study.")
     sla_routine_minutes: float = Field(
         1440.0, description="Minutes from arrival to a signed report for a routine study (a day).")
+    sla_overrides: str = Field(
+        "", description="Per-modality SLA minutes that replace the priority's, comma separated "
+        "'MODALITY:priority=minutes', e.g. 'ECG:stat=10,CT:urgent=60'. Default empty: every "
+        "modality has its priority's minutes. Why: a STAT ECG is read in minutes while a STAT MR "
+        "takes longer, so one number per priority misstates one of them. A study of several "
+        "modalities gets the shortest that applies. Checked at start (see parse_sla_overrides).")
+
+    @field_validator("sla_overrides")
+    @classmethod
+    def _valid_sla_overrides(cls, value: str) -> str:
+        parse_sla_overrides(value)
+        return value
+
+    @property
+    def sla_override_minutes(self) -> dict[tuple[str, str], float]:
+        """(modality, priority) -> minutes, parsed from ``sla_overrides``."""
+        return parse_sla_overrides(self.sla_overrides)
+
     edge_spool_alarm_minutes: float = Field(
         60.0, description="Minutes an instance may wait unsent in an edge's spool before the fleet "
         "view raises an alarm for that edge (a healthy edge forwards within minutes; an hour "
@@ -378,6 +400,36 @@ class Settings(BaseSettings):
     @property
     def county_base_url(self) -> str:
         return f"http://{self.county_host}:{self.county_port}"
+
+
+_MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
+
+
+def parse_sla_overrides(text: str) -> dict[tuple[str, str], float]:
+    """'ECG:stat=10,CT:urgent=60' -> {("ECG", "stat"): 10.0, ("CT", "urgent"): 60.0}.
+
+    Modalities are DICOM codes (case-insensitive), priorities stat/urgent/routine, minutes
+    a positive number. Anything else raises ValueError naming the entry, so a typo stops
+    the start instead of silently keeping the default deadline."""
+    out: dict[tuple[str, str], float] = {}
+    priorities = [p.value for p in Priority]
+    for raw in (part.strip() for part in text.split(",")):
+        if not raw:
+            continue
+        modality, _, rest = raw.partition(":")
+        priority, _, number = rest.partition("=")
+        key = (modality.strip().upper(), priority.strip().lower())
+        try:
+            minutes = float(number)
+        except ValueError:
+            minutes = math.nan
+        if not _MODALITY.match(key[0]) or key[1] not in priorities or not 0 < minutes < math.inf:
+            raise ValueError(f"RELAY_SLA_OVERRIDES entry {raw!r} is not MODALITY:priority=minutes with "
+                             f"priority one of {'/'.join(priorities)} and minutes > 0, e.g. 'ECG:stat=10'")
+        if key in out:
+            raise ValueError(f"RELAY_SLA_OVERRIDES gives {key[0]}:{key[1]} twice")
+        out[key] = minutes
+    return out
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -142,14 +142,15 @@ def test_the_worklist_shows_who_holds_a_study(county):
 def test_each_study_carries_its_sla_deadline_by_priority(county):
     from datetime import timedelta
 
-    from relay.county.worklist.service import SlaTargets, worklist
+    from relay.county.sla import SlaPolicy
+    from relay.county.worklist.service import worklist
 
     queue_studies(county, 1)
     queue_studies(county, 1, Priority.STAT)
     reader = principal(county, "dr.wang")
     with county.sessions() as s:
-        items = worklist(session=s, principal=reader, sla=SlaTargets(stat=30, routine=1440))
-        later = worklist(session=s, principal=reader, sla=SlaTargets(stat=30, routine=1440),
+        items = worklist(session=s, principal=reader, sla=SlaPolicy(stat=30, routine=1440))
+        later = worklist(session=s, principal=reader, sla=SlaPolicy(stat=30, routine=1440),
                          now=items[0].arrived_at + timedelta(minutes=45))
     stat, routine = items
     assert stat.sla_due_at - stat.arrived_at == timedelta(minutes=30)

@@ -19,6 +19,7 @@ from relay.county.audit.service import Action
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep
 from relay.county.context import County
 from relay.county.errors import BadRequest
+from relay.county.sla import SlaPolicy
 from relay.county.tat import service
 from relay.county.tat.workload import breaches, workload
 
@@ -119,12 +120,10 @@ class BreachOut(BaseModel):
                                                            "schema": {"type": "integer"}}}}})
 def sla_breaches(_admin: AdminDep, session: SessionDep, county: CountyDep, response: Response,
                  limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[BreachOut]:
-    """Open studies past their SLA deadline (arrival + the priority's minutes), most overdue
-    first, at most ``limit``; the header X-Total-Count says how many there are."""
-    s = county.settings
-    late = breaches(session, now=datetime.now(UTC), default_minutes=s.sla_routine_minutes,
-                    sla_minutes={"stat": s.sla_stat_minutes, "urgent": s.sla_urgent_minutes,
-                                 "routine": s.sla_routine_minutes})
+    """Open studies past their SLA deadline (arrival + the priority's minutes, or the
+    modality's where RELAY_SLA_OVERRIDES says), most overdue first, at most ``limit``; the
+    header X-Total-Count says how many there are."""
+    late = breaches(session, now=datetime.now(UTC), sla=SlaPolicy.from_settings(county.settings))
     response.headers["X-Total-Count"] = str(len(late))
     return [BreachOut(study_instance_uid=b.study_uid, site=b.site, priority=b.priority, state=b.state,
                       held_by=b.held_by, overdue_s=b.overdue_s, sla_due_at=b.due_at) for b in late[:limit]]

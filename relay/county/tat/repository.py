@@ -109,12 +109,14 @@ def stage_percentiles_pg(session: Session, *, since: datetime, until: datetime, 
     return out
 
 
-def breaches(session: Session, *, now: datetime, cutoffs: dict[str, datetime], default_cutoff: datetime) -> list[Any]:
-    """Open studies that arrived before their priority's cutoff (now minus its SLA), oldest
-    deadline first: (uid, site, priority, state, holder, created_at)."""
+def breaches(session: Session, *, cutoffs: dict[str, datetime], default_cutoff: datetime) -> list[Any]:
+    """Open studies that arrived before their priority's cutoff (the caller's bound: now
+    minus the shortest SLA the priority can have): (uid, site, priority, state, holder,
+    created_at, modalities)."""
     late = or_(*(and_(Study.priority == p, Study.created_at < c) for p, c in cutoffs.items()),
                and_(Study.priority.not_in(list(cutoffs)), Study.created_at < default_cutoff))
-    stmt = (select(Study.study_uid, Site.name, Study.priority, Study.state, User.username, Study.created_at)
+    stmt = (select(Study.study_uid, Site.name, Study.priority, Study.state, User.username, Study.created_at,
+                   Study.modalities)
             .join(Site, Site.id == Study.site_id)
             .outerjoin(ReadingItem, ReadingItem.study_pk == Study.id)
             .outerjoin(User, User.id == ReadingItem.assigned_user_id)

@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
+from relay.county.sla import SlaPolicy
 from relay.county.tat import repository
 from relay.county.tat.service import percentile
+from relay.dicom.vocab import Priority
 
 SIGNED_WINDOW = timedelta(days=7)
 """Signatures counted in ``signed_7d`` and in the median read time."""
@@ -62,12 +64,14 @@ class Breach:
     overdue_s: float
 
 
-def breaches(session: Session, *, now: datetime, sla_minutes: dict[str, float], default_minutes: float) -> list[Breach]:
-    """Open studies past their SLA (minutes from arrival to a signed report), most overdue first."""
-    cutoffs = {p: now - timedelta(minutes=m) for p, m in sla_minutes.items()}
-    rows = repository.breaches(session, now=now, cutoffs=cutoffs, default_cutoff=now - timedelta(minutes=default_minutes))
+def breaches(session: Session, *, now: datetime, sla: SlaPolicy) -> list[Breach]:
+    """Open studies past their SLA deadline (``sla``: minutes from arrival to a signed report
+    by priority and modality), most overdue first."""
+    cutoffs = {p.value: now - timedelta(minutes=sla.shortest(p.value)) for p in Priority}
+    rows = repository.breaches(session, cutoffs=cutoffs, default_cutoff=cutoffs[Priority.ROUTINE.value])
     out = []
-    for uid, site, priority, state, holder, created in rows:
-        due = created + timedelta(minutes=sla_minutes.get(priority, default_minutes))
-        out.append(Breach(uid, site, priority, state, holder, due, (now - due).total_seconds()))
+    for uid, site, priority, state, holder, created, modalities in rows:
+        due = sla.due(priority=priority, modalities=modalities, arrived=created)
+        if due < now:
+            out.append(Breach(uid, site, priority, state, holder, due, (now - due).total_seconds()))
     return sorted(out, key=lambda b: (-b.overdue_s, b.study_uid))

@@ -21,7 +21,8 @@ class WorklistItem(BaseModel):
     accession_number: str
     arrived_at: datetime = Field(description="When the study arrived at the county (UTC).")
     queued_at: datetime = Field(description="When it was put on the reading queue (UTC).")
-    sla_due_at: datetime = Field(description="When the report is due (arrival + the priority's SLA).")
+    sla_due_at: datetime = Field(description="When the report is due: arrival + the SLA of the priority, or of the "
+                                 "modality where RELAY_SLA_OVERRIDES sets one (relay.county.sla).")
     sla_remaining_s: float = Field(description="Seconds left until the SLA is breached; negative once breached.")
     assigned_to: str | None = Field(None, description="Username of the reader who holds the study.")
     notes: list[str] = Field(default_factory=list,

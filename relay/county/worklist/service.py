@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from relay.county.auth.service import Principal
 from relay.county.previews.service import render_notes
+from relay.county.sla import SlaPolicy, split_modalities
 from relay.county.studies.repository import late_counts
 from relay.county.worklist import repository
+from relay.county.worklist.repository import Filters
 from relay.county.worklist.schemas import WorklistItem
 from relay.dicom.vocab import Role
 
@@ -20,27 +21,31 @@ def _additions(n: int) -> list[str]:
     return [f"补传图像 {n} 幅 / {n} instance(s) arrived after the study was forwarded or read"] if n else []
 
 
-@dataclass(frozen=True, slots=True)
-class SlaTargets:
-    """Minutes from arrival at the county to a signed report, per priority."""
-
-    stat: float = 30.0
-    urgent: float = 120.0
-    routine: float = 1440.0
-
-    def due(self, priority: str, arrived: datetime) -> datetime:
-        minutes = getattr(self, priority, self.routine)
-        return arrived + timedelta(minutes=minutes)
+COMMON_MODALITIES = ("CT", "DX", "CR", "MR", "US", "ECG")
+"""Always offered in the worklist's modality menu, even with none of them waiting."""
 
 
-def worklist(*, session: Session, principal: Principal, limit: int = 500,
-             sla: SlaTargets = SlaTargets(), now: datetime | None = None) -> list[WorklistItem]:
-    """Open studies, STAT first. A technician sees only the studies of their own site."""
+def filter_choices(*, session: Session, principal: Principal) -> tuple[list[str], list[str]]:
+    """(townships, modality codes) the worklist's filter menus offer; a technician gets
+    only their own township."""
+    site_id = principal.site_id if principal.role is Role.TECHNICIAN else None
+    if principal.role is Role.TECHNICIAN and site_id is None:
+        return [], list(COMMON_MODALITIES)
+    sites, lists = repository.choices(session, site_id=site_id)
+    waiting = {code for codes in lists for code in split_modalities(codes)}
+    return sites, [*COMMON_MODALITIES, *sorted(waiting - set(COMMON_MODALITIES))]
+
+
+def worklist(*, session: Session, principal: Principal, limit: int = 500, sla: SlaPolicy = SlaPolicy(),
+             filters: Filters = Filters(), now: datetime | None = None) -> list[WorklistItem]:
+    """Open studies matching ``filters``, STAT first. A technician sees only the studies of
+    their own site, whatever the filters say."""
     now = now or datetime.now(UTC)
     site_id = principal.site_id if principal.role is Role.TECHNICIAN else None
     if principal.role is Role.TECHNICIAN and site_id is None:
         return []
-    rows: list[Any] = repository.open_items(session, site_id=site_id, limit=limit)
+    rows: list[Any] = repository.open_items(session, site_id=site_id, limit=limit,
+                                            user_id=principal.user_id, filters=filters)
     uids = [row[0].study_uid for row in rows]
     notes = render_notes(session, uids)
     additions = late_counts(session, uids)
@@ -55,8 +60,9 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500,
             notes=_additions(additions.get(study.study_uid, 0))
             + [f"无法显示图像 / cannot render: {reason}" for reason in notes.get(study.study_uid, [])],
             assigned_to=holder,
-            sla_due_at=sla.due(study.priority, study.created_at),
-            sla_remaining_s=(sla.due(study.priority, study.created_at) - now).total_seconds(),
+            sla_due_at=(due := sla.due(priority=study.priority, modalities=study.modalities,
+                                       arrived=study.created_at)),
+            sla_remaining_s=(due - now).total_seconds(),
         )
         for study, patient, site, item, holder in rows
     ]
