@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from relay.county.app import create_app
 from relay.county.db.models import Site, Study, StudyTransition
+from relay.county.worker import DELIVER_TASK, register_tasks
 from relay.dicom import signing
 from relay.dicom.vocab import Role
 from tests.county.test_reading import queue_studies
@@ -14,7 +15,16 @@ from tests.county.test_reports import login
 from tests.factories import make_site
 
 
-def signed_study(client: TestClient, county, *, critical: bool = False) -> str:
+def run_task(county, name: str, item_id: int) -> None:
+    """Run one county task in this process through the real Celery app, as a worker would."""
+    if name not in county.celery.tasks:
+        register_tasks(county.celery, county)
+    county.celery.tasks[name].apply(args=[item_id], throw=True)
+
+
+def signed_study(client: TestClient, county, *, critical: bool = False, deliver: bool = True) -> str:
+    """A queued study, claimed, reported and signed by dr.wang; with ``deliver``, its
+    SR and PDF built as the ``deliver`` worker does after the signature."""
     (uid,) = queue_studies(county, 1)
     dr = login(client, county, "dr.wang", Role.RADIOLOGIST)
     client.post("/api/signing-keys", json={"signing_password": "sign-me-please"}, headers=dr)
@@ -23,6 +33,8 @@ def signed_study(client: TestClient, county, *, critical: bool = False) -> str:
     client.patch(f"/api/reports/{draft['id']}", json={"critical": critical}, headers=dr)
     assert client.post(f"/api/reports/{draft['id']}/sign", json={"signing_password": "sign-me-please"},
                        headers=dr).status_code == 200
+    if deliver:
+        run_task(county, DELIVER_TASK, draft["id"])
     return uid
 
 
