@@ -7,13 +7,16 @@ import signal
 import time
 from pathlib import Path
 
+import pika
+import pytest
 from sqlalchemy import func, select
 
 from bench.linkemu import LinkEmulator
 from relay.county.db.engine import session_scope
 from relay.county.db.models import ReadingItem, Study, StudyTransition, TaskAttempt
 from relay.county.tasks import attempts
-from relay.county.worker import INDEX_TASK, enqueue_index
+from relay.county.worker import ASSIGN_TASK, DELIVER_TASK, INDEX_TASK, ROUTES, enqueue_index, queue_name
+from relay.dicom.vocab import Role
 from tests.county.test_index import ingest
 from tests.factories import encode, make_dataset, make_site
 from tests.processes import RelayProcess, base_env, wait_for
@@ -30,6 +33,30 @@ def test_work_past_its_attempt_cap_is_dead_lettered_and_can_be_revived(county):
         assert attempts.begin(session=s, task="t", key="7", cap=2) is True
         attempts.done(session=s, task="t", key="7")
         assert attempts.attempts(session=s, task="t", key="7") == 0
+
+
+@pytest.mark.parametrize("task", [ASSIGN_TASK, DELIVER_TASK])
+def test_the_admin_retry_of_a_dead_assign_or_deliver_task_sends_it_to_its_queue(county, amqp_url, task):
+    from fastapi.testclient import TestClient
+
+    from relay.county.app import create_app
+    from tests.county.test_reports import login
+
+    with session_scope(county.sessions) as s:
+        for _ in range(3):
+            attempts.begin(session=s, task=task, key="42", cap=1)
+    with TestClient(create_app(county)) as client:
+        admin = login(client, county, "boss", Role.ADMIN)
+        (dead,) = client.get("/api/dead-letters", headers=admin).json()
+        assert (dead["task"], dead["key"]) == (task, "42")
+        assert client.post(f"/api/dead-letters/{dead['id']}/retry", headers=admin).status_code == 202
+        assert client.get("/api/dead-letters", headers=admin).json() == []
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        waiting = conn.channel().queue_declare(queue_name(county.settings, ROUTES[task]), passive=True)
+    finally:
+        conn.close()
+    assert waiting.method.message_count == 1
 
 
 def _children(pid: int) -> list[int]:
