@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
@@ -11,7 +12,7 @@ from relay.config import Settings
 from relay.county.app import create_app
 from relay.county.auth.service import now_utc
 from relay.county.db.engine import session_scope
-from relay.county.db.models import StudyTransition, User
+from relay.county.db.models import Study, StudyTransition, User
 from relay.county.reading import service as reading
 from relay.county.reading.assign import assign_round
 from relay.county.worklist.service import worklist
@@ -103,3 +104,27 @@ def test_an_administrator_puts_a_reader_on_duty_with_competences(county):
                                                       "on_duty": True, "competences": "CT,DX"}
         reader_auth = login(client, county, "dr.x", Role.RADIOLOGIST)
         assert client.patch("/api/users/dr.new", json={"on_duty": False}, headers=reader_auth).status_code == 403
+
+
+def test_a_study_going_onto_the_queue_is_sent_to_the_assign_queue_once(county, amqp_url):
+    import pika
+
+    from relay.county.worker import INDEX_TASK, queue_name
+    from tests.county.test_delivery import run_task
+
+    site, _ = make_site(county)
+    first = make_dataset(Modality="DX")
+    second = make_dataset(Modality="DX", StudyInstanceUID=first.StudyInstanceUID)
+    for ds in (first, second):  # the second instance adds a series: the study is already queued
+        run_task(county, INDEX_TASK, ingest(county, encode(ds), site_id=site))
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        ch = conn.channel()
+        method, _, body = ch.basic_get(queue_name(county.settings, "assign"), auto_ack=True)
+        rest = ch.queue_declare(queue_name(county.settings, "assign"), passive=True).method.message_count
+    finally:
+        conn.close()
+    with county.sessions() as s:
+        study_id = s.execute(select(Study.id)).scalar_one()
+    assert method is not None and rest == 0
+    assert json.loads(body)[0] == [study_id]  # the study's id, nothing else

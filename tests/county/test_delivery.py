@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from relay.county.app import create_app
-from relay.county.db.models import Site, Study, StudyTransition
+from relay.county.db.models import Report, Site, Study, StudyTransition
 from relay.county.worker import DELIVER_TASK, register_tasks
 from relay.dicom import signing
 from relay.dicom.vocab import Role
@@ -79,3 +79,27 @@ def test_another_township_neither_sees_nor_fetches_the_report(county):
         assert client.get("/api/edges/reports", headers=other).json() == []
         mine = client.get("/api/edges/reports", headers=site_token(county)).json()
         assert client.get(f"/api/edges/reports/{mine[0]['delivery_id']}/objects/signed", headers=other).status_code == 404
+
+
+def test_signing_queues_the_renderings_and_the_edge_gets_them_once_the_deliver_task_ran(county, amqp_url):
+    import pika
+
+    from relay.county.worker import queue_name
+
+    with TestClient(create_app(county)) as client:
+        signed_study(client, county, deliver=False)
+        edge = site_token(county)
+        assert client.get("/api/edges/reports", headers=edge).json() == []  # not ready: no SR/PDF yet
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            waiting = conn.channel().queue_declare(queue_name(county.settings, "deliver"), passive=True)
+        finally:
+            conn.close()
+        assert waiting.method.message_count == 1  # the sign request left the work to a worker
+        with county.sessions() as s:
+            report_id = s.execute(select(Report.id)).scalar_one()
+        run_task(county, DELIVER_TASK, report_id)
+        (item,) = client.get("/api/edges/reports", headers=edge).json()
+        assert item["objects"] == ["encapsulated_pdf", "pdf", "signed", "sr"]
+        pdf = client.get(f"/api/edges/reports/{item['delivery_id']}/objects/pdf", headers=edge)
+    assert pdf.content.startswith(b"%PDF")
