@@ -63,16 +63,20 @@ def cmd_county(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from relay.county.worker import register_tasks, worker_argv
+    from relay.county.worker import QUEUES, register_tasks, worker_argv
 
+    queues = tuple(q.strip() for q in args.queues.split(",") if q.strip()) if args.queues else QUEUES
+    try:
+        argv = worker_argv(settings, concurrency=args.concurrency, loglevel=settings.log_level, queues=queues)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level, process="worker")
     county = _county(settings, migrate=False)
     register_tasks(county.celery, county)
     _publish_events_while_running(settings, county)
     _alert_critical_results_while_running(settings, county)
-    queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
-    county.celery.worker_main(worker_argv(settings, concurrency=args.concurrency,
-                                          loglevel=settings.log_level, queues=queues))
+    county.celery.worker_main(argv)
     return 0
 
 
@@ -99,7 +103,9 @@ def _publish_events_while_running(settings: Settings, county: Any) -> None:
 
 def _alert_critical_results_while_running(settings: Settings, county: Any) -> None:
     """Run the critical-result alert and the assignment rounds in the worker's main process
-    once its pool is up."""
+    once its pool is up. Studies are assigned as they arrive by the ``assign`` queue; the
+    rounds stay for reassignment of unopened studies and as the safety net for a message
+    lost or refused (a study queued while nobody competent was on duty, a failed enqueue)."""
     from celery import signals
 
     from relay.county.reading.assign import run_assignment
@@ -271,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     county.set_defaults(func=cmd_county)
     worker = sub.add_parser("worker", help="run a county Celery worker")
     worker.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
-    worker.add_argument("--queues", default="ingest,render",
-                        help="queues to serve, comma-separated (default: all: ingest,render)")
+    worker.add_argument("--queues", default=None,
+                        help="queues to serve, comma-separated, so each scales on its own: "
+                        "ingest, render, assign, deliver (default: all four)")
     worker.set_defaults(func=cmd_worker)
     db = sub.add_parser("db", help="database schema")
     db.add_argument("db_command", choices=["upgrade"])

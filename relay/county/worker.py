@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 
 INDEX_TASK = "relay.index_instance"
 RENDER_TASK = "relay.render_instance"
-QUEUES = ("ingest", "render")
-"""The county's queues; each can be served by its own workers (`relay worker --queues`)."""
+ASSIGN_TASK = "relay.assign_study"
+DELIVER_TASK = "relay.deliver_report"
+QUEUES = ("ingest", "render", "assign", "deliver")
+"""The county's queues; each can be served by its own workers (`relay worker --queues`):
+ingest (index an instance), render (thumbnail, ECG numbers), assign (give a queued study
+to a reader), deliver (build a signed report's SR and PDF for the township)."""
+ROUTES = {INDEX_TASK: "ingest", RENDER_TASK: "render", ASSIGN_TASK: "assign", DELIVER_TASK: "deliver"}
+"""The queue each task runs on."""
 
 INDEX_RETRY_BACKOFF_MAX_S = 300
 """Longest wait between retries of a failed indexing task, in seconds (store or DB down)."""
@@ -73,8 +79,7 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[Queue(n, Exchange(n, type="direct"), routing_key=n, durable=True)  # type: ignore[no-untyped-call]
                      for n in names.values()],
         task_default_queue=ingest,
-        task_routes={INDEX_TASK: {"queue": ingest, "routing_key": ingest},
-                     RENDER_TASK: {"queue": names["render"], "routing_key": names["render"]}},
+        task_routes={task: {"queue": names[kind], "routing_key": names[kind]} for task, kind in ROUTES.items()},
         task_default_delivery_mode="persistent",
         task_serializer="json",
         accept_content=["json"],
@@ -103,17 +108,36 @@ def enqueue_render(app: Celery, settings: Settings, instance_id: int) -> None:
     app.send_task(RENDER_TASK, args=[instance_id], queue=queue_name(settings, "render"))
 
 
-def _guarded(county: Any, task: Task, name: str, instance_id: int, work: Callable[[Any], Any]) -> Any:
+def enqueue_assign(app: Celery, settings: Settings, study_id: int) -> None:
+    """Ask for a reader for a study that went onto the reading queue (after that commit)."""
+    app.send_task(ASSIGN_TASK, args=[study_id], queue=queue_name(settings, "assign"))
+
+
+def enqueue_deliver(app: Celery, settings: Settings, report_id: int) -> None:
+    """Ask for a signed report's SR and PDF to be built and attached (after the sign commit)."""
+    app.send_task(DELIVER_TASK, args=[report_id], queue=queue_name(settings, "deliver"))
+
+
+ENQUEUE = {INDEX_TASK: enqueue_index, RENDER_TASK: enqueue_render, ASSIGN_TASK: enqueue_assign,
+           DELIVER_TASK: enqueue_deliver}
+"""How to send each task again (the administrator's dead-letter retry)."""
+
+
+def _guarded(county: Any, task: Task, name: str, item_id: int, work: Callable[[Any], Any],
+             on_dead: Callable[[Any], None] | None = None) -> Any:
     """Run ``work(session)`` under the attempt cap; on failure, back off and retry.
 
-    Returns None, without running, once the work is dead-lettered.
+    Returns None, without running, once the work is dead-lettered; ``on_dead(session)``
+    then leaves what the users should see instead (run at every later delivery too, so
+    it must be idempotent).
     """
     from relay.county.tasks import attempts
 
-    key = str(instance_id)
+    key = str(item_id)
     try:
         with session_scope(county.sessions) as session:
             if not attempts.begin(session=session, task=name, key=key, cap=INDEX_MAX_ATTEMPTS):
+                _after_dead(session, name, key, on_dead)
                 return None
         with session_scope(county.sessions) as session:
             result = work(session)
@@ -123,14 +147,27 @@ def _guarded(county: Any, task: Task, name: str, instance_id: int, work: Callabl
     except Exception as exc:
         _note_failure(county, name, key, exc)
         delay = _backoff_s(task.request.retries)
-        log.warning("%s instance_id=%d failed (%s), retry in %ds", name, instance_id,
-                    type(exc).__name__, delay)
+        log.warning("%s id=%d failed (%s), retry in %ds", name, item_id, type(exc).__name__, delay)
         raise task.retry(exc=exc, countdown=delay) from exc
+
+
+def _after_dead(session: Any, name: str, key: str, on_dead: Callable[[Any], None] | None) -> None:
+    """Leave the dead letter's note; a failure is logged, not retried (the work is dead)."""
+    if on_dead is None:
+        return
+    try:
+        on_dead(session)
+        session.commit()
+    except Exception as exc:
+        session.rollback()
+        log.error("%s key=%s: could not record the dead letter's note (%s)", name, key, type(exc).__name__)
 
 
 def register_tasks(app: Celery, county: Any) -> None:
     """Bind the tasks to ``county`` (a relay.county.context.County)."""
-    from relay.county.previews.service import render_instance
+    from relay.county.previews.service import record_given_up, render_instance
+    from relay.county.reading.assign import assign_study
+    from relay.county.reports.delivery import attach_renderings, mark_ready
     from relay.county.studies.service import index_instance
 
     @app.task(name=INDEX_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
@@ -143,6 +180,8 @@ def register_tasks(app: Celery, county: Any) -> None:
             return
         # Also when already indexed: a retry after a failed enqueue must still reach render.
         enqueue_render(app, county.settings, instance_id)
+        if result.queued_study_pk is not None:
+            _enqueue_assign_or_wait(app, county.settings, result.queued_study_pk)
         log.info("indexed instance_id=%d study=%s new_study=%s already=%s ms=%.1f", instance_id,
                  result.study_uid, result.new_study, result.already_indexed,
                  (time.perf_counter() - started) * 1000)
@@ -151,9 +190,35 @@ def register_tasks(app: Celery, county: Any) -> None:
     def render_instance_task(self: Task, instance_id: int) -> None:
         started = time.perf_counter()
         result = _guarded(county, self, RENDER_TASK, instance_id, lambda session: render_instance(
-            session=session, store=county.store, instance_id=instance_id))
+            session=session, store=county.store, instance_id=instance_id),
+            on_dead=lambda session: record_given_up(session=session, instance_id=instance_id,
+                                                    attempts=INDEX_MAX_ATTEMPTS))
         log.info("rendered instance_id=%d ok=%s ms=%.1f", instance_id,
                  None if result is None else result.ok, (time.perf_counter() - started) * 1000)
+
+    @app.task(name=ASSIGN_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def assign_study_task(self: Task, study_id: int) -> None:
+        reader = _guarded(county, self, ASSIGN_TASK, study_id, lambda session: assign_study(
+            session=session, settings=county.settings, study_id=study_id))
+        log.info("assign study_id=%d reader=%s", study_id, reader or "-")
+
+    @app.task(name=DELIVER_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def deliver_report_task(self: Task, report_id: int) -> None:
+        started = time.perf_counter()
+        # Dead-lettered: the signed report still goes home, without its SR and PDF.
+        keys = _guarded(county, self, DELIVER_TASK, report_id, lambda _session: attach_renderings(county, report_id),
+                        on_dead=lambda session: mark_ready(session=session, report_id=report_id))
+        log.info("deliver report_id=%d objects=%s ms=%.1f", report_id, sorted(keys or {}),
+                 (time.perf_counter() - started) * 1000)
+
+
+def _enqueue_assign_or_wait(app: Celery, settings: Settings, study_pk: int) -> None:
+    """Enqueue the study's assignment; if the broker refuses, the periodic round assigns it."""
+    try:
+        enqueue_assign(app, settings, study_pk)
+    except Exception as exc:
+        log.warning("enqueue assign study_id=%d failed (%s); the assignment round will take it",
+                    study_pk, type(exc).__name__)
 
 
 def _note_failure(county: Any, name: str, key: str, exc: Exception) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
@@ -11,9 +12,9 @@ from relay.config import Settings
 from relay.county.app import create_app
 from relay.county.auth.service import now_utc
 from relay.county.db.engine import session_scope
-from relay.county.db.models import StudyTransition, User
+from relay.county.db.models import Study, StudyTransition, User
 from relay.county.reading import service as reading
-from relay.county.reading.assign import assign_round
+from relay.county.reading.assign import assign_round, assign_study
 from relay.county.worklist.service import worklist
 from relay.dicom.vocab import Priority, Role
 from tests.county.test_index import index, ingest
@@ -68,6 +69,17 @@ def test_a_head_ct_goes_to_the_neuro_reader_and_a_chest_ct_to_the_chest_reader(c
     with county.sessions() as s:
         assert assign_round(session=s, settings=SETTINGS) == (4, 0)
     assert holders(county) == {head: "dr.neuro", brain: "dr.neuro", chest: "dr.chest", chest_dx: "dr.chest"}
+
+
+def test_the_assign_task_for_one_study_obeys_body_regions_too(county):
+    site, _ = make_site(county)
+    reader(county, "dr.chest", competences="CT", regions="CHEST")  # least loaded: holds nothing
+    neuro = reader(county, "dr.neuro", competences="CT", regions="HEAD")
+    head = study(county, site, "CT", body_part="HEAD")
+    with county.sessions() as s:
+        pk = s.execute(select(Study.id).where(Study.study_uid == head)).scalar_one()
+        assert assign_study(session=s, settings=SETTINGS, study_id=pk) == neuro.username
+    assert holders(county) == {head: "dr.neuro"}
 
 
 def test_a_study_of_a_region_nobody_on_duty_reads_waits_and_one_without_a_body_part_goes_by_modality(county):
@@ -149,3 +161,27 @@ def test_an_administrator_puts_a_reader_on_duty_with_competences(county):
         assert r.json()["body_regions"] == "" and r.json()["competences"] == "CT,DX"  # back to any region
         reader_auth = login(client, county, "dr.x", Role.RADIOLOGIST)
         assert client.patch("/api/users/dr.new", json={"on_duty": False}, headers=reader_auth).status_code == 403
+
+
+def test_a_study_going_onto_the_queue_is_sent_to_the_assign_queue_once(county, amqp_url):
+    import pika
+
+    from relay.county.worker import INDEX_TASK, queue_name
+    from tests.county.test_delivery import run_task
+
+    site, _ = make_site(county)
+    first = make_dataset(Modality="DX")
+    second = make_dataset(Modality="DX", StudyInstanceUID=first.StudyInstanceUID)
+    for ds in (first, second):  # the second instance adds a series: the study is already queued
+        run_task(county, INDEX_TASK, ingest(county, encode(ds), site_id=site))
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        ch = conn.channel()
+        method, _, body = ch.basic_get(queue_name(county.settings, "assign"), auto_ack=True)
+        rest = ch.queue_declare(queue_name(county.settings, "assign"), passive=True).method.message_count
+    finally:
+        conn.close()
+    with county.sessions() as s:
+        study_id = s.execute(select(Study.id)).scalar_one()
+    assert method is not None and rest == 0
+    assert json.loads(body)[0] == [study_id]  # the study's id, nothing else

@@ -6,7 +6,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from relay.county.app import create_app
-from relay.county.db.models import Site, Study, StudyTransition
+from relay.county.db.models import Report, Site, Study, StudyTransition
+from relay.county.worker import DELIVER_TASK, register_tasks
 from relay.dicom import signing
 from relay.dicom.vocab import Role
 from tests.county.test_reading import queue_studies
@@ -14,7 +15,16 @@ from tests.county.test_reports import login
 from tests.factories import make_site
 
 
-def signed_study(client: TestClient, county, *, critical: bool = False) -> str:
+def run_task(county, name: str, item_id: int) -> None:
+    """Run one county task in this process through the real Celery app, as a worker would."""
+    if name not in county.celery.tasks:
+        register_tasks(county.celery, county)
+    county.celery.tasks[name].apply(args=[item_id], throw=True)
+
+
+def signed_study(client: TestClient, county, *, critical: bool = False, deliver: bool = True) -> str:
+    """A queued study, claimed, reported and signed by dr.wang; with ``deliver``, its
+    SR and PDF built as the ``deliver`` worker does after the signature."""
     (uid,) = queue_studies(county, 1)
     dr = login(client, county, "dr.wang", Role.RADIOLOGIST)
     client.post("/api/signing-keys", json={"signing_password": "sign-me-please"}, headers=dr)
@@ -23,6 +33,8 @@ def signed_study(client: TestClient, county, *, critical: bool = False) -> str:
     client.patch(f"/api/reports/{draft['id']}", json={"critical": critical}, headers=dr)
     assert client.post(f"/api/reports/{draft['id']}/sign", json={"signing_password": "sign-me-please"},
                        headers=dr).status_code == 200
+    if deliver:
+        run_task(county, DELIVER_TASK, draft["id"])
     return uid
 
 
@@ -67,3 +79,27 @@ def test_another_township_neither_sees_nor_fetches_the_report(county):
         assert client.get("/api/edges/reports", headers=other).json() == []
         mine = client.get("/api/edges/reports", headers=site_token(county)).json()
         assert client.get(f"/api/edges/reports/{mine[0]['delivery_id']}/objects/signed", headers=other).status_code == 404
+
+
+def test_signing_queues_the_renderings_and_the_edge_gets_them_once_the_deliver_task_ran(county, amqp_url):
+    import pika
+
+    from relay.county.worker import queue_name
+
+    with TestClient(create_app(county)) as client:
+        signed_study(client, county, deliver=False)
+        edge = site_token(county)
+        assert client.get("/api/edges/reports", headers=edge).json() == []  # not ready: no SR/PDF yet
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            waiting = conn.channel().queue_declare(queue_name(county.settings, "deliver"), passive=True)
+        finally:
+            conn.close()
+        assert waiting.method.message_count == 1  # the sign request left the work to a worker
+        with county.sessions() as s:
+            report_id = s.execute(select(Report.id)).scalar_one()
+        run_task(county, DELIVER_TASK, report_id)
+        (item,) = client.get("/api/edges/reports", headers=edge).json()
+        assert item["objects"] == ["encapsulated_pdf", "pdf", "signed", "sr"]
+        pdf = client.get(f"/api/edges/reports/{item['delivery_id']}/objects/pdf", headers=edge)
+    assert pdf.content.startswith(b"%PDF")

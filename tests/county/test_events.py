@@ -24,13 +24,13 @@ from tests.factories import encode, make_dataset, make_site
 
 @pytest.fixture
 def listener(amqp_url):
-    """A private queue bound to every study event."""
+    """A private queue bound to every event on the exchange (``#``)."""
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     ch = conn.channel()
     ch.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
     queue = f"test-events-{uuid.uuid4().hex[:8]}"
     ch.queue_declare(queue, exclusive=True)
-    ch.queue_bind(queue, EXCHANGE, routing_key="study.#")
+    ch.queue_bind(queue, EXCHANGE, routing_key="#")
     yield ch, queue
     conn.close()
 
@@ -61,6 +61,62 @@ def test_a_new_study_and_its_escalation_are_published_once(county, amqp_url, lis
     assert all(body["study_instance_uid"] == ds.StudyInstanceUID and body["site"] == "qingshan"
                for _, body, _ in got)
     assert len({message_id for _, _, message_id in got}) == 2
+
+
+def of_study(got: list[tuple[str, dict, str]], study_uid: str) -> list[tuple[str, dict, str]]:
+    """The events of one study (the exchange is shared with other test runs on this broker)."""
+    return [e for e in got if e[1].get("study_instance_uid") == study_uid]
+
+
+def publish_all(county, amqp_url) -> None:
+    publisher = EventPublisher(amqp_url, county.sessions)
+    try:
+        for _ in range(10):  # bounded: a handful of events, one batch
+            if publisher.publish_pending() == 0:
+                return
+    finally:
+        publisher.close()
+
+
+def test_a_study_read_signed_and_delivered_publishes_each_event_once(county, amqp_url, listener):
+    from fastapi.testclient import TestClient
+
+    from relay.county.app import create_app
+    from tests.county.test_delivery import signed_study, site_token
+
+    with TestClient(create_app(county)) as client:
+        uid = signed_study(client, county, critical=True)  # arrived, claimed, signed (critical), SR/PDF built
+        edge = site_token(county)
+        (item,) = client.get("/api/edges/reports", headers=edge).json()
+        for _ in range(2):  # the edge's confirmation is sent again (a lost answer): one event
+            assert client.post(f"/api/edges/reports/{item['delivery_id']}/delivered", json={"detail": "TOWNPACS"},
+                               headers=edge).status_code == 204
+    publish_all(county, amqp_url)
+    got = of_study(drain(*listener), uid)
+    assert sorted(key for key, _, _ in got) == sorted(
+        ["study.arrived", "study.assigned", "study.signed", "critical.result", "report.delivered"])
+    assigned = next(body for key, body, _ in got if key == "study.assigned")
+    assert assigned == {"study_instance_uid": uid, "reader": "dr.wang", "actor": "dr.wang"}
+    assert len({message_id for _, _, message_id in got}) == len(got)
+
+
+def test_an_automatic_assignment_is_published_once_though_its_task_runs_twice(county, amqp_url, listener):
+    from relay.county.db.models import Study
+    from relay.county.worker import ASSIGN_TASK
+    from tests.county.test_assign import reader
+    from tests.county.test_delivery import run_task
+
+    site_id, _ = make_site(county)
+    reader(county, "dr.li")
+    ds = make_dataset(Modality="DX")
+    index(county, ingest(county, encode(ds), site_id=site_id))
+    with county.sessions() as s:
+        study_id = s.execute(select(Study.id)).scalar_one()
+    for _ in range(2):
+        run_task(county, ASSIGN_TASK, study_id)
+    publish_all(county, amqp_url)
+    assert [(key, body.get("reader")) for key, body, _ in of_study(drain(*listener), ds.StudyInstanceUID)] == [
+        ("study.arrived", None), ("study.assigned", "dr.li")]
 
 
 def test_an_event_of_a_rolled_back_change_never_exists(county):

@@ -58,3 +58,37 @@ def test_a_study_that_cannot_render_still_reaches_the_reader_with_a_note(county)
     with county.sessions() as s:
         (item,) = worklist(session=s, principal=reader)
     assert item.notes and "cannot render" in item.notes[0]
+
+
+def test_rendering_dead_lettered_at_its_cap_shows_cannot_render_until_an_admin_retry_renders_it(county):
+    from fastapi.testclient import TestClient
+
+    from relay.county.app import create_app
+    from relay.county.tasks import attempts
+    from relay.county.worker import INDEX_MAX_ATTEMPTS, RENDER_TASK
+    from tests.county.test_delivery import run_task
+    from tests.county.test_reports import login
+
+    site_id, _ = make_site(county)
+    iid = ingest(county, encode(make_dataset()), site_id=site_id)
+    index(county, iid)
+    with session_scope(county.sessions) as s:  # every attempt so far failed (say, a worker died on it)
+        for _ in range(INDEX_MAX_ATTEMPTS):
+            attempts.begin(session=s, task=RENDER_TASK, key=str(iid), cap=INDEX_MAX_ATTEMPTS)
+    run_task(county, RENDER_TASK, iid)  # one more delivery: past the cap
+    reader = Principal(user_id=1, username="r", role=Role.RADIOLOGIST, site_id=None)
+    with county.sessions() as s:
+        result = s.execute(select(RenderResult)).scalar_one()
+        (item,) = worklist(session=s, principal=reader)
+    assert (result.ok, result.failure_kind) == (False, "gave_up")
+    assert item.notes == [f"无法显示图像 / cannot render: rendering failed {INDEX_MAX_ATTEMPTS} times "
+                          "and was stopped; an administrator can retry it"]
+    with TestClient(create_app(county)) as client:
+        admin = login(client, county, "boss", Role.ADMIN)
+        (dead,) = client.get("/api/dead-letters", headers=admin).json()
+        assert client.post(f"/api/dead-letters/{dead['id']}/retry", headers=admin).status_code == 202
+    run_task(county, RENDER_TASK, iid)  # the worker takes the re-enqueued task
+    with county.sessions() as s:
+        result = s.execute(select(RenderResult)).scalar_one()
+        (item,) = worklist(session=s, principal=reader)
+    assert result.ok and result.thumbnail_key and item.notes == []

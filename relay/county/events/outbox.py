@@ -23,6 +23,8 @@ class Topic(enum.StrEnum):
     """A study's priority was raised (a STAT instance arrived for it)."""
     STUDY_REOPENED = "study.reopened"
     """Instances arrived for a study already signed: it is back on the queue for an addendum."""
+    STUDY_ASSIGNED = "study.assigned"
+    """A reader holds the study: claimed by hand, or given by automatic (re)assignment."""
     STUDY_SIGNED = "study.signed"
     """A report or an addendum was signed."""
     REPORT_DELIVERED = "report.delivered"

@@ -23,7 +23,7 @@ from relay.county.auth.service import now_utc
 from relay.county.db.models import Instance, RenderResult
 from relay.county.db.upsert import insert_ignore
 from relay.county.render.ecg import ecg_measurements, ecg_thumbnail
-from relay.county.render.errors import RenderError
+from relay.county.render.errors import RenderError, RenderFailure
 from relay.county.render.image import thumbnail
 from relay.county.storage import ObjectNotFound, ObjectStore
 from relay.dicom.sop import is_document, is_waveform
@@ -55,7 +55,10 @@ def render_instance(*, session: Session, store: ObjectStore, instance_id: int) -
     if inst is None or is_document(inst.sop_class_uid):  # nothing to render, and no note
         return None
     done = session.execute(select(RenderResult).where(RenderResult.instance_pk == instance_id)).scalar_one_or_none()
-    if done is not None:
+    if done is not None and done.failure_kind == RenderFailure.GAVE_UP.value:
+        session.delete(done)  # an administrator retried the dead letter: render for real
+        session.flush()
+    elif done is not None:
         return done
     data = store.get(inst.object_key)
     values: dict[str, object] = {"instance_pk": inst.id, "study_uid": inst.study_uid, "ok": True,
@@ -82,6 +85,20 @@ def thumbnail_of(*, session: Session, store: ObjectStore, instance: Instance) ->
         except ObjectNotFound:
             log.warning("stored thumbnail missing sop=%s key=%s; rendering it", instance.sop_uid, key)
     return _render_thumbnail(instance, store.get(instance.object_key))
+
+
+def record_given_up(*, session: Session, instance_id: int, attempts: int) -> None:
+    """Rendering was dead-lettered: leave a "cannot render" note for the reader (once; a
+    result already there stays). The caller commits."""
+    inst = session.get(Instance, instance_id)
+    if inst is None or is_document(inst.sop_class_uid):
+        return
+    insert_ignore(session, RenderResult, {
+        "instance_pk": inst.id, "study_uid": inst.study_uid, "ok": False, "rendered_at": now_utc(),
+        "failure_kind": RenderFailure.GAVE_UP.value,
+        "failure_reason": f"rendering failed {attempts} times and was stopped; an administrator can retry it"},
+        keys=["instance_pk"])
+    log.error("render gave up sop=%s after %d attempts", inst.sop_uid, attempts)
 
 
 def render_notes(session: Session, study_uids: list[str]) -> dict[str, list[str]]:

@@ -8,8 +8,12 @@ Run in rounds by a thread of the worker process (any number of workers: the item
 taken under ``FOR UPDATE SKIP LOCKED``). A round first moves studies that were
 assigned but not opened in time to another on-duty reader, then assigns unassigned
 studies, most urgent and oldest first, each to the competent reader holding the
-fewest. Every hand-over is a study transition with actor ``auto``. Readers may still
-claim by hand.
+fewest. Every hand-over is a study transition with actor ``auto`` and a
+``study.assigned`` event. Readers may still claim by hand.
+
+A study that goes onto the queue is also assigned at once by a task on the ``assign``
+queue (:func:`assign_study`, enqueued after that commit); the rounds remain for
+reassignment and as the safety net for a lost or refused message.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from relay.config import Settings
 from relay.county.auth.service import now_utc
 from relay.county.db.models import ReadingItem, Study
+from relay.county.events import outbox
+from relay.county.events.outbox import Topic
 from relay.county.reading import roster
 from relay.county.reading.competence import Competence
 from relay.county.studies.repository import add_transition, study_regions
@@ -78,12 +84,18 @@ def _give(session: Session, item: ReadingItem, study: Study, reader: Reader, now
     item.assigned_user_id, item.assigned_at = reader.user_id, now
     study.state, study.updated_at = StudyState.ASSIGNED.value, now
     add_transition(session, study_pk=study.id, state=StudyState.ASSIGNED, at=now, actor="auto", detail=detail)
+    outbox.emit(session, Topic.STUDY_ASSIGNED, assigned_event(study.study_uid, reader.username, actor="auto"))
     reader.load += 1
 
 
 def _limit(settings: Settings, study: Study) -> float:
     """Minutes an assigned study may stay unopened before it goes to another reader."""
     return settings.reassign_stat_minutes if study.priority == "stat" else settings.reassign_minutes
+
+
+def assigned_event(study_uid: str, reader: str, *, actor: str) -> dict[str, str]:
+    """The ``study.assigned`` payload: identifiers only (no patient data)."""
+    return {"study_instance_uid": study_uid, "reader": reader, "actor": actor}
 
 
 def _reassign_stale(session: Session, readers: list[Reader], settings: Settings, now: datetime) -> int:
@@ -128,6 +140,27 @@ def assign_round(*, session: Session, settings: Settings, now: datetime | None =
     if assigned or reassigned:
         log.info("assignment round: assigned=%d reassigned=%d", assigned, reassigned)
     return assigned, reassigned
+
+
+def assign_study(*, session: Session, settings: Settings, study_id: int,
+                 now: datetime | None = None) -> str | None:
+    """Give one queued, unassigned study to a reader by the round's rules; return the
+    reader's username, or None (already assigned, not queued, locked by a round, or
+    nobody on duty reads it: the rounds try again)."""
+    now = now or now_utc()
+    stmt = (select(ReadingItem, Study).join(Study, Study.id == ReadingItem.study_pk)
+            .where(Study.id == study_id, ReadingItem.assigned_user_id.is_(None),
+                   Study.state == StudyState.QUEUED.value))
+    found = session.execute(_locked(session, stmt)).one_or_none()
+    item, study = found if found is not None else (None, None)
+    readers = on_duty_readers(session, at=now, zone=ZoneInfo(settings.timezone)) if study else []
+    reader = _pick(readers, study, study_regions(session, [study.id])) if study else None
+    if item is None or study is None or reader is None:
+        session.rollback()
+        return None
+    _give(session, item, study, reader, now, f"to {reader.username}")
+    session.commit()
+    return reader.username
 
 
 def run_assignment(settings: Settings, sessions: sessionmaker[Session], stop: threading.Event) -> None:

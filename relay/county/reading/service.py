@@ -15,8 +15,11 @@ from sqlalchemy.orm import Session
 from relay.county.auth.service import Principal, now_utc
 from relay.county.db.models import ReadingItem, Study, User
 from relay.county.errors import Conflict, Forbidden, NotFound
+from relay.county.events import outbox
+from relay.county.events.outbox import Topic
 from relay.county.reading import repository
 from relay.county.reading.competence import Competence
+from relay.county.reading.assign import assigned_event
 from relay.county.studies.repository import add_transition
 from relay.dicom.vocab import Role, StudyState
 
@@ -41,6 +44,8 @@ def _assign(session: Session, item: ReadingItem, study: Study, principal: Princi
     study.state, study.updated_at = StudyState.ASSIGNED.value, now
     add_transition(session, study_pk=study.id, state=StudyState.ASSIGNED, at=now,
                    actor=principal.username, detail=how)
+    outbox.emit(session, Topic.STUDY_ASSIGNED,
+                assigned_event(study.study_uid, principal.username, actor=principal.username))
     session.commit()
     return Claimed(study.study_uid, study.state, study.priority)
 

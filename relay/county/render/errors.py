@@ -34,6 +34,10 @@ class RenderFailure(enum.Enum):
     BAD_REQUEST = "bad_request"
     """The caller asked for something impossible (frame out of range, width <= 0)."""
 
+    GAVE_UP = "gave_up"
+    """Rendering failed at every attempt up to the cap (a worker died on it, the store kept
+    failing) and was dead-lettered; an administrator's retry replaces the note."""
+
 
 class RenderError(Exception):
     """An instance cannot be rendered; ``reason`` is a sentence fit for the reader's note."""

@@ -2,7 +2,8 @@
 
 At signing, the signed document (the verifiable JSON) is stored under a deterministic
 key and a delivery row is created for the study's site. The DICOM renderings (SR,
-Encapsulated PDF) and the printable PDF are added when built. The site's edge lists
+Encapsulated PDF) and the printable PDF are added when built, by a task on the
+``deliver`` queue enqueued after the sign commit. The site's edge lists
 its pending deliveries, fetches the objects, stores them into the township PACS, and
 reports ``delivered``; the technician's acknowledgement comes back the same way.
 Every step is idempotent and a study transition.
@@ -64,8 +65,10 @@ def add_objects(*, session: Session, delivery: ReportDelivery, keys: dict[str, s
 
 
 def mark_ready(*, session: Session, report_id: int) -> None:
-    """Offer the delivery as it is (renderings could not be built)."""
-    found = session.execute(select(ReportDelivery).where(ReportDelivery.report_pk == report_id)).scalar_one()
+    """Offer the delivery as it is (renderings could not be built); idempotent."""
+    found = session.execute(select(ReportDelivery).where(ReportDelivery.report_pk == report_id)).scalar_one_or_none()
+    if found is None:
+        return
     found.ready_at = found.ready_at or now_utc()
     session.commit()
 
@@ -130,10 +133,16 @@ def _event(study: Study, report: Report) -> dict[str, Any]:
             "critical": report.critical}
 
 
+RENDERINGS = ("sr", "pdf", "encapsulated_pdf")
+"""The objects built after signing, next to the signed document."""
+
+
 def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
     """Build the SR, the printable PDF and the Encapsulated PDF of a signed report, store
     them (the DICOM ones as instances of the study, visible through DICOMweb), and add
-    them to the delivery. Deterministic UIDs make a second run a harmless duplicate."""
+    them to the delivery; return their keys. Returns {} at once when there is nothing to
+    do (no such signed report, or already attached); deterministic UIDs, bytes and keys
+    make a run interrupted halfway a harmless duplicate."""
     from relay.county.ingest.endpoints import enqueue_committed
     from relay.county.ingest.service import Upload, ingest_instance
     from relay.county.reports import objects
@@ -141,6 +150,10 @@ def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
 
     with county.sessions() as session:
         report = session.get(Report, report_id)
+        found = session.execute(select(ReportDelivery).where(ReportDelivery.report_pk == report_id)).scalar_one_or_none()
+        if report is None or report.status != "signed" or found is None or \
+                set(RENDERINGS) <= set(json.loads(found.object_keys_json)):
+            return {}
         study = session.get(Study, report.study_pk)
         site = session.get(Site, study.site_id)
         header = _study_header(session, study)
@@ -156,9 +169,10 @@ def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
                                      max_bytes=county.settings.max_instance_bytes)
             keys[name] = put_object(county.store, object_key(study.study_uid, report.revision, f"{name}.dcm"), data)
             pending += [result.instance_id] if result.instance_id is not None else []
-        found = session.execute(select(ReportDelivery).where(ReportDelivery.report_pk == report_id)).scalar_one()
+        # The instances are committed; their indexing is enqueued before the delivery is
+        # marked, so a failed enqueue makes the retry (which is not yet early) send it again.
+        enqueue_committed(county, pending)
         add_objects(session=session, delivery=found, keys=keys)
-    enqueue_committed(county, pending)
     return keys
 
 

@@ -16,6 +16,7 @@ from relay.county.db.models import Report
 from relay.county.errors import NotFound
 from relay.county.reports import delivery, keys, service, templates
 from relay.dicom import body_parts
+from relay.county.worker import enqueue_deliver
 from relay.dicom.vocab import Role
 
 log = logging.getLogger(__name__)
@@ -148,13 +149,14 @@ def update_draft(report_id: int, body: ReportIn, principal: PrincipalDep, sessio
 def sign_report(report_id: int, body: SignIn, principal: PrincipalDep, session: SessionDep,
                 county: CountyDep, request: Request) -> ReportOut:
     """Sign with the reader's key (the signing password unlocks it for this signature only);
-    the signed report is queued for delivery to the study's township."""
+    the signed report is queued for delivery to the study's township, its SR and PDF built
+    by a worker on the ``deliver`` queue."""
     signed = service.sign(session=session, principal=principal, report_id=report_id,
                           signing_password=body.signing_password, store=county.store)
     try:
-        delivery.attach_renderings(county, report_id)
-    except Exception:  # the signed document still travels; the renderings can be rebuilt
-        log.exception("could not build the SR/PDF of report %d", report_id)
+        enqueue_deliver(county.celery, county.settings, report_id)
+    except Exception as exc:  # the signed document still travels, without its renderings
+        log.error("could not enqueue the SR/PDF of report %d (%s)", report_id, type(exc).__name__)
         delivery.mark_ready(session=session, report_id=report_id)
     audit(county, request, principal, Action.REPORT_SIGN, object_type="report",
           object_id=str(signed.id), detail=f"revision {signed.revision} signed")

@@ -33,6 +33,9 @@ class IndexResult:
     study_uid: str
     already_indexed: bool
     new_study: bool
+    queued_study_pk: int | None = None
+    """The study's primary key when this indexing put it on the reading queue (new, or
+    reopened after signing): the caller enqueues its assignment after the commit."""
 
 
 def index_instance(*, session: Session, store: ObjectStore, instance_id: int) -> IndexResult | None:
@@ -58,14 +61,15 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
         repository.add_transition(session, study_pk=study_pk, state=StudyState.QUEUED, at=now)
         repository.enqueue_reading(session, study_pk=study_pk, priority_rank=priority.rank, at=now)
         outbox.emit(session, Topic.STUDY_ARRIVED, event)
+        queued = True
     else:
-        _existing_study(session, inst, study_pk, priority, now, event)
+        queued = _existing_study(session, inst, study_pk, priority, now, event)
     inst.series_pk, inst.instance_number, inst.indexed_at = series_pk, meta.instance_number if meta else None, now
     session.flush()
     modalities = "\\".join(repository.study_modalities(session, study_pk))
     repository.touch_study(session, study_pk=study_pk, modalities=modalities, at=now)
     session.commit()
-    return IndexResult(instance_id, inst.study_uid, False, new_study)
+    return IndexResult(instance_id, inst.study_uid, False, new_study, study_pk if queued else None)
 
 
 READ_STATES = (StudyState.ASSIGNED.value, StudyState.READING.value)
@@ -73,8 +77,9 @@ SIGNED_STATES = (StudyState.SIGNED.value, StudyState.DELIVERED.value, StudyState
 
 
 def _existing_study(session: Session, inst: Instance, study_pk: int, priority: Priority, now: datetime,
-                    event: dict[str, object]) -> None:
+                    event: dict[str, object]) -> bool:
     """A further instance of a known study: escalate, and never merge it silently into a read.
+    True if the study went back onto the reading queue.
 
     While a reader holds the study it is marked as an addition; once the study is
     signed, it reopens: back on the queue, a transition saying why, an event, and the
@@ -84,7 +89,7 @@ def _existing_study(session: Session, inst: Instance, study_pk: int, priority: P
             session, study_pk=study_pk, priority=priority.value, rank=priority.rank, at=now):
         outbox.emit(session, Topic.STUDY_ESCALATED, event)
     if is_document(inst.sop_class_uid):
-        return  # reports and documents (ours among them) are not new imaging to read
+        return False  # reports and documents (ours among them) are not new imaging to read
     state = repository.study_state(session, study_pk)
     if state in READ_STATES or state in SIGNED_STATES:
         inst.late = True
@@ -93,6 +98,8 @@ def _existing_study(session: Session, inst: Instance, study_pk: int, priority: P
         repository.add_transition(session, study_pk=study_pk, state=StudyState.QUEUED, at=now,
                                   detail=f"reopened: instance {inst.sop_uid} arrived after the report was signed")
         outbox.emit(session, Topic.STUDY_REOPENED, event)
+        return True
+    return False
 
 
 def _read(store: ObjectStore, inst: Instance) -> InstanceMeta | None:

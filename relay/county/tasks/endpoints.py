@@ -12,7 +12,7 @@ from relay.county.audit.service import Action
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep
 from relay.county.errors import NotFound
 from relay.county.tasks import attempts
-from relay.county.worker import INDEX_TASK, RENDER_TASK, enqueue_index, enqueue_render
+from relay.county.worker import ENQUEUE
 
 router = APIRouter(prefix="/api/dead-letters", tags=["operations"])
 
@@ -42,7 +42,7 @@ def retry_dead_letter(dead_letter_id: int, admin: AdminDep, session: SessionDep,
     row = attempts.revive(session=session, task_attempt_id=dead_letter_id)
     if row is None:
         raise NotFound(f"no dead letter {dead_letter_id}")
-    enqueue = {INDEX_TASK: enqueue_index, RENDER_TASK: enqueue_render}[row.task]
+    enqueue = ENQUEUE[row.task]
     enqueue(county.celery, county.settings, int(row.key))
     audit(county, request, admin, Action.DEAD_LETTER_RETRY, object_type=row.task, object_id=row.key)
     return {"status": "enqueued"}
