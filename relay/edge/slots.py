@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 
 SLOTS_DIR = "slots"
 BATCH = 16
+IDLE_S = 1.0
+"""Seconds without a store before the pool refills. Making slots during a burst would
+double the disk's writes and queue each store's flush behind the pool's own (measured:
+slower than no pool at all), so the pool refills between bursts; a burst longer than
+the pool writes new files for the rest, as without one."""
 """Slots made per folder fsync when refilling: the folder's entries are made durable
 once for the batch, not once per slot."""
 _ZEROS_CHUNK = 1 << 20
@@ -62,6 +67,7 @@ class SlotPool:
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._stopping = False
+        self._last_take = 0.0
         folder.mkdir(exist_ok=True)
         self._recover(in_use)
         self._thread = threading.Thread(target=self._refill_loop, name="spool-slots", daemon=True)
@@ -91,6 +97,7 @@ class SlotPool:
             return None
         with self._lock:
             name = self._free.popleft() if self._free else None
+            self._last_take = time.monotonic()
         self._wanted.set()
         return name
 
@@ -117,10 +124,22 @@ class SlotPool:
             except OSError as exc:  # disk full or failing: stores fall back to new files
                 log.warning("spool slots not refilled: %s", exc)
 
+    def _wait_idle(self) -> None:
+        while not self._stopping:
+            with self._lock:
+                quiet = time.monotonic() - self._last_take
+            if quiet >= IDLE_S:
+                return
+            time.sleep(IDLE_S - quiet)
+
     def _refill_batch(self) -> bool:
-        """Make up to BATCH slots; False when the pool is full or the disk has no room."""
+        """Make up to BATCH slots once stores are quiet; False when the pool is full or
+        the disk has no room."""
+        if self.free >= self.target:
+            return False
+        self._wait_idle()
         missing = min(BATCH, self.target - self.free)
-        if missing <= 0:
+        if missing <= 0 or self._stopping:
             return False
         room = shutil.disk_usage(self.folder).free - self.keep_free_bytes
         missing = min(missing, max(0, room // self.slot_bytes - 1))
