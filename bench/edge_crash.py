@@ -72,6 +72,17 @@ def spool_problems(spool_root: Path, acknowledged: list[str]) -> list[str]:
     return problems
 
 
+def rows_in_slots(spool_root: Path) -> int:
+    """Journaled instances that were written into spool slots (files made ahead)."""
+    import sqlite3
+
+    conn = sqlite3.connect(spool_root / "journal.sqlite3")
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM instances WHERE path LIKE 'slots/%'").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def crash_trial(series: dict[str, str], folder: Path, *, kill_after: int) -> tuple[int, list[str]]:
     """One kill -9 trial in ``folder``; returns (acknowledged count, problems)."""
     data_dir, port = folder / "var", free_port()
@@ -105,8 +116,9 @@ def main() -> None:
             trial_dir.mkdir()
             acked, problems = crash_trial(series, trial_dir, kill_after=kill_after)
             lost += len(problems)
-            print(f"trial {n + 1}: killed after {kill_after}, {acked} acknowledged, "
-                  f"{len(problems)} problems {problems[:3]}", flush=True)
+            in_slots = rows_in_slots(trial_dir / "var" / "edge")
+            print(f"trial {n + 1}: killed after {kill_after}, {acked} acknowledged "
+                  f"({in_slots} in slots), {len(problems)} problems {problems[:3]}", flush=True)
     print(f"\n{args.trials} trials: acknowledged-then-lost-or-different = {lost}")
     raise SystemExit(1 if lost else 0)
 
