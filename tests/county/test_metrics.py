@@ -171,8 +171,11 @@ def test_the_embedded_sqlite_county_serves_the_same_counters(tmp_path):
         with session_scope(embedded.sessions) as s:
             study = s.execute(select(Study).where(Study.priority == "stat")).scalar_one()
             study.state = "assigned"
-            s.add(StudyTransition(study_pk=study.id, state="assigned", actor="auto",
-                                  at=study.tat_arrived_at + timedelta(seconds=200)))
+            at = study.tat_arrived_at + timedelta(seconds=200)
+            s.add(StudyTransition(study_pk=study.id, state="assigned", actor="auto", at=at))
+            for state, after_s in (("reading", 300), ("signed", 900), ("delivered", 1800), ("acknowledged", 3600)):
+                at += timedelta(seconds=after_s)  # each stage exactly on a bucket bound
+                s.add(StudyTransition(study_pk=study.id, state=state, actor="dr.wang", at=at))
             s.commit()
             size = s.scalar(select(func.sum(Instance.size)))
         m = scrape(embedded)
@@ -186,6 +189,12 @@ def test_the_embedded_sqlite_county_serves_the_same_counters(tmp_path):
     assert m[("relay_tat_arrival_to_assignment_seconds_bucket", (("le", "60.0"), ("priority", "stat")))] == 0
     assert m[("relay_tat_arrival_to_assignment_seconds_bucket", (("le", "300.0"), ("priority", "stat")))] == 1
     assert m[("relay_tat_arrival_to_assignment_seconds_sum", (("priority", "stat"),))] == pytest.approx(200, abs=0.01)
+    for stage, le in (("until_opened", 300), ("reading", 900), ("signed_to_township", 1800),
+                      ("until_acknowledged", 3600)):
+        labels = (("priority", "stat"), ("stage", stage))
+        assert m[("relay_tat_stage_seconds_bucket", (("le", str(float(le))), *labels))] == 1, stage
+        assert m[("relay_tat_stage_seconds_sum", labels)] == le
+
 
 STATES = ("arrived", "queued", "assigned", "reading", "signed", "delivered", "acknowledged")
 
