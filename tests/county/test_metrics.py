@@ -16,7 +16,7 @@ from relay.county.app import create_app
 from relay.county.context import County
 from relay.county.db.engine import session_scope
 from relay.county.db.migrate import upgrade
-from relay.county.db.models import Instance, Patient, Site, Study, StudyTransition
+from relay.county.db.models import Instance, OutboxEvent, Patient, Site, Study, StudyTransition, TaskAttempt
 from relay.county.ingest import repository as ingest_repository
 from relay.county.ingest.service import Upload, ingest_instance
 from relay.county.metrics.collector import TAT_BUCKETS_S
@@ -267,3 +267,24 @@ def test_the_stage_histogram_counts_the_last_day_as_computed_from_the_milestones
     bounded = truth[1]["stamps"]
     assert ((bounded["assigned"] - bounded["arrived"]).total_seconds(),
             (bounded["signed"] - bounded["reading"]).total_seconds()) == (300, 1800)
+
+
+def test_quarantine_dead_letters_and_unpublished_events_are_counted(county):
+    """The operations gauges count only what needs a look: a quarantined upload, a task that
+    gave up (not one still retrying), an event not yet sent (not one already sent)."""
+    _site, token = make_site(county, "township-a")
+    _first, original, conflicting = conflicting_pair()
+    with TestClient(create_app(county)) as client:
+        assert upload(client, token, original).json()["outcome"] == "stored"
+        assert upload(client, token, conflicting).json()["outcome"] == "quarantined"
+    now = datetime.now(UTC)
+    with county.sessions() as s:
+        unpublished = s.scalar(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_(None)))
+        s.add_all([TaskAttempt(task="index", key="1", attempts=5, first_attempt_at=now, last_attempt_at=now, dead_at=now),
+                   TaskAttempt(task="index", key="2", attempts=1, first_attempt_at=now, last_attempt_at=now),
+                   OutboxEvent(topic="t", payload="{}", created_at=now),
+                   OutboxEvent(topic="t", payload="{}", created_at=now, published_at=now)])
+        s.commit()
+    m = scrape(county)
+    assert (m[("relay_quarantined_instances", ())], m[("relay_dead_letters", ())],
+            m[("relay_events_unpublished", ())]) == (1, 1, unpublished + 1)

@@ -16,17 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from relay.county.context import County
-from relay.county.db.models import (
-    EdgeHealth,
-    OutboxEvent,
-    QuarantinedInstance,
-    Site,
-    TaskAttempt,
-)
+from relay.county.db.models import EdgeHealth, Site
 from relay.county.metrics import repository
 from relay.county.metrics.repository import Counters
 
@@ -115,14 +109,14 @@ def _edges(session: Session, spool_alarm_after: timedelta) -> Iterator[GaugeMetr
 
 
 def _operations(session: Session) -> Iterator[GaugeMetricFamily]:
-    for name, doc, model, where in (
-        ("relay_quarantined_instances", "Conflicting uploads kept aside.", QuarantinedInstance, None),
-        ("relay_dead_letters", "Work that gave up after its attempt cap.", TaskAttempt, TaskAttempt.dead_at.is_not(None)),
-        ("relay_events_unpublished", "Domain events waiting in the outbox.", OutboxEvent, OutboxEvent.published_at.is_(None)),
+    counts = repository.operation_counts(session)
+    for name, doc in (
+        ("relay_quarantined_instances", "Conflicting uploads kept aside."),
+        ("relay_dead_letters", "Work that gave up after its attempt cap."),
+        ("relay_events_unpublished", "Domain events waiting in the outbox."),
     ):
-        stmt = select(func.count()).select_from(model)
         gauge = GaugeMetricFamily(name, doc)
-        gauge.add_metric([], session.scalar(stmt.where(where) if where is not None else stmt) or 0)
+        gauge.add_metric([], counts[name])
         yield gauge
 
 

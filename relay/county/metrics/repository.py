@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Float, Select, delete, func, select, text,
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from relay.county.db.models import MetricCounter, MetricDelta, Study
+from relay.county.db.models import MetricCounter, MetricDelta, OutboxEvent, QuarantinedInstance, Study, TaskAttempt
 
 Counters = dict[str, dict[str, float]]
 """name -> labels -> value, as kept in ``metric_counters`` (labels encoded as in the model)."""
@@ -87,6 +87,18 @@ def rebuild_counters_unchecked(session: Session, *, buckets_s: tuple[int, ...]) 
         UNION ALL SELECT 'tat_assign', priority || '|' || b, count(*)
           FROM (SELECT priority, {_bucket(d, buckets_s)} AS b FROM studies WHERE {assigned}) o GROUP BY priority, b
         UNION ALL SELECT 'tat_assign_sum', priority, sum({d}) FROM studies WHERE {assigned} GROUP BY priority"""))
+
+
+def operation_counts(session: Session) -> dict[str, int]:
+    """Quarantined instances, dead letters and unpublished events, in one round trip."""
+    counts = {
+        "relay_quarantined_instances": select(func.count()).select_from(QuarantinedInstance),
+        "relay_dead_letters": select(func.count()).select_from(TaskAttempt).where(TaskAttempt.dead_at.is_not(None)),
+        "relay_events_unpublished": select(func.count()).select_from(OutboxEvent)
+        .where(OutboxEvent.published_at.is_(None)),
+    }
+    row = session.execute(select(*(q.scalar_subquery().label(name) for name, q in counts.items()))).one()
+    return {name: int(row[i]) for i, name in enumerate(counts)}
 
 
 @dataclass(frozen=True)
