@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+import random
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import case, func, select, text
+from sqlalchemy import case, func, insert, select, text
 
 from relay.config import Settings
 from relay.county.app import create_app
 from relay.county.context import County
 from relay.county.db.engine import session_scope
 from relay.county.db.migrate import upgrade
-from relay.county.db.models import Instance, Site, Study, StudyTransition
+from relay.county.db.models import Instance, OutboxEvent, Patient, Site, Study, StudyTransition, TaskAttempt
 from relay.county.ingest import repository as ingest_repository
 from relay.county.ingest.service import Upload, ingest_instance
 from relay.county.metrics.collector import TAT_BUCKETS_S
 from relay.county.reading import service
+from relay.county.tat.service import STAGES
 from relay.county.worker import enqueue_index
 from relay.dicom import wire
 from relay.dicom.vocab import Priority, Role
@@ -168,8 +171,11 @@ def test_the_embedded_sqlite_county_serves_the_same_counters(tmp_path):
         with session_scope(embedded.sessions) as s:
             study = s.execute(select(Study).where(Study.priority == "stat")).scalar_one()
             study.state = "assigned"
-            s.add(StudyTransition(study_pk=study.id, state="assigned", actor="auto",
-                                  at=study.tat_arrived_at + timedelta(seconds=200)))
+            at = study.tat_arrived_at + timedelta(seconds=200)
+            s.add(StudyTransition(study_pk=study.id, state="assigned", actor="auto", at=at))
+            for state, after_s in (("reading", 300), ("signed", 900), ("delivered", 1800), ("acknowledged", 3600)):
+                at += timedelta(seconds=after_s)  # each stage exactly on a bucket bound
+                s.add(StudyTransition(study_pk=study.id, state=state, actor="dr.wang", at=at))
             s.commit()
             size = s.scalar(select(func.sum(Instance.size)))
         m = scrape(embedded)
@@ -183,3 +189,102 @@ def test_the_embedded_sqlite_county_serves_the_same_counters(tmp_path):
     assert m[("relay_tat_arrival_to_assignment_seconds_bucket", (("le", "60.0"), ("priority", "stat")))] == 0
     assert m[("relay_tat_arrival_to_assignment_seconds_bucket", (("le", "300.0"), ("priority", "stat")))] == 1
     assert m[("relay_tat_arrival_to_assignment_seconds_sum", (("priority", "stat"),))] == pytest.approx(200, abs=0.01)
+    for stage, le in (("until_opened", 300), ("reading", 900), ("signed_to_township", 1800),
+                      ("until_acknowledged", 3600)):
+        labels = (("priority", "stat"), ("stage", stage))
+        assert m[("relay_tat_stage_seconds_bucket", (("le", str(float(le))), *labels))] == 1, stage
+        assert m[("relay_tat_stage_seconds_sum", labels)] == le
+
+
+STATES = ("arrived", "queued", "assigned", "reading", "signed", "delivered", "acknowledged")
+
+
+def _stage_history(now: datetime) -> tuple[dict[str, list[dict[str, object]]], list[dict[str, object]]]:
+    """Rows of 300 studies (most arrived in the last 24 hours, some earlier) and, per study,
+    its priority, whether it is in the window, and its true milestones."""
+    rng = random.Random(22)
+    rows: dict[str, list[dict[str, object]]] = {"patients": [], "studies": [], "transitions": [], "instances": []}
+    truth: list[dict[str, object]] = []
+    for i in range(300):
+        pk, priority = i + 1, ("stat", "urgent", "routine")[i % 3]
+        in_window = i % 10 != 0  # one in ten arrived 25 to 40 hours ago
+        arrived = now - timedelta(hours=rng.uniform(25, 40) if not in_window else rng.uniform(0.1, 23))
+        edge = arrived - timedelta(seconds=rng.lognormvariate(math.log(240), 1.0))
+        stamps = {"received_at_edge": edge, "arrived": arrived}
+        reached = len(STATES) if i % 7 else rng.randrange(1, len(STATES))  # some still under way
+        at = arrived
+        for state in STATES[1:reached]:  # gaps from under a second to several days
+            at += timedelta(seconds=rng.lognormvariate(math.log(1500), 1.6), microseconds=rng.randrange(10**6))
+            stamps[state] = at
+        if i == 1:  # durations exactly on bounds: 300 s waiting for a reader, 1800 s reading
+            stamps.update({state: arrived + timedelta(seconds=sec)
+                           for state, sec in (("queued", 1), ("assigned", 300), ("reading", 400), ("signed", 2200),
+                                            ("delivered", 2260), ("acknowledged", 3000))})
+        if i == 2:  # the edge did not say when it received the study
+            del stamps["received_at_edge"]
+        rows["patients"].append({"id": pk, "patient_id": f"P{pk}", "issuer": "x", "name": "", "birth_date": "",
+                                 "sex": ""})
+        rows["studies"].append({"id": pk, "study_uid": f"2.25.8{pk}", "patient_pk": pk, "site_id": 1,
+                                "accession_number": "", "study_date": "", "study_time": "", "description": "",
+                                "modalities": "CT", "priority": priority, "state": STATES[reached - 1],
+                                "created_at": arrived, "updated_at": at})
+        rows["transitions"] += [{"study_pk": pk, "state": state, "at": stamps[state], "actor": "dr.wang", "detail": ""}
+                                for state in STATES if state in stamps]
+        rows["instances"].append({"sop_uid": f"2.25.8{pk}.1", "sha256": f"{pk:064x}", "sop_class_uid": "1.2",
+                                  "study_uid": f"2.25.8{pk}", "series_uid": "1.2", "object_key": f"k{pk}",
+                                  "size": 1, "site_id": 1, "priority": priority, "calling_ae": "",
+                                  "edge_received_at": stamps.get("received_at_edge"), "received_at": arrived})
+        truth.append({"priority": priority, "in_window": in_window, "stamps": stamps})
+    return rows, truth
+
+
+def test_the_stage_histogram_counts_the_last_day_as_computed_from_the_milestones(county):
+    """Buckets (le: a duration on a bound counts in it), _count and _sum of every stage and
+    priority equal the figures computed here from the generated times; a study missing a
+    milestone is not observed in the stages it bounds; studies older than 24 hours are not."""
+    make_site(county, "township-a")
+    rows, truth = _stage_history(datetime.now(UTC))
+    with county.sessions() as s:
+        for model, key in ((Patient, "patients"), (Study, "studies"), (StudyTransition, "transitions"),
+                           (Instance, "instances")):
+            s.execute(insert(model), rows[key])
+        s.commit()
+    m = scrape(county)
+    observed = 0
+    for name, a, b in STAGES:
+        for priority in ("stat", "urgent", "routine"):
+            d = [(t["stamps"][b] - t["stamps"][a]).total_seconds() for t in truth
+                 if t["priority"] == priority and t["in_window"] and a in t["stamps"] and b in t["stamps"]]
+            labels = (("priority", priority), ("stage", name))
+            for le in TAT_BUCKETS_S:
+                key = ("relay_tat_stage_seconds_bucket", (("le", str(float(le))), *labels))
+                assert m[key] == sum(x <= le for x in d), key
+            assert m[("relay_tat_stage_seconds_bucket", (("le", "+Inf"), *labels))] == len(d)
+            assert m[("relay_tat_stage_seconds_count", labels)] == len(d)
+            assert m[("relay_tat_stage_seconds_sum", labels)] == pytest.approx(math.fsum(d), rel=1e-12, abs=1e-6)
+            observed += len(d)
+    assert observed > 1000
+    bounded = truth[1]["stamps"]
+    assert ((bounded["assigned"] - bounded["arrived"]).total_seconds(),
+            (bounded["signed"] - bounded["reading"]).total_seconds()) == (300, 1800)
+
+
+def test_quarantine_dead_letters_and_unpublished_events_are_counted(county):
+    """The operations gauges count only what needs a look: a quarantined upload, a task that
+    gave up (not one still retrying), an event not yet sent (not one already sent)."""
+    _site, token = make_site(county, "township-a")
+    _first, original, conflicting = conflicting_pair()
+    with TestClient(create_app(county)) as client:
+        assert upload(client, token, original).json()["outcome"] == "stored"
+        assert upload(client, token, conflicting).json()["outcome"] == "quarantined"
+    now = datetime.now(UTC)
+    with county.sessions() as s:
+        unpublished = s.scalar(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_(None)))
+        s.add_all([TaskAttempt(task="index", key="1", attempts=5, first_attempt_at=now, last_attempt_at=now, dead_at=now),
+                   TaskAttempt(task="index", key="2", attempts=1, first_attempt_at=now, last_attempt_at=now),
+                   OutboxEvent(topic="t", payload="{}", created_at=now),
+                   OutboxEvent(topic="t", payload="{}", created_at=now, published_at=now)])
+        s.commit()
+    m = scrape(county)
+    assert (m[("relay_quarantined_instances", ())], m[("relay_dead_letters", ())],
+            m[("relay_events_unpublished", ())]) == (1, 1, unpublished + 1)

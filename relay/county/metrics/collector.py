@@ -13,22 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Float, case, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from relay.county.context import County
-from relay.county.db.models import (
-    EdgeHealth,
-    OutboxEvent,
-    QuarantinedInstance,
-    Site,
-    Study,
-    TaskAttempt,
-)
+from relay.county.db.models import EdgeHealth, Site
 from relay.county.metrics import repository
 from relay.county.metrics.repository import Counters
 
@@ -117,31 +109,20 @@ def _edges(session: Session, spool_alarm_after: timedelta) -> Iterator[GaugeMetr
 
 
 def _operations(session: Session) -> Iterator[GaugeMetricFamily]:
-    for name, doc, model, where in (
-        ("relay_quarantined_instances", "Conflicting uploads kept aside.", QuarantinedInstance, None),
-        ("relay_dead_letters", "Work that gave up after its attempt cap.", TaskAttempt, TaskAttempt.dead_at.is_not(None)),
-        ("relay_events_unpublished", "Domain events waiting in the outbox.", OutboxEvent, OutboxEvent.published_at.is_(None)),
+    counts = repository.operation_counts(session)
+    for name, doc in (
+        ("relay_quarantined_instances", "Conflicting uploads kept aside."),
+        ("relay_dead_letters", "Work that gave up after its attempt cap."),
+        ("relay_events_unpublished", "Domain events waiting in the outbox."),
     ):
-        stmt = select(func.count()).select_from(model)
         gauge = GaugeMetricFamily(name, doc)
-        gauge.add_metric([], session.scalar(stmt.where(where) if where is not None else stmt) or 0)
+        gauge.add_metric([], counts[name])
         yield gauge
 
 
-def _histogram_row(d: Any) -> list[Any]:
-    """count(d <= le) for each bucket, count(d), sum(d): one pass, in the database."""
-    return [*(func.count(case((d <= le, 1))) for le in TAT_BUCKETS_S), func.count(d), func.coalesce(func.sum(d), 0.0)]
-
-
-def _add_histogram(hist: HistogramMetricFamily, labels: list[str], row: Any) -> None:
-    buckets = [(str(float(le)), int(n)) for le, n in zip(TAT_BUCKETS_S, row[:len(TAT_BUCKETS_S)], strict=True)]
-    hist.add_metric(labels, buckets + [("+Inf", int(row[-2]))], sum_value=float(row[-1]))
-
-
-def _seconds(dialect: str, start: Any, end: Any) -> Any:
-    if dialect == "postgresql":
-        return func.date_part("epoch", end - start, type_=Float)
-    return (func.julianday(end) - func.julianday(start)) * 86400.0
+def _add_histogram(hist: HistogramMetricFamily, labels: list[str], h: repository.Histogram) -> None:
+    buckets = [(str(float(le)), n) for le, n in zip(TAT_BUCKETS_S, h.cumulative, strict=True)]
+    hist.add_metric(labels, buckets + [("+Inf", h.count)], sum_value=h.sum_s)
 
 
 def _arrival_to_assignment(counters: Counters) -> Iterator[HistogramMetricFamily]:
@@ -153,9 +134,10 @@ def _arrival_to_assignment(counters: Counters) -> Iterator[HistogramMetricFamily
     per_bucket = counters.get("tat_assign", {})
     sums = counters.get("tat_assign_sum", {})
     for priority in PRIORITIES:
-        counts = [per_bucket.get(f"{priority}|{le}", 0.0) for le in (*TAT_BUCKETS_S, "inf")]
-        row = [sum(counts[:i + 1]) for i in range(len(counts))] + [sums.get(priority, 0.0)]
-        _add_histogram(hist, [priority], row)
+        counts = [int(per_bucket.get(f"{priority}|{le}", 0.0)) for le in (*TAT_BUCKETS_S, "inf")]
+        cumulative = [sum(counts[:i + 1]) for i in range(len(counts))]
+        _add_histogram(hist, [priority], repository.Histogram(cumulative[:-1], cumulative[-1],
+                                                              sums.get(priority, 0.0)))
     yield hist
 
 
@@ -169,22 +151,17 @@ def _stage_times(session: Session) -> Iterator[HistogramMetricFamily]:
     Not cumulative (studies leave the window): chart it with histogram_quantile() on the
     buckets as they are, not on rate(). Read from the studies of the window (the index on
     created_at): its cost follows a day's studies, not the history."""
-    from relay.county.tat.repository import MILESTONES
     from relay.county.tat.service import STAGES
 
     hist = HistogramMetricFamily("relay_tat_stage_seconds", "Stage durations of the studies that arrived "
                                  "in the last 24 hours (not cumulative).", labels=["stage", "priority"])
-    dialect = session.get_bind().dialect.name
-    columns = [c for _n, a, b in STAGES for c in _histogram_row(_seconds(dialect, MILESTONES[a], MILESTONES[b]))]
-    since = datetime.now(UTC) - RECENT_TAT
-    rows = {r[0]: r[1:] for r in session.execute(
-        select(Study.priority, *columns).where(Study.created_at >= since).group_by(Study.priority))}
-    width = len(TAT_BUCKETS_S) + 2
+    by_priority = repository.stage_histograms(session, since=datetime.now(UTC) - RECENT_TAT, stages=STAGES,
+                                              buckets_s=TAT_BUCKETS_S)
+    empty = repository.Histogram([0] * len(TAT_BUCKETS_S), 0, 0.0)
     for priority in PRIORITIES:
-        row = rows.get(priority)
-        for i, (name, _a, _b) in enumerate(STAGES):
-            part = list(row[i * width:(i + 1) * width]) if row else [0] * (width - 1) + [0.0]
-            _add_histogram(hist, [name, priority], part)
+        histograms = by_priority.get(priority, [empty] * len(STAGES))
+        for (name, _a, _b), h in zip(STAGES, histograms, strict=True):
+            _add_histogram(hist, [name, priority], h)
     yield hist
 
 
