@@ -39,7 +39,10 @@ SQLITE_TRIGGERS = ["metric_instances", "metric_studies_insert", "metric_studies_
 def _seconds(dialect: str, start: str, end: str) -> str:
     if dialect == "postgresql":
         return f"date_part('epoch', {end} - {start})"
-    return f"((julianday({end}) - julianday({start})) * 86400.0)"
+    # julianday() is a day fraction in a double: the raw difference of two times 300 s
+    # apart can come out a hair above 300 and land in the next bucket. The stored times
+    # are whole milliseconds, so rounding to them makes the seconds exact.
+    return f"(round((julianday({end}) - julianday({start})) * 86400000.0) / 1000.0)"
 
 
 def _bucket(seconds: str) -> str:
