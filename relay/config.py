@@ -105,7 +105,9 @@ class Settings(BaseSettings):
         "SMS or WeChat gateway of the township). Identifiers only, no patient data. Default none.")
     critical_escalation_url: str | None = Field(
         None, description="URL that receives a JSON POST when nobody at the township acknowledged a "
-        "critical report in time: the county's on-duty lead. Default none (the event is still emitted).")
+        "critical report in time: the county's on-duty lead. The payload names the leads (值班组长) the duty "
+        "roster has on duty then (``leads``), or says ``note: no lead on duty``. Default none (the event is "
+        "still emitted).")
     critical_escalate_minutes: float = Field(
         15.0, description="Minutes a critical report may stay unacknowledged before it is escalated.")
     outbox_retention_hours: float = Field(

@@ -78,5 +78,30 @@ def test_a_reader_sees_the_roster_without_the_form(server, county):  # noqa: F81
         page.wait_for_selector("#week .day")
         assert page.locator(".day").count() == 7
         assert page.locator("#add").count() == 0
+        assert page.locator("#critical").count() == 0  # no lead line: no open critical results
         assert "Duty roster" in page.locator("#nav").inner_text()
         page.screenshot(path=str(screenshot_path("roster-reader-en")))
+
+
+def test_an_administrator_makes_a_lead_shift_and_the_page_shows_the_lead_and_open_critical_results(
+        server, county):  # noqa: F811
+    make_user(county, "dr.wang", Role.RADIOLOGIST)
+    password = make_user(county, "boss", Role.ADMIN)
+    today = datetime.now(ZoneInfo(county.settings.timezone)).date()
+    with chromium() as browser:
+        page = browser.new_page(locale="zh-CN", viewport={"width": 1500, "height": 900})
+        page.set_default_timeout(WAIT_MS)
+        log_in(page, server, "boss", password, next_path="/portal/roster")
+        page.wait_for_selector("#critical-list .empty")
+        assert "没有未确认的危急值" in page.locator("#critical").inner_text()
+        page.wait_for_selector("#f-reader option[value='dr.wang']", state="attached")
+        page.select_option("#f-weekday", str(today.weekday()))
+        page.fill("#f-start", "00:00")
+        page.fill("#f-end", "00:00")
+        page.check("#f-lead")
+        page.click("#f-add")
+        chip = page.locator(f".day[data-day='{today.isoformat()}'] .shift[data-user='dr.wang']")
+        chip.wait_for()
+        assert "组长" in chip.locator(".badge-lead").inner_text()
+        page.wait_for_selector("#now-list .who[data-user='dr.wang'] .badge-lead")
+        page.screenshot(path=str(screenshot_path("roster-lead-zh")))

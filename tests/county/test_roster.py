@@ -161,3 +161,24 @@ def test_the_roster_assigns_on_sqlite_as_relay_up_runs_it(tmp_path):
             assert who["username"] == "dr.night" and who["shift"]["label"] == "夜班"
     finally:
         embedded.close()
+
+
+def test_a_lead_line_round_trips_and_on_duty_says_who_the_lead_is(county):
+    principal(county, "dr.wang")
+    principal(county, "dr.li")
+    with TestClient(create_app(county)) as client:
+        admin = login(client, county, "boss", Role.ADMIN)
+        lead = {"username": "dr.wang", "weekday": MONDAY, "start": "08:00", "end": "17:30", "label": "白班", "lead": True}
+        plain = {"username": "dr.li", "weekday": MONDAY, "start": "08:00", "end": "17:30", "label": "白班"}
+        created = client.post("/api/roster/shifts", json=lead, headers=admin).json()
+        assert created["lead"] is True
+        assert client.post("/api/roster/shifts", json=plain, headers=admin).json()["lead"] is False
+        leave = {**lead, "weekday": None, "on_date": "2026-11-23", "leave": True}
+        assert client.post("/api/roster/shifts", json=leave, headers=admin).status_code == 400
+
+        assert {s["username"]: s["lead"] for s in client.get("/api/roster/shifts", headers=admin).json()} == \
+            {"dr.wang": True, "dr.li": False}
+        on = client.get("/api/roster/on-duty", params={"at": local(MONDAY, 9).isoformat()}, headers=admin).json()
+        assert {d["username"]: d["lead"] for d in on} == {"dr.wang": True, "dr.li": False}
+        week = client.get("/api/roster/week", params={"start": "2026-11-23"}, headers=admin).json()
+        assert [o["lead"] for o in week["occurrences"] if o["username"] == "dr.wang"] == [True]

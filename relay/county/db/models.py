@@ -298,6 +298,9 @@ class DutyShift(Base):
     label: Mapped[str] = mapped_column(String(64), default="")
     """What people call it: 白班, 夜班, 二线…"""
     leave: Mapped[bool] = mapped_column(Boolean, default=False)
+    lead: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """Its reader is the county's on-duty lead (值班组长) for the span: unacknowledged critical
+    results are escalated to them (relay.county.reports.alerts)."""
     created_at: Mapped[datetime] = mapped_column(UTC)
     created_by: Mapped[str] = mapped_column(String(128), default="")
 
@@ -502,6 +505,8 @@ class ReportDelivery(Base):
     """When the critical-result webhook accepted the alert (危急值 reports only)."""
     escalated_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     """When an unacknowledged critical result was escalated to the county's on-duty lead."""
+    escalated_to: Mapped[str] = mapped_column(String(512), default="", server_default=text("''"))
+    """Usernames of the leads on duty at ``escalated_at``, comma-separated; empty: no lead was."""
 
 
 class MetricDelta(Base):

@@ -14,6 +14,10 @@ reader is on duty at a moment when the switch is on (a standing override, e.g. s
 covering without a roster line), or when a roster line covers the moment and no leave
 line does. The switch off means "follow the roster". Automatic assignment asks this
 module, with the round's "now", so a shift boundary is crossed by the clock alone.
+
+A **lead** line (值班组长) also makes its reader the county's on-duty lead for its span:
+critical results nobody at the township acknowledged are escalated to them. Only a
+roster line makes a lead; the manual switch does not.
 """
 
 from __future__ import annotations
@@ -84,6 +88,11 @@ class OnDuty:
     by_switch: bool
     shift: Occurrence | None
 
+    @property
+    def lead(self) -> bool:
+        """On duty as the lead: the covering roster line is a lead line."""
+        return self.shift is not None and self.shift.shift.lead
+
 
 def reader_shifts(session: Session) -> list[DutyShift]:
     """Every roster line of an active reader."""
@@ -106,6 +115,17 @@ def on_duty(*, session: Session, at: datetime, zone: ZoneInfo) -> list[OnDuty]:
             if u.on_duty or u.id in by_roster]
 
 
+def leads_on_duty(*, session: Session, at: datetime, zone: ZoneInfo) -> list[User]:
+    """Active readers on duty as the lead at ``at`` (a lead line covers it, no leave), by name."""
+    return [d.user for d in on_duty(session=session, at=at, zone=zone) if d.lead]
+
+
+def holds_lead_line(*, session: Session, username: str) -> bool:
+    """Whether the reader has any lead line on the roster (a lead sees the open critical results)."""
+    return session.execute(select(DutyShift.id).join(User, User.id == DutyShift.user_id)
+                           .where(User.username == username, DutyShift.lead.is_(True)).limit(1)).first() is not None
+
+
 def list_shifts(*, session: Session, since: date | None = None) -> list[tuple[DutyShift, User]]:
     """Roster lines with their reader: weekly ones, then dated ones from ``since`` on."""
     stmt = select(DutyShift, User).join(User, User.id == DutyShift.user_id)
@@ -118,7 +138,7 @@ def list_shifts(*, session: Session, since: date | None = None) -> list[tuple[Du
 
 def create_shift(*, session: Session, principal: Principal, username: str, weekday: int | None,
                  on_date: date | None, start: time, end: time, label: str = "",
-                 leave: bool = False) -> DutyShift:
+                 leave: bool = False, lead: bool = False) -> DutyShift:
     """Add a roster line for a reader: weekly (``weekday``) or on one date (``on_date``)."""
     if (weekday is None) == (on_date is None):
         raise BadRequest("give either weekday (0 = Monday … 6 = Sunday) or date, not both")
@@ -126,13 +146,16 @@ def create_shift(*, session: Session, principal: Principal, username: str, weekd
         raise BadRequest("weekday is 0 (Monday) to 6 (Sunday)")
     if leave and on_date is None:
         raise BadRequest("leave is for a date; to end a weekly shift, delete it")
+    if leave and lead:
+        raise BadRequest("a leave line cannot make its reader the lead")
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     if user is None:
         raise NotFound(f"no user {username!r}")
     if user.role != Role.RADIOLOGIST.value:
         raise BadRequest("only readers (radiologists) are on the duty roster")
     shift = DutyShift(user_id=user.id, weekday=weekday, on_date=on_date, start_time=start.replace(tzinfo=None),
-                      end_time=end.replace(tzinfo=None), label=label.strip(), leave=leave, created_at=now_utc(),
+                      end_time=end.replace(tzinfo=None), label=label.strip(), leave=leave, lead=lead,
+                      created_at=now_utc(),
                       created_by=principal.username)
     session.add(shift)
     session.commit()

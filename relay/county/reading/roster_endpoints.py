@@ -1,4 +1,5 @@
-"""Duty roster routes (值班表): its lines, this week's shifts, and who is on duty now.
+"""Duty roster routes (值班表): its lines, this week's shifts, who is on duty now, and the
+critical results still waiting for the township (what the on-duty lead answers for).
 
 Readers and administrators see the roster; only administrators change it. Times in and
 out are the county's local time (``Settings.timezone``); instants carry their offset.
@@ -21,6 +22,7 @@ from relay.county.auth.service import Principal, now_utc
 from relay.county.db.models import DutyShift, User
 from relay.county.errors import Forbidden
 from relay.county.reading import roster
+from relay.county.reports import alerts
 from relay.dicom.vocab import Role
 
 router = APIRouter(prefix="/api/roster", tags=["roster"])
@@ -43,6 +45,8 @@ class ShiftIn(BaseModel):
     end: time = Field(description='Local end, "17:30"; at or before the start means the next day.')
     label: str = Field("", max_length=64, description="e.g. 白班, 夜班")
     leave: bool = Field(False, description="A dated leave line (请假): off duty for its span.")
+    lead: bool = Field(False, description="Its reader is the on-duty lead (值班组长) for the span: "
+                       "unacknowledged critical results are escalated to them.")
 
 
 class ShiftOut(BaseModel):
@@ -56,6 +60,7 @@ class ShiftOut(BaseModel):
     overnight: bool
     label: str
     leave: bool
+    lead: bool
 
 
 class OccurrenceOut(BaseModel):
@@ -64,6 +69,7 @@ class OccurrenceOut(BaseModel):
     display_name: str
     label: str
     leave: bool
+    lead: bool
     weekly: bool = Field(description="From a weekly line (deleting it ends it every week).")
     start: datetime
     end: datetime
@@ -80,7 +86,19 @@ class OnDutyOut(BaseModel):
     display_name: str
     competences: str
     by_switch: bool = Field(description="On duty by the manual switch (PATCH /api/users/{name}).")
+    lead: bool = Field(description="On duty as the lead (值班组长): a lead roster line covers the moment.")
     shift: OccurrenceOut | None = Field(description="The roster line that covers the moment, if any.")
+
+
+class OpenCriticalOut(BaseModel):
+    delivery_id: int
+    study_instance_uid: str
+    site: str
+    signed_at: datetime = Field(description="When the report went to the township (its delivery was created).")
+    notified_at: datetime | None = Field(description="When the township's webhook accepted the alert.")
+    escalated_at: datetime | None
+    escalated_to: list[str] = Field(description="Usernames of the leads on duty then; empty with escalated_at "
+                                    "set: escalated with no lead on duty.")
 
 
 class ReaderOut(BaseModel):
@@ -94,13 +112,13 @@ def _shift_out(shift: DutyShift, user: User) -> ShiftOut:
     return ShiftOut(id=shift.id, username=user.username, display_name=user.display_name, weekday=shift.weekday,
                     on_date=shift.on_date, start=shift.start_time.strftime("%H:%M"),
                     end=shift.end_time.strftime("%H:%M"), overnight=shift.end_time <= shift.start_time,
-                    label=shift.label, leave=shift.leave)
+                    label=shift.label, leave=shift.leave, lead=shift.lead)
 
 
 def _occurrence_out(o: roster.Occurrence, users: dict[int, User]) -> OccurrenceOut:
     user = users[o.shift.user_id]
     return OccurrenceOut(shift_id=o.shift.id, username=user.username, display_name=user.display_name,
-                         label=o.shift.label, leave=o.shift.leave, weekly=o.shift.weekday is not None,
+                         label=o.shift.label, leave=o.shift.leave, lead=o.shift.lead, weekly=o.shift.weekday is not None,
                          start=o.start, end=o.end)
 
 
@@ -121,7 +139,8 @@ def list_shifts(_who: CountyStaffDep, session: SessionDep,
 
 def _describe(out: ShiftOut) -> str:
     when = f"weekday {out.weekday}" if out.weekday is not None else f"date {out.on_date}"
-    return f"{'leave' if out.leave else 'shift'} #{out.id} {when} {out.start}-{out.end} {out.label}".strip()
+    kind = "leave" if out.leave else "lead shift" if out.lead else "shift"
+    return f"{kind} #{out.id} {when} {out.start}-{out.end} {out.label}".strip()
 
 
 @router.post("/shifts", response_model=ShiftOut, status_code=201)
@@ -130,7 +149,7 @@ def create_shift(body: ShiftIn, admin: AdminDep, session: SessionDep, county: Co
     """Add a line: weekly (``weekday``) or on one date (``on_date``), or a dated leave."""
     shift = roster.create_shift(session=session, principal=admin, username=body.username, weekday=body.weekday,
                                 on_date=body.on_date, start=body.start, end=body.end, label=body.label,
-                                leave=body.leave)
+                                leave=body.leave, lead=body.lead)
     user = session.get(User, shift.user_id)
     assert user is not None
     out = _shift_out(shift, user)
@@ -178,5 +197,17 @@ def on_duty_now(_who: CountyStaffDep, session: SessionDep, county: CountyDep,
     found = roster.on_duty(session=session, at=moment, zone=zone)
     users = {d.user.id: d.user for d in found}
     return [OnDutyOut(username=d.user.username, display_name=d.user.display_name, competences=d.user.competences,
-                      by_switch=d.by_switch, shift=_occurrence_out(d.shift, users) if d.shift else None)
+                      by_switch=d.by_switch, lead=d.lead, shift=_occurrence_out(d.shift, users) if d.shift else None)
             for d in found]
+
+
+@router.get("/critical", response_model=list[OpenCriticalOut])
+def open_critical(who: CountyStaffDep, session: SessionDep) -> list[OpenCriticalOut]:
+    """Critical results (危急值) nobody at the township acknowledged yet, with their escalation;
+    for administrators and readers who hold a lead line."""
+    if who.role is not Role.ADMIN and not roster.holds_lead_line(session=session, username=who.username):
+        raise Forbidden("open critical results are for administrators and the on-duty leads")
+    return [OpenCriticalOut(delivery_id=d.id, study_instance_uid=s.study_uid, site=site, signed_at=d.created_at,
+                            notified_at=d.critical_notified_at, escalated_at=d.escalated_at,
+                            escalated_to=[n for n in d.escalated_to.split(",") if n])
+            for d, s, site in alerts.open_critical(session=session)]

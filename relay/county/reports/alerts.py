@@ -3,8 +3,10 @@
 Run in rounds by a thread of the worker process. A round posts the webhook for each
 signed critical report not yet notified, and escalates each one that nobody at the
 township acknowledged within ``critical_escalate_minutes``: a ``critical.escalated``
-event plus a POST to the county's on-duty lead. Both marks are set only after the
-POST succeeded, so a failed webhook is retried on the next round. Payloads carry
+event plus a POST to ``critical_escalation_url``, both naming the lead(s) the duty
+roster has on duty at that moment (值班组长: username and display name). With no lead on
+duty it escalates all the same and says so. Both marks are set only after the POST
+succeeded, so a failed webhook is retried on the next round. Payloads carry
 identifiers, never patient data.
 """
 
@@ -15,6 +17,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import select
@@ -22,9 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config import Settings
 from relay.county.auth.service import now_utc
-from relay.county.db.models import Report, ReportDelivery, Site, Study
+from relay.county.db.models import Report, ReportDelivery, Site, Study, User
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
+from relay.county.reading.roster import leads_on_duty
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,10 @@ def http_post(url: str, payload: dict[str, Any]) -> bool:
         return False
 
 
+NO_LEAD = "no lead on duty"
+"""The escalation's ``note`` when the roster has no lead on duty at that moment."""
+
+
 def _critical(session: Session) -> list[tuple[ReportDelivery, Report, Study, str]]:
     rows = session.execute(
         select(ReportDelivery, Report, Study, Site.name).join(Report, Report.id == ReportDelivery.report_pk)
@@ -56,23 +64,47 @@ def _payload(kind: str, delivery: ReportDelivery, report: Report, study: Study, 
             "delivery_id": delivery.id, "delivered": delivery.delivered_at is not None}
 
 
+def _escalation(base: dict[str, Any], leads: list[User]) -> dict[str, Any]:
+    named = [{"username": u.username, "display_name": u.display_name} for u in leads]
+    return {**base, "leads": named, "note": "" if named else NO_LEAD}
+
+
+def open_critical(*, session: Session) -> list[tuple[ReportDelivery, Study, str]]:
+    """Critical results nobody at the township acknowledged yet, oldest first, with site name."""
+    return [(d, s, site) for d, _r, s, site in sorted(_critical(session), key=lambda row: row[0].created_at)]
+
+
+def _escalate(*, session: Session, settings: Settings, post: Post, delivery: ReportDelivery,
+              payload: dict[str, Any], leads: list[User], now: datetime) -> bool:
+    """POST the escalation, then mark whom it went to and emit the event; False: retry next round."""
+    if settings.critical_escalation_url and not post(settings.critical_escalation_url, payload):
+        return False
+    delivery.escalated_at, delivery.escalated_to = now, ",".join(u.username for u in leads)
+    outbox.emit(session, Topic.CRITICAL_ESCALATED, payload)
+    return True
+
+
 def alert_round(*, session: Session, settings: Settings, post: Post = http_post,
                 now: datetime | None = None) -> tuple[int, int]:
     """One round; returns (notified, escalated)."""
     now = now or now_utc()
     notified = escalated = 0
     due = now - timedelta(minutes=settings.critical_escalate_minutes)
+    leads: list[User] | None = None
     for delivery, report, study, site in _critical(session):
         if delivery.critical_notified_at is None and (
                 not settings.critical_webhook_url
                 or post(settings.critical_webhook_url, _payload("critical.result", delivery, report, study, site))):
             delivery.critical_notified_at, notified = now, notified + 1
-        if delivery.escalated_at is None and delivery.created_at <= due and (
-                not settings.critical_escalation_url
-                or post(settings.critical_escalation_url, _payload("critical.escalated", delivery, report, study, site))):
-            delivery.escalated_at, escalated = now, escalated + 1
-            outbox.emit(session, Topic.CRITICAL_ESCALATED, _payload("critical.escalated", delivery, report, study, site))
-            log.warning("critical result escalated study=%s site=%s revision=%d", study.study_uid, site, report.revision)
+        if delivery.escalated_at is None and delivery.created_at <= due:
+            if leads is None:
+                leads = leads_on_duty(session=session, at=now, zone=ZoneInfo(settings.timezone))
+            payload = _escalation(_payload("critical.escalated", delivery, report, study, site), leads)
+            if _escalate(session=session, settings=settings, post=post, delivery=delivery, payload=payload,
+                         leads=leads, now=now):
+                escalated += 1
+                log.warning("critical result escalated study=%s site=%s revision=%d leads=%s", study.study_uid,
+                            site, report.revision, delivery.escalated_to or "-")
         session.commit()
     return notified, escalated
 
