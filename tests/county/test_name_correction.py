@@ -48,6 +48,8 @@ def test_the_same_name_everywhere_is_one_name(county):
 def test_the_report_of_the_corrected_study_goes_back_to_the_township_under_the_corrected_name(county, tmp_path):
     import pydicom
 
+    from relay.county.worker import DELIVER_TASK
+    from tests.county.test_delivery import run_task
     from tests.county.test_report_objects import pdf_text
     from tests.county.test_reports import login
 
@@ -64,6 +66,7 @@ def test_the_report_of_the_corrected_study_goes_back_to_the_township_under_the_c
         draft = client.post(f"/api/studies/{uid}/reports", json={"template": "chest-pa"}, headers=dr).json()
         assert client.post(f"/api/reports/{draft['id']}/sign", json={"signing_password": "sign-me-please"},
                            headers=dr).status_code == 200
+        run_task(county, DELIVER_TASK, draft["id"])  # the deliver queue builds the SR and PDF
         edge = {"Authorization": f"Bearer {site_token}"}
         (item,) = client.get("/api/edges/reports", headers=edge).json()
         objects = {name: client.get(f"/api/edges/reports/{item['delivery_id']}/objects/{name}", headers=edge).content
