@@ -13,6 +13,7 @@ import multiprocessing as mp
 import random
 import threading
 import time
+from datetime import timedelta
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,9 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 
 from relay.config import Settings
+from relay.county.auth.service import now_utc
 from relay.county.context import County
 from relay.county.db.models import OutboxEvent, ReadingItem, Study, StudyTransition, User
 from relay.county.reading.assign import assign_round
@@ -247,3 +249,100 @@ def _assert_answers_match_the_record(seen: Seen, history: dict[str, list[tuple[s
     for name, uid in seen.opens:
         assert ("reading", name) in {(s[0], s[3]) for s in history[uid]} or any(
             s[0] == "assigned" and s[3] == name for s in history[uid]), (name, uid)
+
+
+CYCLES = 6
+"""Times the open-versus-reassign race is set up again (bounded)."""
+HELD = 3000
+"""Overdue held studies per cycle: enough that a round's one locking scan lasts a while."""
+OPENS = 150
+"""Opens the holder tries per cycle, while the round scans."""
+
+
+def _open_some(settings: Settings, holder: tuple[int, str], uids: list[str], go: Any, done: Any) -> None:
+    """Each cycle the holder opens studies at random (as the viewer does) while a round runs."""
+    from relay.county.auth.service import Principal
+    from relay.county.errors import Conflict
+    from relay.county.reading import service
+    from relay.dicom.vocab import Role
+
+    county, rnd = County(settings), random.Random(3)
+    me = Principal(holder[0], holder[1], Role.RADIOLOGIST, None)
+    try:
+        for _ in range(CYCLES):
+            go.wait(120)
+            for uid in rnd.sample(uids, OPENS):
+                with county.sessions() as s:
+                    try:
+                        service.open_study(session=s, principal=me, study_uid=uid)
+                    except Conflict:
+                        pass  # the round moved it first: that is allowed
+            done.wait(120)
+    finally:
+        county.close()
+
+
+def _clone_held(county: County, holder_id: int, n: int) -> list[str]:
+    """``n`` more studies like the first one (rows only: the round reads no pixels), held by
+    ``holder_id``."""
+    with county.sessions() as s:
+        s.execute(text("""
+            INSERT INTO studies (study_uid, patient_pk, site_id, accession_number, study_date, study_time,
+                                 description, modalities, patient_name, priority, state, created_at, updated_at)
+            SELECT '2.25.' || g, patient_pk, site_id, '', study_date, study_time, '', modalities, patient_name,
+                   'routine', 'assigned', created_at, updated_at
+            FROM studies, generate_series(1, :n) AS g WHERE studies.id = (SELECT min(id) FROM studies)"""),
+                  {"n": n})
+        s.execute(text("""
+            INSERT INTO reading_items (study_pk, priority_rank, queued_at, assigned_user_id, assigned_at)
+            SELECT id, 2, created_at, :holder, created_at FROM studies WHERE study_uid LIKE '2.25.%'"""),
+                  {"holder": holder_id})
+        s.commit()
+        return list(s.execute(select(Study.study_uid).where(Study.study_uid.like("2.25.%"))).scalars())
+
+
+def test_a_round_never_takes_back_a_study_its_holder_has_opened(county: County, settings: Settings) -> None:
+    """A round's scan for overdue studies and their holder opening them meet, again and again:
+    a study may go to the other reader before it is opened, never after."""
+    from sqlalchemy import update
+
+    _seed(county)
+    a, _ = reader(county, "dr.a"), reader(county, "dr.b")
+    uids = _clone_held(county, a.user_id, HELD)
+    fast = settings.model_copy(update={"reassign_minutes": REASSIGN_MIN, "reassign_stat_minutes": REASSIGN_MIN})
+    ctx = mp.get_context("spawn")
+    go, done = ctx.Barrier(2), ctx.Barrier(2)
+    opener = ctx.Process(target=_open_some, args=(settings, (a.user_id, a.username), uids, go, done))
+    opener.start()
+    taken_back: list[str] = []
+    for _ in range(CYCLES):
+        with county.sessions() as s:  # every clone held by dr.a, unopened and overdue again
+            ids = select(Study.id).where(Study.study_uid.like("2.25.%"))
+            s.execute(update(Study).where(Study.id.in_(ids)).values(state="assigned"))
+            s.execute(update(ReadingItem).where(ReadingItem.study_pk.in_(ids))
+                      .values(assigned_user_id=a.user_id, assigned_at=now_utc() - timedelta(hours=1)))
+            mark = s.execute(select(func.max(StudyTransition.id))).scalar_one() or 0
+            s.commit()
+        go.wait(120)
+        time.sleep(0.05)  # the opens are under way when the round's scan starts
+        with county.sessions() as s:
+            assign_round(session=s, settings=fast)
+        done.wait(120)
+        taken_back += _reassigned_after_opening(county, mark)
+    opener.join(120)
+    assert opener.exitcode == 0
+    assert not taken_back, f"{len(taken_back)} studies moved to another reader after their holder opened them"
+
+
+def _reassigned_after_opening(county: County, after_id: int) -> list[str]:
+    with county.sessions() as s:
+        rows = s.execute(select(Study.study_uid, StudyTransition.state).join(Study, Study.id == StudyTransition.study_pk)
+                         .where(StudyTransition.id > after_id).order_by(StudyTransition.id)).all()
+    opened: set[str] = set()
+    bad = []
+    for uid, state in rows:
+        if state == "reading":
+            opened.add(uid)
+        elif state == "assigned" and uid in opened:
+            bad.append(uid)
+    return bad
