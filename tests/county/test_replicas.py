@@ -346,3 +346,35 @@ def _reassigned_after_opening(county: County, after_id: int) -> list[str]:
         elif state == "assigned" and uid in opened:
             bad.append(uid)
     return bad
+
+
+def _one_round(settings: Settings, go: Any) -> None:
+    county = County(settings)
+    try:
+        go.wait(120)
+        with county.sessions() as session:
+            assign_round(session=session, settings=settings)
+    finally:
+        county.close()
+
+
+def test_two_rounds_at_once_give_each_study_once_and_keep_loads_within_one_per_round(
+        county: County, settings: Settings) -> None:
+    """Loads are read without locks, so two simultaneous rounds may both favour the same
+    reader; each still spreads its own share evenly, so loads differ by at most two."""
+    uids = _seed(county)
+    names = ["dr.a", "dr.b", "dr.c", "dr.d"]
+    for name in names:
+        reader(county, name)
+    ctx = mp.get_context("spawn")
+    go = ctx.Barrier(2)
+    rounds = [ctx.Process(target=_one_round, args=(settings, go)) for _ in range(2)]
+    for p in rounds:
+        p.start()
+    for p in rounds:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in rounds)
+    history = _history(county)
+    assert all(len(history[u]) == 1 for u in uids), "a study was handed over twice"
+    loads = [sum(1 for u in uids if history[u][0][3] == n) for n in names]
+    assert sum(loads) == len(uids) and max(loads) - min(loads) <= 2, loads
