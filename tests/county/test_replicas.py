@@ -378,3 +378,33 @@ def test_two_rounds_at_once_give_each_study_once_and_keep_loads_within_one_per_r
     assert all(len(history[u]) == 1 for u in uids), "a study was handed over twice"
     loads = [sum(1 for u in uids if history[u][0][3] == n) for n in names]
     assert sum(loads) == len(uids) and max(loads) - min(loads) <= 2, loads
+
+
+def test_a_study_opened_twice_at_once_starts_reading_once(county: County) -> None:
+    """Two opens of one study (two tabs, two replicas): the second waits for the first's lock
+    and must then see that reading has started, not record it again."""
+    from relay.county.auth.service import Principal
+    from relay.county.reading import repository, service
+    from relay.county.studies.repository import add_transition
+    from relay.dicom.vocab import Role
+
+    (uid,) = _seed(county)[:1]
+    a = reader(county, "dr.a")
+    me = Principal(a.user_id, a.username, Role.RADIOLOGIST, None)
+    with county.sessions() as s:
+        service.claim(session=s, principal=me, study_uid=uid)
+    first = county.sessions()
+    item, study = repository.item_for_update(first, uid)  # the first open, under way
+    study.state = "reading"
+    add_transition(first, study_pk=study.id, state="reading", at=now_utc(), actor=a.username)
+    first.flush()
+    second = threading.Thread(target=lambda: service.open_study(session=county.sessions(), principal=me,
+                                                                study_uid=uid))
+    second.start()
+    time.sleep(0.5)  # the second open is waiting on the item's lock (nothing is asserted on time)
+    first.commit()
+    first.close()
+    second.join(30)
+    assert not second.is_alive()
+    steps = [s[0] for s in _history(county)[uid]]
+    assert steps.count("reading") == 1, steps
