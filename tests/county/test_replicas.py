@@ -398,8 +398,11 @@ def test_a_study_opened_twice_at_once_starts_reading_once(county: County) -> Non
     study.state = "reading"
     add_transition(first, study_pk=study.id, state="reading", at=now_utc(), actor=a.username)
     first.flush()
-    second = threading.Thread(target=lambda: service.open_study(session=county.sessions(), principal=me,
-                                                                study_uid=uid))
+    def open_again() -> None:
+        with county.sessions() as s:
+            service.open_study(session=s, principal=me, study_uid=uid)
+
+    second = threading.Thread(target=open_again)
     second.start()
     time.sleep(0.5)  # the second open is waiting on the item's lock (nothing is asserted on time)
     first.commit()

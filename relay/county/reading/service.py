@@ -105,8 +105,8 @@ def open_study(*, session: Session, principal: Principal, study_uid: str) -> Cla
     if study.state == StudyState.ASSIGNED.value and repository.start_reading(session, study_pk=study.id, at=now):
         add_transition(session, study_pk=study.id, state=StudyState.READING, at=now,
                        actor=principal.username)
-    session.commit()
     session.refresh(study)
+    session.commit()
     return Claimed(study.study_uid, study.state, study.priority)
 
 
