@@ -74,10 +74,18 @@ def _pick(readers: list[Reader], study: Study, regions: dict[int, frozenset[str]
     return min(fits, key=lambda r: (r.load, r.username)) if fits else None
 
 
-def _locked(session: Session, stmt: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return stmt.with_for_update(of=ReadingItem, skip_locked=True)
-    return stmt
+def _locked(session: Session, stmt: Any, *, with_study: bool = False) -> Any:
+    """``stmt`` with its reading items locked, skipping those another transaction holds.
+
+    ``with_study`` locks the study rows too (``FOR NO KEY UPDATE``). A row lock re-checks the
+    WHERE clause only against newer versions of the rows it locks: a scan that filters on the
+    study's state must lock the study, or an open that commits during the scan (it changes the
+    study, not the item) goes unseen and the round takes back a study already being read."""
+    if session.get_bind().dialect.name != "postgresql":
+        return stmt
+    if with_study:
+        return stmt.with_for_update(of=(ReadingItem, Study), skip_locked=True, key_share=True)
+    return stmt.with_for_update(of=ReadingItem, skip_locked=True)
 
 
 def _give(session: Session, item: ReadingItem, study: Study, reader: Reader, now: datetime, detail: str) -> None:
@@ -102,7 +110,7 @@ def _reassign_stale(session: Session, readers: list[Reader], settings: Settings,
     moved = 0
     stmt = (select(ReadingItem, Study).join(Study, Study.id == ReadingItem.study_pk)
             .where(Study.state == StudyState.ASSIGNED.value, ReadingItem.assigned_at.is_not(None)))
-    stale = [(item, study) for item, study in session.execute(_locked(session, stmt)).all()
+    stale = [(item, study) for item, study in session.execute(_locked(session, stmt, with_study=True)).all()
              if item.assigned_at <= now - timedelta(minutes=_limit(settings, study))]
     regions = study_regions(session, [study.id for _, study in stale])
     for item, study in stale:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from relay.county.db.models import ReadingItem, Series, Study
@@ -54,3 +55,11 @@ def item_for_update(session: Session, study_uid: str) -> tuple[ReadingItem, Stud
             .where(Study.study_uid == study_uid))
     row: Any = session.execute(_lockable(session, stmt, skip_locked=False)).first()
     return None if row is None else (row[0], row[1])
+
+
+def start_reading(session: Session, *, study_pk: int, at: datetime) -> bool:
+    """Move an assigned study to ``reading``; False if it is no longer ``assigned`` (decided on
+    the row's latest version, not on what an earlier statement read)."""
+    done = session.execute(update(Study).where(Study.id == study_pk, Study.state == "assigned")
+                           .values(state="reading", updated_at=at).execution_options(synchronize_session=False))
+    return bool(done.rowcount)  # type: ignore[attr-defined]

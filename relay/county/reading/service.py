@@ -99,11 +99,13 @@ def open_study(*, session: Session, principal: Principal, study_uid: str) -> Cla
     if item.assigned_user_id != principal.user_id:
         session.rollback()
         raise Conflict("claim the study before opening it")
-    if study.state == StudyState.ASSIGNED.value:
-        now = now_utc()
-        study.state, study.updated_at = StudyState.READING.value, now
+    now = now_utc()
+    # The item lock may have been waited for behind another open of this study: the study row
+    # read with it is then stale, so the change is decided by the conditional update itself.
+    if study.state == StudyState.ASSIGNED.value and repository.start_reading(session, study_pk=study.id, at=now):
         add_transition(session, study_pk=study.id, state=StudyState.READING, at=now,
                        actor=principal.username)
+    session.refresh(study)
     session.commit()
     return Claimed(study.study_uid, study.state, study.priority)
 
