@@ -223,8 +223,8 @@ class Settings(BaseSettings):
         ge=0,
         description="Spool files the edge makes ahead of time (a background thread, never "
         "below edge_min_free_bytes), so that storing an instance is one data flush instead of "
-        "creating a file: ~0.6 ms instead of ~2 ms per 512 KB CT slice on an SSD-backed "
-        "virtual disk (relay.edge.slots; bench/ingest.py). Default 256: one typical CT series "
+        "creating a file: ~0.6 ms instead of ~2 ms per 512 KB CT slice on the virtual disk "
+        "the project is measured on (relay.edge.slots; bench.slots_ab). Default 256: one typical CT series "
         "(256 MiB of disk with the default slot size); a longer burst uses new files for the "
         "rest while the pool refills. 0 turns the pool off.",
     )

@@ -2,9 +2,9 @@
 
 On ext4 (and most journaling file systems) making a *new* file durable costs a journal
 commit: the inode, its block allocation and the folder entry, on top of the data. On
-this kind of disk that is ~1.8 ms for a 512 KB instance, against ~0.6 ms to overwrite
-blocks a file already owns and ``fdatasync`` them (bench/ingest.py, and the numbers in
-the README). So a background thread keeps a pool of *slots*: files of ``slot_bytes``
+this kind of disk that is ~2.0 ms for a 512 KB instance with its folder, against
+~0.6 ms to overwrite blocks a file already owns and ``fdatasync`` them (a
+microbenchmark of the two in one run; end to end, ``bench.slots_ab`` and the README). So a background thread keeps a pool of *slots*: files of ``slot_bytes``
 zeros, fsynced, renamed into ``slots/`` and the folder fsynced, before any store may
 use one. A store then writes the instance at offset 0 of a free slot and calls
 ``fdatasync``: the file's size and blocks do not change, so only data is flushed.
@@ -40,13 +40,13 @@ log = logging.getLogger(__name__)
 
 SLOTS_DIR = "slots"
 BATCH = 16
+"""Slots made per folder fsync when refilling: the folder's entries are made durable
+once for the batch, not once per slot."""
 IDLE_S = 1.0
 """Seconds without a store before the pool refills. Making slots during a burst would
 double the disk's writes and queue each store's flush behind the pool's own (measured:
 slower than no pool at all), so the pool refills between bursts; a burst longer than
 the pool writes new files for the rest, as without one."""
-"""Slots made per folder fsync when refilling: the folder's entries are made durable
-once for the batch, not once per slot."""
 _ZEROS_CHUNK = 1 << 20
 
 
@@ -92,12 +92,11 @@ class SlotPool:
 
     def take(self, size: int) -> str | None:
         """A free slot's name for an instance of ``size`` bytes, or None (too big, or
-        none ready: the caller writes a new file instead)."""
-        if size > self.slot_bytes:
-            return None
+        none ready: the caller writes a new file instead). Every call counts as a store,
+        so the pool waits for quiet whatever the instances' sizes."""
         with self._lock:
-            name = self._free.popleft() if self._free else None
             self._last_take = time.monotonic()
+            name = self._free.popleft() if self._free and size <= self.slot_bytes else None
         self._wanted.set()
         return name
 

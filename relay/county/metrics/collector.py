@@ -23,6 +23,7 @@ from relay.county.context import County
 from relay.county.db.models import EdgeHealth, Site
 from relay.county.metrics import repository
 from relay.county.metrics.repository import Counters
+from relay.dicom.vocab import Priority
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ TAT_BUCKETS_S = (60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800)
 The arrival-to-assignment buckets are counted by a trigger of migration 0022, which holds
 a copy: changing these needs a migration that recreates it and recounts."""
 
-PRIORITIES = ("stat", "urgent", "routine")
+PRIORITIES = tuple(p.value for p in Priority)
 
 
 class CountyCollector(Collector):

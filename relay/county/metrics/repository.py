@@ -69,9 +69,11 @@ def _fold_sqlite(session: Session) -> None:
 
 
 def _seconds(dialect: str, start: str, end: str) -> str:
+    """SQL text of seconds from ``start`` to ``end``, as :func:`_duration_s` computes them
+    (migration 0022's triggers hold a copy of the same formula)."""
     if dialect == "postgresql":
         return f"date_part('epoch', {end} - {start})"
-    return f"((julianday({end}) - julianday({start})) * 86400.0)"
+    return f"(round((julianday({end}) - julianday({start})) * 86400000.0) / 1000.0)"
 
 
 def _bucket(seconds: str, buckets_s: tuple[int, ...]) -> str:

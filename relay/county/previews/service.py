@@ -30,6 +30,7 @@ from relay.dicom.sop import is_document, is_waveform
 
 log = logging.getLogger(__name__)
 
+
 def _render_thumbnail(inst: Instance, data: bytes) -> bytes:
     """A JPEG thumbnail of ``data``: an ECG's paper, else the image's middle frame."""
     return ecg_thumbnail(data) if is_waveform(inst.sop_class_uid) else thumbnail(data)

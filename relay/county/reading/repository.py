@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, true, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from relay.county.db.models import ReadingItem, Series, Study
 from relay.county.reading.competence import Competence
+from relay.county.studies.repository import has_modality
 from relay.dicom import body_parts
 
 
@@ -19,18 +20,12 @@ def _lockable(session: Session, stmt: Select[Any], *, skip_locked: bool) -> Sele
     return stmt.with_for_update(of=ReadingItem, skip_locked=skip_locked)
 
 
-def _like_literal(text: str) -> str:
-    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-
-
 def _fits(competence: Competence) -> ColumnElement[bool]:
     """SQL for :meth:`Competence.reads` on a queued study: the same rule, in the query, so that
     claim-next locks only the one item it takes."""
     rules: list[ColumnElement[bool]] = []
     if competence.modalities:
-        padded = literal("\\") + Study.modalities + literal("\\")  # \CT\PT\ : whole codes, CT is not CTA
-        rules.append(or_(Study.modalities == "", *(
-            padded.like(f"%\\{_like_literal(m)}\\%", escape="!") for m in sorted(competence.modalities))))
+        rules.append(or_(Study.modalities == "", *(has_modality(m) for m in sorted(competence.modalities))))
     if competence.regions:
         named = select(Series.id).where(Series.study_pk == Study.id, func.trim(Series.body_part) != "")
         ours = select(Series.id).where(Series.study_pk == Study.id, func.upper(func.trim(Series.body_part))

@@ -18,8 +18,8 @@ from relay.county.errors import Conflict, Forbidden, NotFound
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
 from relay.county.reading import repository
-from relay.county.reading.competence import Competence
 from relay.county.reading.assign import assigned_event
+from relay.county.reading.competence import Competence
 from relay.county.studies.repository import add_transition
 from relay.dicom.vocab import Role, StudyState
 

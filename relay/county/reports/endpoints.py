@@ -15,8 +15,8 @@ from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.db.models import Report
 from relay.county.errors import NotFound
 from relay.county.reports import delivery, keys, service, templates
-from relay.dicom import body_parts
 from relay.county.worker import enqueue_deliver
+from relay.dicom import body_parts
 from relay.dicom.vocab import Role
 
 log = logging.getLogger(__name__)

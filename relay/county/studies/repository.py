@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from relay.county.db.models import Instance, Patient, ReadingItem, Series, Study, StudyTransition
@@ -58,6 +58,13 @@ def escalate_priority(session: Session, *, study_pk: int, priority: str, rank: i
 def study_modalities(session: Session, study_pk: int) -> list[str]:
     rows = session.execute(select(Series.modality).where(Series.study_pk == study_pk).distinct())
     return sorted(m for (m,) in rows if m)
+
+
+def has_modality(code: str) -> ColumnElement[bool]:
+    """SQL: the study's backslash-separated ``modalities`` holds ``code`` as a whole code
+    (CT matches CT\\PT, not CTA)."""
+    wrapped = literal("\\") + Study.modalities + literal("\\")
+    return wrapped.contains(f"\\{code.upper()}\\", autoescape=True)
 
 
 def study_regions(session: Session, study_pks: Collection[int]) -> dict[int, frozenset[str]]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, literal, or_, select
+from sqlalchemy import ColumnElement, Row, func, or_, select
 from sqlalchemy.orm import Session
 
 from relay.county.db.models import Patient, ReadingItem, Site, Study, User
+from relay.county.studies.repository import has_modality
 
 OPEN_STATES = ("queued", "assigned", "reading")
 
@@ -53,8 +54,7 @@ def _where(f: Filters, user_id: int) -> list[ColumnElement[bool]]:
     if f.site is not None:
         clauses.append(Site.name == f.site)
     if f.modality is not None:  # one code of the backslash-separated list, not a substring
-        wrapped = literal("\\") + Study.modalities + literal("\\")
-        clauses.append(wrapped.contains(f"\\{f.modality.upper()}\\", autoescape=True))
+        clauses.append(has_modality(f.modality))
     held = [ReadingItem.assigned_user_id == user_id] if f.mine else []
     if f.unassigned:
         held.append(ReadingItem.assigned_user_id.is_(None))
