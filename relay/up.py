@@ -75,20 +75,34 @@ def _one_machine_defaults(settings: Settings) -> dict[str, str]:
     return {"RELAY_EDGE_STUDY_QUIET_S": str(UP_STUDY_QUIET_S)}
 
 
+PORT_PROBE_TIMEOUT_S = 1.0
+"""Seconds `relay up` waits for a connection to one of its ports before calling it
+free. A listener on this machine answers at once (accept or refuse)."""
+
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+
+
+def listening(host: str, port: int, *, timeout_s: float = PORT_PROBE_TIMEOUT_S) -> bool:
+    """Whether something accepts TCP connections at ``host:port``.
+
+    A connection, not a bind: the TIME_WAIT sockets a just-stopped run leaves behind
+    make a plain bind fail for a minute although nothing listens, and the servers
+    themselves bind with SO_REUSEADDR, so they start fine on such a port."""
+    target = _WILDCARDS.get(host, host)
+    try:
+        with socket.create_connection((target, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def busy_ports(settings: Settings) -> list[str]:
     """The addresses `relay up` needs that something else already listens on."""
     wanted = [("county API", settings.county_host, settings.county_port),
               ("edge DICOM", settings.edge_host, settings.edge_port)]
     if settings.edge_status_port > 0:
         wanted.append(("technician's page", settings.edge_status_host, settings.edge_status_port))
-    busy = []
-    for what, host, port in wanted:
-        with socket.socket() as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                busy.append(f"{what} {host}:{port}")
-    return busy
+    return [f"{what} {host}:{port}" for what, host, port in wanted if listening(host, port)]
 
 
 def run_up(settings: Settings, *, demo: bool, stop: threading.Event) -> int:

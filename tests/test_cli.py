@@ -84,3 +84,55 @@ def test_a_revoked_site_credential_is_refused(tmp_path):
                         headers={"Authorization": f"Bearer {token}", "X-Relay-SHA256": "0" * 64})
         assert r.status_code == 403
     county.close()
+
+
+# --- `relay up`'s port check ---------------------------------------------------------
+def _up_settings(tmp_path: Path, port: int) -> Settings:
+    return Settings(data_dir=tmp_path / "var", county_host="127.0.0.1", county_port=port,
+                    edge_host="127.0.0.1", edge_port=port, edge_status_port=-1)
+
+
+def _time_wait_port() -> int:
+    """A loopback port left with a TIME_WAIT socket and no listener, as a `relay up`
+    just stopped leaves it: the server side closes its accepted connection first."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the side that closes first keeps TIME_WAIT
+    client.recv(1)
+    client.close()
+    listener.close()
+    return port
+
+
+def _binds_without_reuse(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_up_reports_a_port_with_only_time_wait_sockets_as_free(tmp_path):
+    from relay.up import busy_ports
+
+    port = _time_wait_port()
+    assert not _binds_without_reuse(port)  # the TIME_WAIT socket is really there
+    assert busy_ports(_up_settings(tmp_path, port)) == []
+
+
+def test_up_reports_a_port_with_a_listener_as_busy(tmp_path):
+    import socket
+
+    from relay.up import busy_ports
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = int(listener.getsockname()[1])
+        assert busy_ports(_up_settings(tmp_path, port)) == [
+            f"county API 127.0.0.1:{port}", f"edge DICOM 127.0.0.1:{port}"]
