@@ -45,6 +45,7 @@ import httpx
 from relay.config import Settings
 from relay.dicom import wire
 from relay.dicom.vocab import IngestOutcome
+from relay.edge.http import county_client
 from relay.edge.outbox import Bundle, Outbox
 from relay.edge.ratelimit import RoutineWindow, TokenBucket, may_send
 from relay.edge.spool import Spool, SpoolEntry, utc_now
@@ -276,9 +277,9 @@ class Forwarder:
             self.outbox.close()
 
     def new_client(self, stop: threading.Event) -> BundleClient:
-        """A protocol client with its own HTTP connection (one per stream)."""
-        http = httpx.Client(base_url=self.settings.county_url,
-                            timeout=self.settings.forward_timeout)
+        """A protocol client with its own HTTP connection (one per stream), from the
+        edge's one client factory, so the county's private CA applies to uploads too."""
+        http = county_client(self.settings)
         return BundleClient(client=http, token=self.settings.edge_site_token,
                             bucket=self.bucket, stop=stop)
 
