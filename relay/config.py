@@ -180,9 +180,12 @@ class Settings(BaseSettings):
         "goodput, disk, version, clock); the county calls an edge silent after 10 minutes.",
     )
     edge_max_pdu: int = Field(
-        0,
-        description="Maximum PDU size the edge SCP accepts, in bytes; 0 means unlimited, "
-        "which lets senders use large PDUs and saves per-PDU overhead.",
+        4 * 1024 * 1024, ge=4096, le=64 * 1024 * 1024,
+        description="Maximum P-DATA-TF PDU length the edge SCP advertises and accepts, in "
+        "bytes; a longer PDU aborts the association before it is read. Default 4 MiB: a CT "
+        "or MR slice still fits one PDU (per-PDU overhead stays negligible) while each "
+        "association's read buffer is bounded. 4096-64 MiB; 'unlimited' (0) is no longer "
+        "offered, because it let any peer make the edge allocate 256 MiB per PDU.",
     )
     edge_network_timeout: float = Field(
         60.0, description="Seconds of silence on an association before the edge aborts it."
@@ -194,15 +197,20 @@ class Settings(BaseSettings):
         "(pynetdicom's default, 30).",
     )
     edge_dimse_timeout_s: float = Field(
-        60.0,
-        description="Seconds the edge waits for an expected DIMSE message; pynetdicom's 30 "
-        "doubled for slow township links and large instances.",
+        60.0, gt=0,
+        description="Seconds the edge waits for the rest of a DIMSE message it has begun to "
+        "receive (a C-STORE's dataset after its command, the next fragment); longer and the "
+        "association is aborted, the instance unanswered (the sender retries it). pynetdicom's "
+        "30 doubled for slow township links and large instances. Idle time between messages "
+        "is edge_network_timeout.",
     )
     edge_max_associations: int = Field(
-        16,
-        description="Concurrent associations the edge accepts (pynetdicom "
-        "maximum_associations); more are rejected as transient (local limit exceeded). "
-        "A township has a handful of modalities; 16 bounds threads and memory on a small PC.",
+        16, ge=1,
+        description="Concurrent connections the edge serves, each with its thread (a "
+        "connection holds its place from its first byte, also before it associates); more "
+        "are answered A-ASSOCIATE-RJ transient (local limit exceeded) by one shared thread, "
+        "without one of their own. A township has a handful of modalities; 16 bounds threads "
+        "and memory on a small PC.",
     )
     edge_allowed_aes: str = Field(
         "",

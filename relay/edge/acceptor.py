@@ -31,7 +31,13 @@ What the loop does:
   command aborts (no other service is negotiated).
 * A-RELEASE-RQ -> A-RELEASE-RP; A-ABORT closes; anything malformed or unexpected ->
   A-ABORT (service provider). Timeouts: the ACSE timeout until the A-ASSOCIATE-RQ
-  (and the TLS handshake), then the network timeout while idle.
+  (and the TLS handshake), the network timeout while idle between messages, and the
+  DIMSE timeout in the middle of one (a command whose dataset, or a message whose
+  next fragment, does not come).
+* Limits: at most ``max_associations`` connections have a thread; the others are
+  answered A-ASSOCIATE-RJ by ``relay.edge.overflow`` without one. A P-DATA-TF PDU
+  longer than the maximum the edge advertised in its A-ASSOCIATE-AC is aborted at
+  its header, before any of it is read.
 
 The Part 10 bytes handed to the handler are preamble + file meta + the dataset as
 received, with the file meta pynetdicom's ``Event.encoded_dataset()`` writes (same
@@ -66,6 +72,8 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
+from relay.edge.overflow import Overflow
+
 log = logging.getLogger(__name__)
 
 APPLICATION_CONTEXT = b"1.2.840.10008.3.1.1.1"
@@ -93,8 +101,9 @@ PRIORITY_MEDIUM = 0x0000
 
 MAX_ASSOCIATE_PDU = 1 << 20
 """An A-ASSOCIATE-RQ is a few KB; anything bigger is not one."""
-MAX_PDATA_PDU = 256 << 20
-"""Ceiling on one P-DATA-TF PDU when the edge advertises no maximum (0)."""
+DEFAULT_MAX_PDU = 4 << 20
+"""Maximum P-DATA-TF length the edge advertises unless configured (4 MiB): a CT or MR
+slice still arrives in one PDU, and an association's read buffer stays bounded."""
 DEFAULT_PEER_MAX_PDU = 16384
 """What the edge sends per PDU to a peer that declares 0 (unlimited) or nothing."""
 
@@ -143,10 +152,13 @@ class AcceptorPolicy:
     abstract_syntaxes: frozenset[str]
     transfer_syntaxes: Sequence[str]
     """Accepted transfer syntaxes in order of preference (the first proposed wins)."""
-    max_pdu: int = 0
-    """Maximum P-DATA-TF variable field the edge receives; 0 = no limit."""
+    max_pdu: int = DEFAULT_MAX_PDU
+    """Maximum P-DATA-TF variable field the edge receives and advertises (> 0)."""
     acse_timeout_s: float = 30.0
     network_timeout_s: float = 60.0
+    """Seconds an established association may be idle between messages (0: no limit)."""
+    dimse_timeout_s: float = 60.0
+    """Seconds the edge waits for the rest of a DIMSE message it has begun to receive."""
     max_associations: int = 16
 
 
@@ -236,6 +248,8 @@ class Association(threading.Thread):
         self.peer = f"{address[0]}:{address[1]}"
         self.calling_ae = ""
         self.is_established = False
+        self.mid_message = False
+        """A DIMSE message has begun to arrive (its DIMSE timeout runs)."""
         self._send_lock = threading.Lock()
 
     # -- socket I/O
@@ -258,6 +272,11 @@ class Association(threading.Thread):
         if length > limit:
             raise Abort(f"PDU of {length} bytes exceeds {limit}", ABORT_INVALID_PARAMETER)
         return kind, self._recv_exact(length)
+
+    def _phase(self) -> str:
+        if not self.is_established:
+            return "ACSE timeout"
+        return "DIMSE timeout" if self.mid_message else "network timeout"
 
     def _send(self, data: bytes) -> None:
         with self._send_lock:
@@ -291,8 +310,8 @@ class Association(threading.Thread):
                         self.calling_ae or "?", self.peer, exc)
             self.abort(exc.reason)
         except (TimeoutError, socket.timeout):
-            log.warning("association from ae=%s peer=%s timed out; aborting",
-                        self.calling_ae or "?", self.peer)
+            log.warning("association from ae=%s peer=%s timed out (%s); aborting",
+                        self.calling_ae or "?", self.peer, self._phase())
             self.abort()
         except (OSError, ssl.SSLError) as exc:
             log.warning("association from ae=%s peer=%s failed: %s",
@@ -392,10 +411,15 @@ class Association(threading.Thread):
 
     def _exchange(self, negotiated: _Negotiated) -> None:
         """P-DATA until release or abort."""
-        limit = self.server.policy.max_pdu or MAX_PDATA_PDU
+        policy = self.server.policy
+        limit = policy.max_pdu
+        idle_timeout, dimse_timeout = policy.network_timeout_s or None, policy.dimse_timeout_s
         command = bytearray()
         message: _Message | None = None
         while True:
+            if self.mid_message != bool(command or message):
+                self.mid_message = not self.mid_message
+                self.sock.settimeout(dimse_timeout if self.mid_message else idle_timeout)
             kind, body = self._read_pdu(limit)
             if kind == A_RELEASE_RQ:
                 self._send(_pdu(A_RELEASE_RP, b"\0\0\0\0"))
@@ -549,6 +573,7 @@ class StoreServer:
             self.supported_contexts.append(context)
         self._listener = socket.create_server(address, backlog=64, reuse_port=False)
         self._listener.settimeout(0.2)
+        self._overflow = Overflow()
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, name="dicom-acceptor",
@@ -572,10 +597,16 @@ class StoreServer:
                 log.exception("accept failed")
                 time.sleep(0.1)
                 continue
-            sock.settimeout(None)
-            association = Association(self, sock, address)
             with self._lock:
-                self._all.append(association)
+                room = len(self._all) < self.policy.max_associations
+                association = Association(self, sock, address) if room else None
+                if association is not None:
+                    self._all.append(association)
+            if association is None:
+                self._overflow.refuse(sock, f"{address[0]}:{address[1]}",
+                                      plain=self.ssl_context is None)
+                continue
+            sock.settimeout(None)
             association.start()
 
     def _admit(self, association: Association) -> bool:
@@ -596,3 +627,4 @@ class StoreServer:
         self._stopping.set()
         self._thread.join(5)
         self._listener.close()
+        self._overflow.close()

@@ -183,6 +183,7 @@ def acceptor_policy(settings: Settings) -> AcceptorPolicy:
         max_pdu=settings.edge_max_pdu,
         acse_timeout_s=settings.edge_acse_timeout_s,
         network_timeout_s=settings.edge_network_timeout or settings.edge_dimse_timeout_s,
+        dimse_timeout_s=settings.edge_dimse_timeout_s,
         max_associations=settings.edge_max_associations,
     )
 

@@ -314,3 +314,104 @@ def test_an_unknown_application_context_is_rejected(scp: RunningScp) -> None:
         sock.sendall(request)
         kind, body = read_pdu(sock)
     assert kind == A_ASSOCIATE_RJ and body[1:4] == bytes([0x01, 0x01, 0x02])
+
+
+# --- resource limits and the DIMSE timeout (issue 10, points 9 and 13) ---------------
+def _assoc_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("assoc-") and t.is_alive()]
+
+
+def _ac_max_pdu(body: bytes) -> int:
+    """The Maximum Length item (0x51) of an A-ASSOCIATE-AC body."""
+    offset = 68  # fixed header: protocol version, reserved, AE titles, reserved
+    while offset < len(body):
+        kind, length = body[offset], struct.unpack(">H", body[offset + 2:offset + 4])[0]
+        if kind == 0x50:
+            sub = offset + 4
+            while sub < offset + 4 + length:
+                sub_kind, sub_len = body[sub], struct.unpack(">H", body[sub + 2:sub + 4])[0]
+                if sub_kind == 0x51:
+                    return int(struct.unpack(">I", body[sub + 4:sub + 8])[0])
+                sub += 4 + sub_len
+        offset += 4 + length
+    raise AssertionError("no maximum length in the A-ASSOCIATE-AC")
+
+
+def _store_one(host: str, port: int) -> int:
+    sender = AE(ae_title="CT01")
+    sender.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = sender.associate(host, port, ae_title="RELAY_EDGE")
+    assert assoc.is_established
+    status = int(assoc.send_c_store(ct_dataset()).Status)
+    assoc.release()
+    return status
+
+
+def test_connections_over_the_limit_get_no_thread_of_their_own(
+    edge_settings: Settings, spool: Spool
+) -> None:
+    """Ten connections that never speak against a limit of two: at most two association
+    threads; one more that asks is answered A-ASSOCIATE-RJ (transient, local limit)."""
+    edge_settings.edge_max_associations = 2
+    server = start_scp(edge_settings, spool)
+    before = len(_assoc_threads())
+    idle = [socket.create_connection(server.server_address, timeout=10) for _ in range(10)]
+    try:
+        assert wait_until(lambda: len(_assoc_threads()) - before >= 2, timeout=5)
+        with socket.create_connection(server.server_address, timeout=10) as sock:
+            sock.sendall(associate_rq())
+            kind, body = read_pdu(sock)
+        assert kind == A_ASSOCIATE_RJ and body[1:4] == bytes([0x02, 0x03, 0x02])
+        assert len(_assoc_threads()) - before <= 2
+    finally:
+        for sock in idle:
+            sock.close()
+    try:
+        assert wait_until(lambda: not server.active_associations, timeout=10)
+        assert _store_one(*server.server_address) == 0
+    finally:
+        stop_scp(server, grace_s=1.0)
+
+
+def test_the_edge_negotiates_a_finite_pdu_and_aborts_a_bigger_one_then_goes_on(
+    edge_settings: Settings, spool: Spool
+) -> None:
+    """With the default settings the A-ASSOCIATE-AC names a finite maximum; a PDU that
+    claims one byte more is aborted at its header (nothing stored) and the next
+    association stores normally."""
+    server = start_scp(edge_settings, spool)
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as sock:
+            sock.sendall(associate_rq())
+            kind, body = read_pdu(sock)
+            assert kind == A_ASSOCIATE_AC
+            negotiated = _ac_max_pdu(body)
+            assert negotiated == edge_settings.edge_max_pdu > 0
+            sock.sendall(struct.pack(">BBI", P_DATA_TF, 0, negotiated + 1) + b"\0" * 64)
+            assert read_pdu(sock)[0] == A_ABORT
+        assert journal_rows(spool.root) == []
+        assert _store_one(*server.server_address) == 0
+        assert len(journal_rows(spool.root)) == 1
+    finally:
+        stop_scp(server, grace_s=1.0)
+
+
+def test_an_association_idle_in_the_middle_of_a_c_store_is_aborted_after_the_dimse_timeout(
+    edge_settings: Settings, spool: Spool
+) -> None:
+    """The C-STORE-RQ command arrives, its dataset never does: the edge aborts after
+    ``edge_dimse_timeout_s`` (not the much longer idle network timeout), stores
+    nothing, and goes on."""
+    edge_settings.edge_network_timeout = 120.0
+    edge_settings.edge_dimse_timeout_s = 0.5
+    server = start_scp(edge_settings, spool)
+    try:
+        with socket.create_connection(server.server_address, timeout=30) as sock:
+            sock.sendall(associate_rq())
+            assert read_pdu(sock)[0] == A_ASSOCIATE_AC
+            sock.sendall(p_data(1, 0x03, store_command(CTImageStorage, "1.2.3.4.5")))
+            assert read_pdu(sock)[0] == A_ABORT
+        assert journal_rows(spool.root) == []
+        assert _store_one(*server.server_address) == 0
+    finally:
+        stop_scp(server, grace_s=1.0)
