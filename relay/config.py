@@ -301,7 +301,15 @@ class Settings(BaseSettings):
         "technician's page only.",
     )
     edge_report_poll_s: float = Field(
-        15.0, description="Seconds between checks for new signed reports at the county.")
+        15.0, gt=0, description="Seconds between checks for new signed reports at the county; "
+        "also the first retry delay of a report step that failed (fetch, store at one "
+        "destination, confirm).")
+    edge_report_retry_max_s: float = Field(
+        300.0, gt=0,
+        description="Longest wait, in seconds, before a failed report step is tried again "
+        "(each report and destination backs off on its own, doubling from edge_report_poll_s). "
+        "Default 5 min: a PACS that was down gets its reports within minutes of coming back, "
+        "while a long outage costs one connection attempt per round.")
     edge_retention_hours: float = Field(
         72.0,
         description="Hours an instance's file stays in the edge spool after the county "
