@@ -317,8 +317,10 @@ def test_an_unknown_application_context_is_rejected(scp: RunningScp) -> None:
 
 
 # --- resource limits and the DIMSE timeout (issue 10, points 9 and 13) ---------------
-def _assoc_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("assoc-") and t.is_alive()]
+def _assoc_threads(peers: list[socket.socket]) -> list[str]:
+    """Live association threads of the edge serving these client sockets."""
+    names = {"assoc-{}:{}".format(*sock.getsockname()[:2]) for sock in peers}
+    return [t.name for t in threading.enumerate() if t.name in names and t.is_alive()]
 
 
 def _ac_max_pdu(body: bytes) -> int:
@@ -354,15 +356,15 @@ def test_connections_over_the_limit_get_no_thread_of_their_own(
     threads; one more that asks is answered A-ASSOCIATE-RJ (transient, local limit)."""
     edge_settings.edge_max_associations = 2
     server = start_scp(edge_settings, spool)
-    before = len(_assoc_threads())
     idle = [socket.create_connection(server.server_address, timeout=10) for _ in range(10)]
     try:
-        assert wait_until(lambda: len(_assoc_threads()) - before >= 2, timeout=5)
+        assert wait_until(lambda: len(_assoc_threads(idle)) == 2, timeout=10)
         with socket.create_connection(server.server_address, timeout=10) as sock:
             sock.sendall(associate_rq())
             kind, body = read_pdu(sock)
+            assert not _assoc_threads([sock])
         assert kind == A_ASSOCIATE_RJ and body[1:4] == bytes([0x02, 0x03, 0x02])
-        assert len(_assoc_threads()) - before <= 2
+        assert len(_assoc_threads(idle)) == 2
     finally:
         for sock in idle:
             sock.close()
