@@ -94,11 +94,19 @@ class ReportState:
 
     def remember(self, items: list[dict[str, Any]]) -> None:
         """Record deliveries the county lists; a known one keeps its state (its listing
-        is refreshed while it is not fetched yet)."""
+        is refreshed while it is not fetched yet). One finished here that the county
+        still lists has lost its confirmation there: only the confirmation is redone
+        (idempotent), the destinations that hold it are not sent it again."""
         now = time.time()
         with self._lock, self._conn:
             for item in items:
                 delivery_id = int(item["delivery_id"])
+                reopened = self._conn.execute(
+                    "UPDATE deliveries SET done_at = NULL WHERE delivery_id = ? AND done_at IS NOT NULL",
+                    (delivery_id,)).rowcount
+                if reopened:
+                    self._conn.execute("DELETE FROM steps WHERE delivery_id = ? AND step = ?",
+                                       (delivery_id, CONFIRM))
                 self._conn.execute(
                     "INSERT INTO deliveries (delivery_id, critical, item, seen_at) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (delivery_id) DO UPDATE SET critical = excluded.critical, "

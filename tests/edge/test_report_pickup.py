@@ -165,3 +165,19 @@ def test_delivery_state_survives_an_edge_restart(
         thread.join(30)
     assert up.received() == 2 and down.received() == 2
     assert reports.state.delivered == [1]
+
+
+def test_a_report_the_county_lists_again_is_confirmed_again_but_not_stored_again(
+    edge_settings: Settings, reports: StandInReports, pacs_list: list[Pacs], tmp_path: Path
+) -> None:
+    """The county lost the confirmation (a restore, say) and lists the report again:
+    the edge confirms it again; the PACS that holds it is not sent it a second time."""
+    reports.state.offer(1)
+    pacs = Pacs(tmp_path / "pacs", "TOWNPACS").start()
+    pacs_list.append(pacs)
+    settings = _settings(edge_settings, reports, pacs)
+    _rounds(settings, 2)
+    assert reports.state.delivered == [1] and pacs.received() == 2
+    reports.state.delivered.clear()
+    _rounds(settings, 3)
+    assert reports.state.delivered == [1] and pacs.received() == 2
