@@ -173,7 +173,7 @@ def seed_index(dsn: str, site_ids: list[int], site_names: list[str], n_studies: 
                         f"{rng.randrange(7, 18):02d}{rng.randrange(60):02d}00", f"{modality} 检查",
                         modality, rng.choices(["routine", "urgent", "stat"], [85, 10, 5])[0],
                         rng.choices(["signed", "delivered", "queued", "reading"], [50, 35, 10, 5])[0],
-                        now, now))
+                        now, now, patients[patient][3]))  # QIDO shows each study's own name
         for sn in range(1, rng.randint(1, 3) + 1):
             series_pk += 1
             series_uid = f"{UID_ROOT}2.{series_pk}"
@@ -188,7 +188,7 @@ def seed_index(dsn: str, site_ids: list[int], site_names: list[str], n_studies: 
     tables = [
         ("patients", "id, patient_id, issuer, name, birth_date, sex", patients),
         ("studies", "id, study_uid, patient_pk, site_id, accession_number, study_date, study_time, "
-                    "description, modalities, priority, state, created_at, updated_at", studies),
+                    "description, modalities, priority, state, created_at, updated_at, patient_name", studies),
         ("series", "id, series_uid, study_pk, modality, series_number, description, body_part", series),
         ("instances", "id, sop_uid, sha256, sop_class_uid, study_uid, series_uid, transfer_syntax_uid, "
                       "object_key, size, site_id, priority, calling_ae, edge_received_at, received_at, "

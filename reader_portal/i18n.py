@@ -126,6 +126,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "study_uid": "检查UID", "alerted_at": "通知乡镇", "escalation": "上报",
         "not_escalated": "未上报", "escalated_to": "已上报组长", "escalated_no_lead": "已上报（当时无组长值班）",
         "name_changed": "患者姓名不一致", "name_changed_detail": "同一患者ID下登记了不同的姓名：{names}。请核对患者身份。",
+        "no_patient_id": "无患者ID", "no_patient_id_hint": "该检查没有可用的患者ID，按独立患者处理，不关联既往检查",
+        "name_differs_hint": "同一患者ID首次登记的姓名与本检查不同，请核对患者身份",
         # worklist filters, SLA countdown and refresh stamp
         "filter_all": "全部", "filter_holder": "认领", "holder_mine": "我认领的", "holder_unassigned": "未认领",
         "holder_mine_or_free": "我的和未认领", "filter_patient": "患者姓名或ID", "filter_clear": "清除筛选",
@@ -254,6 +256,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "not_escalated": "Not yet", "escalated_to": "Escalated to", "escalated_no_lead": "Escalated (no lead on duty)",
         "name_changed": "Patient name differs",
         "name_changed_detail": "This patient ID comes with different names: {names}. Check the patient's identity.",
+        "no_patient_id": "no patient ID",
+        "no_patient_id_hint": "This study came without a usable patient ID: a patient of its own, linked to no prior",
+        "name_differs_hint": "This patient ID was first registered under another name: check the patient's identity",
         "filter_all": "All", "filter_holder": "Held by", "holder_mine": "Mine", "holder_unassigned": "Unassigned",
         "holder_mine_or_free": "Mine or unassigned", "filter_patient": "Patient name or ID", "filter_clear": "Clear filters",
         "filtered_empty": "No study matches the filters", "updated_at": "Updated {time}", "seconds": "s",

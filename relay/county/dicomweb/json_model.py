@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.county.studies.identity import shown_issuer
+
 JsonDataset = dict[str, dict[str, Any]]
 
 
@@ -31,7 +33,7 @@ def study_json(row: Any, *, base_url: str) -> JsonDataset:
     ``repository.search_studies``). Built directly from the row's strings: a search
     returns up to a thousand of these, so no per-attribute helper calls."""
     modalities = [m for m in row.modalities.split("\\") if m]
-    issuer = "" if row.issuer.startswith("site:") else row.issuer
+    issuer = shown_issuer(row.issuer)
     return {
         "00080005": _UNICODE,
         "00080020": _value("DA", row.study_date),
@@ -72,6 +74,13 @@ def _include(ds: JsonDataset, row: Any, table: _Optional, wanted: frozenset[str]
             _put(ds, tag, vr, getattr(row, attribute))
 
 
+def _include_name(ds: JsonDataset, study: Any, wanted: frozenset[str]) -> None:
+    """PatientName when includefield names it: the study's own (not its patient's first)."""
+    if "PatientName" in wanted:
+        name = study.patient_name
+        ds["00100010"] = {"vr": "PN", "Value": [person_name(name)]} if name else {"vr": "PN"}
+
+
 def series_json(*, study: Any, series: Any, n_instances: int, base_url: str,
                 includes: frozenset[str] = frozenset()) -> JsonDataset:
     """One QIDO-RS series result; ``includes``: the includefield keywords (``all`` among them:
@@ -87,6 +96,7 @@ def series_json(*, study: Any, series: Any, n_instances: int, base_url: str,
     _put(ds, "00201209", "IS", n_instances)
     _include(ds, series, SERIES_OPTIONAL, True if "all" in includes else includes)
     _include(ds, study, STUDY_INCLUDES, includes)
+    _include_name(ds, study, includes)
     return ds
 
 
@@ -108,4 +118,5 @@ def instance_json(*, study: Any, series: Any, instance: Any, base_url: str,
     _put(ds, "00083002", "UI", instance.transfer_syntax_uid)
     _include(ds, series, SERIES_INCLUDES, includes)
     _include(ds, study, STUDY_INCLUDES, includes)
+    _include_name(ds, study, includes)
     return ds

@@ -97,14 +97,15 @@ def _filter(stmt: _Select, q: StudyQuery) -> _Select:
 
 
 def _result_columns() -> tuple[Any, ...]:
-    """What a study search returns: the study's and patient's attributes, two counts."""
+    """What a study search returns: the study's and patient's attributes, two counts. The
+    name is the study's own (a later study under the same ID + issuer may carry another)."""
     n_series = (select(func.count(Series.id)).where(Series.study_pk == Study.id)
                 .correlate(Study).scalar_subquery())
     n_instances = (select(func.count(Instance.id)).where(Instance.study_uid == Study.study_uid,
                                                           Instance.series_pk.is_not(None))
                    .correlate(Study).scalar_subquery())
     return (Study.study_uid, Study.study_date, Study.study_time, Study.accession_number,
-            Study.modalities, Study.description, Patient.name.label("patient_name"),
+            Study.modalities, Study.description, Study.patient_name,
             Patient.patient_id, Patient.issuer, Patient.birth_date, Patient.sex,
             n_series.label("n_series"), n_instances.label("n_instances"))
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from relay.county.auth.deps import PrincipalDep, SessionDep
 from relay.county.db.models import Patient, Site, Study
 from relay.county.errors import NotFound
+from relay.county.studies import identity
 from relay.dicom.vocab import Role
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
@@ -28,9 +29,11 @@ class PriorOut(BaseModel):
 
 
 class PriorsOut(BaseModel):
-    patient_id: str
+    patient_id: str = Field(description="'' when the study came without a usable Patient ID (shown as 无患者ID).")
     issuer: str = Field(description="Issuer of Patient ID; 'site:NAME' when the township gave none, "
-                        "in which case priors are found within that township only.")
+                        "in which case priors are found within that township only; '' without a Patient ID.")
+    has_patient_id: bool = Field(description="False for a study without a usable Patient ID: a patient of its "
+                                 "own, never linked to another study, so it has no priors.")
     patient_name: str = Field(description="The patient's name as first indexed for this ID and issuer.")
     study_patient_name: str = Field(description="The name this study carries; differs from patient_name (or "
                                     "from a prior's) when a name was corrected or mistyped: readers are warned.")
@@ -45,12 +48,16 @@ def priors(study_uid: str, principal: PrincipalDep, session: SessionDep) -> Prio
     if row is None or (principal.role is Role.TECHNICIAN and row[0].site_id != principal.site_id):
         raise NotFound(f"no study {study_uid}")
     study, patient = row
+    if not identity.is_identified(patient.issuer):
+        return PriorsOut(patient_id="", issuer="", has_patient_id=False, patient_name=study.patient_name,
+                         study_patient_name=study.patient_name, priors=[])
     stmt = (select(Study, Site.name).join(Site, Site.id == Study.site_id)
             .where(Study.patient_pk == patient.id, Study.id != study.id)
             .order_by(Study.study_date.desc(), Study.created_at.desc()))
     if principal.role is Role.TECHNICIAN:
         stmt = stmt.where(Study.site_id == principal.site_id)
-    return PriorsOut(patient_id=patient.patient_id, issuer=patient.issuer, patient_name=patient.name,
+    return PriorsOut(patient_id=patient.patient_id, issuer=patient.issuer, has_patient_id=True,
+                     patient_name=patient.name,
                      study_patient_name=study.patient_name, priors=[
         PriorOut(study_instance_uid=s.study_uid, study_date=s.study_date, modality=s.modalities,
                  description=s.description, site=site, state=s.state,

@@ -22,6 +22,11 @@ def upsert_patient(session: Session, values: dict[str, object]) -> int:
     return pk
 
 
+def patient_of_study(session: Session, study_uid: str) -> int | None:
+    """The patient row an already indexed study belongs to; None for a new study."""
+    return session.execute(select(Study.patient_pk).where(Study.study_uid == study_uid)).scalar_one_or_none()
+
+
 def upsert_study(session: Session, values: dict[str, object]) -> tuple[int, bool]:
     return insert_ignore(session, Study, values, keys=["study_uid"])
 

@@ -19,7 +19,7 @@ from relay.county.db.models import Instance, Site
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
 from relay.county.storage import ObjectStore
-from relay.county.studies import repository
+from relay.county.studies import identity, repository
 from relay.dicom.header import InstanceMeta, InvalidInstance, read_meta
 from relay.dicom.sop import is_document
 from relay.dicom.vocab import Priority, StudyState
@@ -50,7 +50,10 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
     site = session.get(Site, inst.site_id)
     assert site is not None
     now = now_utc()
-    patient_pk = repository.upsert_patient(session, _patient_values(meta, site))
+    # A study keeps the patient its first indexed instance named: a later instance never
+    # moves it, nor makes another patient row out of its own (perhaps empty) ID.
+    patient_pk = (repository.patient_of_study(session, inst.study_uid)
+                  or repository.upsert_patient(session, _patient_values(meta, site, inst.study_uid)))
     study_pk, new_study = repository.upsert_study(session, _study_values(meta, inst, patient_pk, now))
     series_pk = repository.upsert_series(session, _series_values(meta, inst, study_pk))
     priority = Priority(inst.priority)
@@ -111,13 +114,13 @@ def _read(store: ObjectStore, inst: Instance) -> InstanceMeta | None:
         return None
 
 
-def _patient_values(meta: InstanceMeta | None, site: Site) -> dict[str, object]:
-    # Without an Issuer of Patient ID, a patient ID is only unique within the township
-    # that assigned it: the site name is the issuer.
-    issuer = (meta.issuer_of_patient_id if meta else "") or f"site:{site.name}"
+def _patient_values(meta: InstanceMeta | None, site: Site, study_uid: str) -> dict[str, object]:
+    key = identity.patient_key(patient_id=meta.patient_id if meta else "",
+                               issuer_of_patient_id=meta.issuer_of_patient_id if meta else "",
+                               site_name=site.name, study_uid=study_uid)
     return {
-        "patient_id": (meta.patient_id if meta else "")[:64],
-        "issuer": issuer[:128],
+        "patient_id": key.patient_id,
+        "issuer": key.issuer,
         "name": (meta.patient_name if meta else "")[:512],
         "birth_date": (meta.patient_birth_date if meta else "")[:8],
         "sex": (meta.patient_sex if meta else "")[:16],

@@ -9,8 +9,13 @@ from pydantic import BaseModel, Field
 
 class WorklistItem(BaseModel):
     study_instance_uid: str
-    patient_name: str = Field(description="As decoded with the study's Specific Character Set.")
-    patient_id: str
+    patient_name: str = Field(description="This study's own, as decoded with its Specific Character Set (not "
+                              "the name first indexed for its patient ID).")
+    patient_id: str = Field(description="'' when the study came without a usable Patient ID.")
+    has_patient_id: bool = Field(True, description="False: no usable Patient ID, shown as 无患者ID; the study is "
+                                 "a patient of its own, never merged with another.")
+    name_differs: bool = Field(False, description="The same patient ID + issuer was first indexed under another "
+                               "name (a corrected or mistyped name, or another person): readers are warned.")
     modality: str = Field(description="Modalities in the study, backslash-separated.")
     site: str
     priority: str = Field(description="stat, urgent or routine.")

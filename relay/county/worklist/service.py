@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from relay.county.auth.service import Principal
 from relay.county.previews.service import render_notes
 from relay.county.sla import SlaPolicy, split_modalities
+from relay.county.studies import identity
 from relay.county.studies.repository import late_counts
 from relay.county.worklist import repository
 from relay.county.worklist.repository import Filters
@@ -51,8 +52,10 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500, sla: S
     additions = late_counts(session, uids)
     return [
         WorklistItem(
-            study_instance_uid=study.study_uid, patient_name=patient.name,
-            patient_id=patient.patient_id, modality=study.modalities, site=site.name,
+            study_instance_uid=study.study_uid, patient_name=study.patient_name,
+            patient_id=patient.patient_id, has_patient_id=identity.is_identified(patient.issuer),
+            name_differs=identity.names_differ(study.patient_name, patient.name),
+            modality=study.modalities, site=site.name,
             priority=study.priority, state=study.state, study_date=study.study_date,
             study_time=study.study_time, description=study.description,
             accession_number=study.accession_number, arrived_at=study.created_at,
