@@ -438,6 +438,26 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(SHA256, unique=True)
 
 
+class AuditCheckpoint(Base):
+    """A signed anchor of the audit chain: at ``at`` it held ``count`` events ending with
+    ``head_id`` whose hash was ``head_hash`` (relay.county.audit.checkpoint). Signed with
+    the county's checkpoint key, which is kept outside the database, so rewriting the
+    chain or cutting its newest rows cannot be hidden by recomputing hashes. Append-only
+    (migration 0028); also kept in the checkpoint folder and by every edge."""
+
+    __tablename__ = "audit_checkpoints"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    round: Mapped[int] = mapped_column(BigInteger, unique=True)
+    """The writing round (time since the epoch // interval): unique, so one writer per round."""
+    at: Mapped[datetime] = mapped_column(UTC)
+    count: Mapped[int] = mapped_column(BigInteger)
+    head_id: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(SHA256)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)
+    """Base64 of the Ed25519 signature over the checkpoint's canonical JSON."""
+
+
 class SigningKey(Base):
     """A reader's Ed25519 key. The private key is stored only encrypted (PKCS#8, under a
     key derived from the reader's signing password): the county cannot sign for them."""
