@@ -20,6 +20,7 @@ the rows with them.
 from __future__ import annotations
 
 import enum
+from collections import deque
 import hashlib
 import json
 import logging
@@ -172,6 +173,7 @@ def verify(session: Session, *, anchors: Anchors | None = None, batch: int = 500
     by_head: dict[int, list[Checkpoint]] = {}
     for cp in usable:
         by_head.setdefault(cp.head_id, []).append(cp)
+    heads = deque(sorted(by_head))
     matched: list[Checkpoint] = []
     prev, checked, after = GENESIS, 0, 0
     since_anchor: int | None = None
@@ -179,6 +181,18 @@ def verify(session: Session, *, anchors: Anchors | None = None, batch: int = 500
     last_id: int | None = None
     bad = lambda first_bad_id, reason, **kw: Verification(  # noqa: E731
         False, checked, first_bad_id, reason, checkpoints=len(matched), problems=tuple(problems), **kw)
+
+    def gone(cp: Checkpoint) -> Verification:
+        """``cp``'s head is not in the table: the events up to it were cut (later ones may have
+        been appended to what was left)."""
+        missing = cp.count - checked
+        after_text = f"#{last_id}" if last_id is not None else "the start of the trail"
+        if missing <= 0:
+            return bad(cp.head_id, f"event #{cp.head_id} of {cp.describe()} is gone: removed and the chain "
+                       "recomputed")
+        return bad(None, f"events were removed: {missing} events missing after {after_text} ({cp.describe()}; "
+                   f"the table has {checked} through there)", missing_after_id=last_id, missing_count=missing)
+
     while True:
         rows = session.execute(select(AuditEvent).where(AuditEvent.id > after)
                                .order_by(AuditEvent.id).limit(batch)).scalars().all()
@@ -189,31 +203,29 @@ def verify(session: Session, *, anchors: Anchors | None = None, batch: int = 500
                 return bad(row.id, "does not follow the row before it (a row was removed or inserted)")
             if chain_hash(prev, row.at, row) != row.hash:
                 return bad(row.id, "its content was changed after it was written")
+            if heads and heads[0] < row.id:  # heads that are gone, with events appended after the cut
+                skipped: list[Checkpoint] = []
+                while heads and heads[0] < row.id:
+                    skipped.extend(by_head[heads.popleft()])
+                return gone(max(skipped, key=lambda c: c.count))
             prev, checked, after, last_id = row.hash, checked + 1, row.id, row.id
             since_anchor = row.id if since_anchor is None else since_anchor
-            for cp in by_head.pop(row.id, []):
-                if cp.head_hash != row.hash:
-                    return bad(since_anchor, f"the chain was rewritten: event #{row.id} is not the one of "
-                               f"{cp.describe()}; an event in #{since_anchor}-#{row.id} was changed, removed or "
-                               "inserted and the hashes after it recomputed")
-                if cp.count != checked:
-                    return bad(since_anchor, f"{checked} events through #{row.id}, but {cp.describe()}: "
-                               f"events in #{since_anchor}-#{row.id} were removed or inserted and the hashes "
-                               "recomputed")
-                matched.append(cp)
+            if heads and heads[0] == row.id:
+                heads.popleft()
+                for cp in by_head[row.id]:
+                    if cp.head_hash != row.hash:
+                        return bad(since_anchor, f"the chain was rewritten: event #{row.id} is not the one of "
+                                   f"{cp.describe()}; an event in #{since_anchor}-#{row.id} was changed, removed "
+                                   "or inserted and the hashes after it recomputed")
+                    if cp.count != checked:
+                        return bad(since_anchor, f"{checked} events through #{row.id}, but {cp.describe()}: "
+                                   f"events in #{since_anchor}-#{row.id} were removed or inserted and the hashes "
+                                   "recomputed")
+                    matched.append(cp)
                 since_anchor = None
         session.expunge_all()
-    left = [cp for cps in by_head.values() for cp in cps]
-    if left:
-        cp = max(left, key=lambda c: (c.count, c.head_id))
-        if last_id is None or cp.head_id > last_id:
-            missing = cp.count - checked
-            after_text = f"#{last_id}" if last_id is not None else "the start (the trail is empty)"
-            return bad(None, f"the newest events were removed: {missing} events missing after {after_text}; "
-                       f"{cp.describe()}, the chain ends after {checked}",
-                       missing_after_id=last_id, missing_count=missing)
-        return bad(cp.head_id, f"event #{cp.head_id} of {cp.describe()} is gone: removed and the chain after "
-                   "it recomputed")
+    if heads:
+        return gone(max((cp for h in heads for cp in by_head[h]), key=lambda c: c.count))
     newest = max(matched, key=lambda c: c.count) if matched else None
     kw: dict[str, Any] = {"anchored": newest.count if newest else 0,
                           "latest_checkpoint_at": newest.at if newest else None}
