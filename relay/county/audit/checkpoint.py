@@ -280,6 +280,9 @@ def load_anchors(*, settings: Settings, session: Session, files: Sequence[Path] 
             anchors.public_key = load_key(settings.audit_checkpoint_key_path, create=False).public_key()
         except CheckpointKeyMissing as exc:
             anchors.problems.append(f"cannot check the checkpoints' signatures: {exc}")
+        except (OSError, ValueError) as exc:
+            anchors.problems.append(f"cannot check the checkpoints' signatures: the key "
+                                    f"{settings.audit_checkpoint_key_path} is unreadable ({type(exc).__name__})")
     return anchors
 
 

@@ -179,8 +179,10 @@ def verify(session: Session, *, anchors: Anchors | None = None, batch: int = 500
     since_anchor: int | None = None
     """The first event after the newest checkpoint that matched (where a rewrite may begin)."""
     last_id: int | None = None
-    bad = lambda first_bad_id, reason, **kw: Verification(  # noqa: E731
-        False, checked, first_bad_id, reason, checkpoints=len(matched), problems=tuple(problems), **kw)
+
+    def bad(first_bad_id: int | None, reason: str, **kw: Any) -> Verification:
+        return Verification(False, checked, first_bad_id, reason, checkpoints=len(matched),
+                            problems=tuple(problems), **kw)
 
     def gone(cp: Checkpoint) -> Verification:
         """``cp``'s head is not in the table: the events up to it were cut (later ones may have
