@@ -414,8 +414,9 @@ class AuditEvent(Base):
 
     ``hash`` covers the previous row's hash and this row's fields in a canonical
     form; editing or deleting any row breaks every hash after it, which
-    `relay audit verify` reports. PostgreSQL also refuses UPDATE and DELETE on the
-    table (a trigger in the migration).
+    `relay audit verify` reports. The database also refuses UPDATE and DELETE on the
+    table, and PostgreSQL TRUNCATE (triggers, migrations 0008 and 0028); signed
+    checkpoints (:class:`AuditCheckpoint`) anchor it outside the database.
     """
 
     __tablename__ = "audit_events"
