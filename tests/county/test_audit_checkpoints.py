@@ -245,3 +245,13 @@ def test_an_edge_keeps_the_county_checkpoints_from_its_heartbeats(county, pg_url
     assert _cli(county, cwd=tmp_path).returncode == 0
     against_edge = _cli(county, "--checkpoints", str(copy), cwd=tmp_path)
     assert against_edge.returncode == 1 and f"2 events missing after #{ids[4]}" in against_edge.stderr
+
+
+def test_verification_without_the_key_says_so_and_never_makes_one(county):
+    _events(county, 2)
+    cps.write_checkpoint(settings=county.settings, sessions=county.sessions)
+    key = county.settings.audit_checkpoint_key_path
+    key.rename(key.with_name("elsewhere.pem"))  # e.g. an API host that was not given the key
+    result = _verify(county)
+    assert not result.ok and "cannot check the checkpoints' signatures" in result.reason
+    assert not key.exists()
