@@ -63,7 +63,7 @@ def cmd_county(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from relay.county.worker import QUEUES, register_tasks, worker_argv
+    from relay.county.worker import QUEUES, register_tasks, start_audit_checkpoints, worker_argv
 
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip()) if args.queues else QUEUES
     try:
@@ -74,6 +74,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, process="worker")
     county = _county(settings, migrate=False)
     register_tasks(county.celery, county)
+    start_audit_checkpoints(settings, county)
     _publish_events_while_running(settings, county)
     _alert_critical_results_while_running(settings, county)
     county.celery.worker_main(argv)
@@ -197,18 +198,33 @@ def _audit_cli(county: Any, action: str, object_type: str, object_id: str, detai
                                   detail=detail))
 
 
-def cmd_audit(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """Walk the chain and compare it with the signed checkpoints: the database's and the
+    checkpoint folder's, or only those of ``--checkpoints FILE`` (e.g. an edge's copy)."""
+    from relay.county.audit.checkpoint import load_anchors
     from relay.county.audit.service import verify
 
     county = _county(settings)
+    files = [Path(f) for f in args.checkpoints] if args.checkpoints else None
     with county.sessions() as session:
-        result = verify(session)
-    if result.ok:
-        print(f"audit chain intact: {result.checked} events verified")
-        return 0
-    print(f"AUDIT CHAIN BROKEN at event {result.first_bad_id} (after {result.checked} good events): "
-          f"{result.reason}", file=sys.stderr)
-    return 1
+        anchors = load_anchors(settings=settings, session=session, files=files)
+        result = verify(session, anchors=anchors)
+    for problem in result.problems[1:] if not result.ok else ():
+        print(f"also: {problem}", file=sys.stderr)
+    if not result.ok:
+        where = f" at event {result.first_bad_id}" if result.first_bad_id is not None else ""
+        print(f"AUDIT CHAIN BROKEN{where} (after {result.checked} good events): {result.reason}", file=sys.stderr)
+        return 1
+    print(f"audit chain intact: {result.checked} events verified")
+    if result.checkpoints:
+        print(f"anchored: {result.anchored} events match {result.checkpoints} signed checkpoints (newest "
+              f"{result.latest_checkpoint_at:%Y-%m-%d %H:%M:%S}Z; from {', '.join(anchors.sources)}); "
+              f"{result.checked - result.anchored} newer events are not in a checkpoint yet")
+    else:
+        print("warning: no signed checkpoint to compare with (the worker writes one every "
+              f"{settings.audit_checkpoint_minutes:g} minutes): a cut of the newest events or a recomputed "
+              "chain cannot be seen", file=sys.stderr)
+    return 0
 
 
 def cmd_verify_report(_settings: Settings, args: argparse.Namespace) -> int:
@@ -310,7 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     srevoke.set_defaults(func=cmd_sites)
     sites_sub.add_parser("list", help="list sites").set_defaults(func=cmd_sites)
     audit = sub.add_parser("audit", help="the audit trail")
-    audit.add_argument("audit_command", choices=["verify"], help="check the hash chain end to end")
+    audit.add_argument("audit_command", choices=["verify"], help="check the hash chain end to end and "
+                       "against the signed checkpoints")
+    audit.add_argument("--checkpoints", action="append", metavar="FILE",
+                       help="check against this checkpoint file instead (e.g. an edge's "
+                       "spool/audit-checkpoints.jsonl); may be given more than once")
     audit.set_defaults(func=cmd_audit)
     vr = sub.add_parser("verify-report", help="verify a signed report offline; exit 1 if it does not")
     vr.add_argument("file", help="the signed report: its JSON, or the SR / Encapsulated PDF DICOM file or the PDF")

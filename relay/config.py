@@ -118,6 +118,23 @@ class Settings(BaseSettings):
         "does not grow forever. Unpublished events are never deleted. Negative keeps them all.",
     )
 
+    # --- audit checkpoints (the signed anchors of the audit chain) ----------------------
+    audit_checkpoint_key_file: Path | None = Field(
+        None, description="The county's Ed25519 key that signs audit checkpoints (PEM). Created "
+        "with mode 0600 by the first worker that writes a checkpoint; `relay audit verify` reads "
+        "it to check the signatures. Keep it OUTSIDE the database's reach (another disk or "
+        "account than the DBA's): whoever holds it can re-anchor a rewritten chain. Default "
+        "<data_dir>/audit/checkpoint-key.pem.")
+    audit_checkpoint_dir: Path | None = Field(
+        None, description="Folder where the worker appends every checkpoint it signs, one JSON "
+        "line each, to audit-checkpoints.jsonl (choose a place the database's administrators "
+        "cannot rewrite: another machine's share, a WORM mount). Edges keep their own copies "
+        "from their heartbeat answers. Default <data_dir>/audit.")
+    audit_checkpoint_minutes: float = Field(
+        5.0, gt=0, description="Minutes between checkpoints, default 5: the newest events a cut "
+        "can remove unseen are at most this old. One worker writes per round whatever the "
+        "number of workers; a round without new events writes none.")
+
     # --- county HTTP -------------------------------------------------------------
     county_host: str = Field("127.0.0.1", description="Address the county API binds.")
     county_port: int = Field(8000, description="TCP port of the county API.")
@@ -414,6 +431,14 @@ class Settings(BaseSettings):
     @property
     def edge_spool_dir(self) -> Path:
         return (self.data_dir / "edge").resolve()
+
+    @property
+    def audit_checkpoint_key_path(self) -> Path:
+        return (self.audit_checkpoint_key_file or self.data_dir / "audit" / "checkpoint-key.pem").resolve()
+
+    @property
+    def audit_checkpoint_folder(self) -> Path:
+        return (self.audit_checkpoint_dir or self.data_dir / "audit").resolve()
 
     @property
     def county_base_url(self) -> str:

@@ -350,6 +350,30 @@ def test_the_verify_button_names_the_first_altered_audit_event(server, county, p
         page.screenshot(path=str(screenshot_path("admin-audit-tampered-zh")), full_page=True)
 
 
+def test_the_verify_button_names_a_cut_tail_against_the_signed_checkpoint(server, county, pg_url):  # noqa: F811
+    from relay.county.audit.checkpoint import write_checkpoint
+
+    for i in range(6):
+        append(county.sessions, Entry(actor="dr.wang", role="radiologist", action=Action.STUDY_OPEN,
+                                      object_type="study", object_id=f"2.25.777{i}"))
+    assert write_checkpoint(settings=county.settings, sessions=county.sessions) is not None
+    with county.sessions() as s:
+        fourth = s.execute(select(AuditEvent.id).order_by(AuditEvent.id).offset(3).limit(1)).scalar_one()
+    # A DBA cuts the two newest events (the chain that is left still links).
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+        conn.execute("DELETE FROM audit_events WHERE id > %s", (fourth,))
+        conn.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+    with chromium() as browser:
+        page = _admin_page(browser, server, county, "/portal/admin/audit")
+        page.wait_for_selector("body[data-loaded]")
+        page.click("#verify")
+        page.wait_for_selector("#verify-result.bad-box")
+        text = page.locator("#verify-result").inner_text()
+        assert "审计链异常" in text and f"记录 #{fourth} 之后缺少 2 条记录" in text
+        page.screenshot(path=str(screenshot_path("admin-audit-cut-tail-zh")), full_page=True)
+
+
 @pytest.mark.parametrize("role", [Role.RADIOLOGIST, Role.TECHNICIAN])
 def test_the_admin_pages_are_forbidden_to_other_roles(server, county, role):  # noqa: F811
     make_site(county, "qingshan")

@@ -212,6 +212,26 @@ def register_tasks(app: Celery, county: Any) -> None:
                  (time.perf_counter() - started) * 1000)
 
 
+def start_audit_checkpoints(settings: Settings, county: Any) -> None:
+    """Sign audit checkpoints every RELAY_AUDIT_CHECKPOINT_MINUTES in the worker's main process
+    once its pool is up. Every worker runs the round; the round's unique key in
+    ``audit_checkpoints`` lets exactly one of them write it."""
+    import threading
+
+    from celery import signals
+
+    from relay.county.audit.checkpoint import run_checkpoints
+
+    stop = threading.Event()
+
+    def _start(**_kwargs: Any) -> None:
+        threading.Thread(target=run_checkpoints, args=(settings, county.sessions, stop),
+                         name="audit-checkpoints", daemon=True).start()
+
+    signals.worker_ready.connect(_start, weak=False)
+    signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)
+
+
 def _enqueue_assign_or_wait(app: Celery, settings: Settings, study_pk: int) -> None:
     """Enqueue the study's assignment; if the broker refuses, the periodic round assigns it."""
     try:

@@ -1,15 +1,21 @@
 """The edge's minute report to the county: spool depth, oldest unsent, goodput, disk,
-version and clock. Read-only on the journal; never patient data."""
+version and clock. Read-only on the journal; never patient data. The answer carries the
+county's newest signed audit checkpoint, which the edge appends to its spool folder's
+audit-checkpoints.jsonl (a copy out of the county's reach, for `relay audit verify
+--checkpoints`)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +29,9 @@ from relay.edge.spool import JOURNAL_NAME, read_counts
 log = logging.getLogger(__name__)
 
 HEARTBEAT_PATH = "/api/edges/heartbeat"
+CHECKPOINTS_NAME = "audit-checkpoints.jsonl"
+"""The county's audit checkpoints kept in the spool folder, one JSON line each."""
+CHECKPOINT_FORMAT = "county-relay-audit-checkpoint/1"
 RETRY_AFTER_FAILURE_S = 10.0
 """Seconds before the next beat after a failed one (the county restarting, the link down),
 so the county sees the edge again soon after it returns rather than a minute later."""
@@ -72,15 +81,53 @@ def build_heartbeat(settings: Settings, meter: GoodputMeter) -> dict[str, Any]:
     }
 
 
-def send_heartbeat(client: httpx.Client, body: dict[str, Any]) -> float | None:
-    """POST one heartbeat; the county's clock offset in seconds, or None if it failed."""
+def _last_line(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 8192))
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return ""
+    return lines[-1].decode(errors="replace") if lines else ""
+
+
+def keep_checkpoint(spool_dir: Path, checkpoint: Any) -> bool:
+    """Append the county's audit checkpoint to the spool folder's copy unless it is the one
+    kept last; True if it was appended. The edge does not judge it (the county verifies the
+    signature when it checks against this copy), it only keeps what looks like one."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        return False
+    line = json.dumps(checkpoint, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    path = spool_dir / CHECKPOINTS_NAME
+    if len(line) > 4096 or _last_line(path) == line:
+        return False
+    make_dirs(spool_dir)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def send_heartbeat(client: httpx.Client, body: dict[str, Any], *, spool_dir: Path | None = None) -> float | None:
+    """POST one heartbeat; the county's clock offset in seconds, or None if it failed. With
+    ``spool_dir``, the audit checkpoint of the answer is kept there (keep_checkpoint)."""
     try:
         r = client.post(HEARTBEAT_PATH, json=body)
         r.raise_for_status()
-        return float(r.json()["clock_offset_s"])
+        answer = r.json()
+        offset = float(answer["clock_offset_s"])
     except (httpx.HTTPError, KeyError, ValueError) as exc:
         log.warning("heartbeat failed: %s", type(exc).__name__)
         return None
+    if spool_dir is not None and answer.get("audit_checkpoint"):
+        try:
+            keep_checkpoint(spool_dir, answer["audit_checkpoint"])
+        except OSError as exc:
+            log.warning("could not keep the county's audit checkpoint: %s", type(exc).__name__)
+    return offset
 
 
 def run_heartbeat(settings: Settings, stop: threading.Event) -> None:
@@ -88,7 +135,7 @@ def run_heartbeat(settings: Settings, stop: threading.Event) -> None:
     meter = GoodputMeter()
     with county_client(settings, timeout=30.0) as client:
         while not stop.is_set():
-            offset = send_heartbeat(client, build_heartbeat(settings, meter))
+            offset = send_heartbeat(client, build_heartbeat(settings, meter), spool_dir=settings.edge_spool_dir)
             if offset is not None and abs(offset) > 120:
                 log.warning("edge clock differs from the county's by %.0f s", offset)
             failed = offset is None

@@ -82,6 +82,8 @@ def test_relay_audit_verify_reports_on_the_command_line(tmp_path):
     assert ok.returncode == 0 and "1 events verified" in ok.stdout
     import sqlite3
     with sqlite3.connect(tmp_path / "var" / "county.db") as db:
+        # SQLite refuses the change (migration 0028); someone with the file drops the trigger first.
+        db.execute("DROP TRIGGER audit_events_no_update")
         db.execute("UPDATE audit_events SET object_id = 'other-town'")
     broken = run("audit", "verify")
     assert broken.returncode == 1 and "BROKEN" in broken.stderr

@@ -11,10 +11,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, select
 
 from relay.county.audit import atna
+from relay.county.audit.checkpoint import load_anchors
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep
 from relay.county.auth.service import Principal
 from relay.county.context import County
@@ -51,6 +52,13 @@ class VerifyOut(BaseModel):
     checked: int
     first_bad_id: int | None
     reason: str
+    checkpoints: int = Field(description="Signed checkpoints the rows matched.")
+    anchored: int = Field(description="Events covered by the newest matching checkpoint.")
+    latest_checkpoint_at: datetime | None
+    missing_after_id: int | None = Field(description="A cut tail: the last event left, after which "
+                                                     "missing_count events were removed.")
+    missing_count: int | None
+    problems: list[str] = Field(description="Every checkpoint problem: a bad signature, an unreadable line, no key.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +141,12 @@ def export_atna(admin: AdminDep, county: CountyDep, request: Request, filters: F
 
 
 @router.get("/verify", response_model=VerifyOut)
-def verify_chain(_admin: AdminDep, session: SessionDep) -> VerifyOut:
-    """Walk the hash chain: ok, or the first row that was changed, removed or inserted."""
-    result = verify(session)
+def verify_chain(_admin: AdminDep, session: SessionDep, county: CountyDep) -> VerifyOut:
+    """Walk the hash chain and compare it with the signed checkpoints (the database's and the
+    checkpoint folder's): ok, or the first row that was changed, removed or inserted, a
+    rewritten stretch, a cut tail (how many events are missing after which), a bad signature."""
+    result = verify(session, anchors=load_anchors(settings=county.settings, session=session))
     return VerifyOut(ok=result.ok, checked=result.checked, first_bad_id=result.first_bad_id,
-                     reason=result.reason)
+                     reason=result.reason, checkpoints=result.checkpoints, anchored=result.anchored,
+                     latest_checkpoint_at=result.latest_checkpoint_at, missing_after_id=result.missing_after_id,
+                     missing_count=result.missing_count, problems=list(result.problems))

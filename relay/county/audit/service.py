@@ -7,24 +7,32 @@ forks whichever replica writes. Details carry identifiers, never patient data.
 
 Retention: audit rows are kept for at least RETENTION_MIN (6 months, the issue's floor)
 and in fact forever: nothing in the relay deletes them (no prune task, no cascade), and
-PostgreSQL refuses UPDATE and DELETE on the table (trigger ``audit_events_append_only``).
-A county that must archive older years exports them first (GET /api/audit/export.xml),
-and a DBA removes them deliberately, which `relay audit verify` then reports as a cut.
+the database refuses UPDATE, DELETE and (PostgreSQL) TRUNCATE on the table (triggers of
+migrations 0008 and 0028, SQLite too). A county that must archive older years exports
+them first (GET /api/audit/export.xml), and a DBA removes them deliberately, which
+`relay audit verify` then reports as a cut.
+
+The chain is unkeyed: whoever can write the table could recompute it. Signed checkpoints
+kept outside the database (relay.county.audit.checkpoint) anchor it; ``verify`` compares
+the rows with them.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import deque
 import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from relay.county.audit.checkpoint import Anchors, Checkpoint
 from relay.county.auth.service import now_utc
 from relay.county.db.models import AuditEvent
 
@@ -126,20 +134,103 @@ class Verification:
     checked: int
     first_bad_id: int | None = None
     reason: str = ""
+    checkpoints: int = 0
+    """Signed checkpoints whose head the rows matched."""
+    anchored: int = 0
+    """Events covered by the newest matching checkpoint (the rest are only chained)."""
+    latest_checkpoint_at: datetime | None = None
+    missing_after_id: int | None = None
+    """A cut tail: the last event left, after which ``missing_count`` events were removed."""
+    missing_count: int | None = None
+    problems: tuple[str, ...] = ()
+    """Every checkpoint problem found (a bad signature, an unreadable line, no key)."""
 
 
-def verify(session: Session, *, batch: int = 5000) -> Verification:
-    """Walk the whole chain in order; report the first row whose link or hash is wrong."""
+def _usable(anchors: Anchors | None) -> tuple[list[Checkpoint], list[str]]:
+    """The checkpoints whose signature verifies under the county's key, and the problems."""
+    if anchors is None:
+        return [], []
+    problems = list(anchors.problems)
+    if anchors.public_key is None:
+        return [], problems
+    usable = []
+    for cp in anchors.checkpoints:
+        problem = cp.signature_problem(anchors.public_key)
+        if problem:
+            problems.append(problem)
+        else:
+            usable.append(cp)
+    return usable, problems
+
+
+def verify(session: Session, *, anchors: Anchors | None = None, batch: int = 5000) -> Verification:
+    """Walk the whole chain in order; report the first row whose link or hash is wrong, then
+    compare it with the signed checkpoints of ``anchors``: a head whose hash differs (the
+    chain was rewritten and recomputed), a count that differs, a head that is gone (the
+    newest rows were cut: named as how many are missing after which event), or a
+    checkpoint whose signature fails."""
+    usable, problems = _usable(anchors)
+    by_head: dict[int, list[Checkpoint]] = {}
+    for cp in usable:
+        by_head.setdefault(cp.head_id, []).append(cp)
+    heads = deque(sorted(by_head))
+    matched: list[Checkpoint] = []
     prev, checked, after = GENESIS, 0, 0
+    since_anchor: int | None = None
+    """The first event after the newest checkpoint that matched (where a rewrite may begin)."""
+    last_id: int | None = None
+
+    def bad(first_bad_id: int | None, reason: str, **kw: Any) -> Verification:
+        return Verification(False, checked, first_bad_id, reason, checkpoints=len(matched),
+                            problems=tuple(problems), **kw)
+
+    def gone(cp: Checkpoint) -> Verification:
+        """``cp``'s head is not in the table: the events up to it were cut (later ones may have
+        been appended to what was left)."""
+        missing = cp.count - checked
+        after_text = f"#{last_id}" if last_id is not None else "the start of the trail"
+        if missing <= 0:
+            return bad(cp.head_id, f"event #{cp.head_id} of {cp.describe()} is gone: removed and the chain "
+                       "recomputed")
+        return bad(None, f"events were removed: {missing} events missing after {after_text} ({cp.describe()}; "
+                   f"the table has {checked} through there)", missing_after_id=last_id, missing_count=missing)
+
     while True:
         rows = session.execute(select(AuditEvent).where(AuditEvent.id > after)
                                .order_by(AuditEvent.id).limit(batch)).scalars().all()
         if not rows:
-            return Verification(True, checked)
+            break
         for row in rows:
             if row.prev_hash != prev:
-                return Verification(False, checked, row.id, "does not follow the row before it (a row was removed or inserted)")
+                return bad(row.id, "does not follow the row before it (a row was removed or inserted)")
             if chain_hash(prev, row.at, row) != row.hash:
-                return Verification(False, checked, row.id, "its content was changed after it was written")
-            prev, checked, after = row.hash, checked + 1, row.id
+                return bad(row.id, "its content was changed after it was written")
+            if heads and heads[0] < row.id:  # heads that are gone, with events appended after the cut
+                skipped: list[Checkpoint] = []
+                while heads and heads[0] < row.id:
+                    skipped.extend(by_head[heads.popleft()])
+                return gone(max(skipped, key=lambda c: c.count))
+            prev, checked, after, last_id = row.hash, checked + 1, row.id, row.id
+            since_anchor = row.id if since_anchor is None else since_anchor
+            if heads and heads[0] == row.id:
+                heads.popleft()
+                for cp in by_head[row.id]:
+                    if cp.head_hash != row.hash:
+                        return bad(since_anchor, f"the chain was rewritten: event #{row.id} is not the one of "
+                                   f"{cp.describe()}; an event in #{since_anchor}-#{row.id} was changed, removed "
+                                   "or inserted and the hashes after it recomputed")
+                    if cp.count != checked:
+                        return bad(since_anchor, f"{checked} events through #{row.id}, but {cp.describe()}: "
+                                   f"events in #{since_anchor}-#{row.id} were removed or inserted and the hashes "
+                                   "recomputed")
+                    matched.append(cp)
+                since_anchor = None
         session.expunge_all()
+    if heads:
+        return gone(max((cp for h in heads for cp in by_head[h]), key=lambda c: c.count))
+    newest = max(matched, key=lambda c: c.count) if matched else None
+    kw: dict[str, Any] = {"anchored": newest.count if newest else 0,
+                          "latest_checkpoint_at": newest.at if newest else None}
+    if problems:
+        return bad(None, problems[0], **kw)
+    return Verification(True, checked, checkpoints=len(matched), **kw)

@@ -414,8 +414,9 @@ class AuditEvent(Base):
 
     ``hash`` covers the previous row's hash and this row's fields in a canonical
     form; editing or deleting any row breaks every hash after it, which
-    `relay audit verify` reports. PostgreSQL also refuses UPDATE and DELETE on the
-    table (a trigger in the migration).
+    `relay audit verify` reports. The database also refuses UPDATE and DELETE on the
+    table, and PostgreSQL TRUNCATE (triggers, migrations 0008 and 0028); signed
+    checkpoints (:class:`AuditCheckpoint`) anchor it outside the database.
     """
 
     __tablename__ = "audit_events"
@@ -436,6 +437,26 @@ class AuditEvent(Base):
     prev_hash: Mapped[str] = mapped_column(SHA256, unique=True)
     """Unique: two writers that read the same chain end cannot both append (no fork)."""
     hash: Mapped[str] = mapped_column(SHA256, unique=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed anchor of the audit chain: at ``at`` it held ``count`` events ending with
+    ``head_id`` whose hash was ``head_hash`` (relay.county.audit.checkpoint). Signed with
+    the county's checkpoint key, which is kept outside the database, so rewriting the
+    chain or cutting its newest rows cannot be hidden by recomputing hashes. Append-only
+    (migration 0028); also kept in the checkpoint folder and by every edge."""
+
+    __tablename__ = "audit_checkpoints"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    round: Mapped[int] = mapped_column(BigInteger, unique=True)
+    """The writing round (time since the epoch // interval): unique, so one writer per round."""
+    at: Mapped[datetime] = mapped_column(UTC)
+    count: Mapped[int] = mapped_column(BigInteger)
+    head_id: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(SHA256)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)
+    """Base64 of the Ed25519 signature over the checkpoint's canonical JSON."""
 
 
 class SigningKey(Base):

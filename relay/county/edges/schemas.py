@@ -20,6 +20,20 @@ class HeartbeatIn(BaseModel):
     last_error: str = Field("", max_length=2000)
 
 
+class AuditCheckpointOut(BaseModel):
+    """The county's newest signed audit checkpoint (relay.county.audit.checkpoint), handed to
+    every edge with each heartbeat answer; the edge keeps a copy, so a chain rewritten at the
+    county can be checked against it (`relay audit verify --checkpoints FILE`)."""
+
+    format: str
+    count: int
+    head_id: int
+    head_hash: str
+    at: str = Field(description="ISO 8601, exactly as signed.")
+    key_id: str
+    signature: str
+
+
 class EdgeOut(BaseModel):
     site: str
     display_name: str
