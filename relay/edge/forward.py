@@ -45,6 +45,7 @@ import httpx
 from relay.config import Settings
 from relay.dicom import wire
 from relay.dicom.vocab import IngestOutcome
+from relay.edge.http import county_client
 from relay.edge.outbox import Bundle, Outbox
 from relay.edge.ratelimit import RoutineWindow, TokenBucket, may_send
 from relay.edge.spool import Spool, SpoolEntry, utc_now
@@ -277,8 +278,7 @@ class Forwarder:
 
     def new_client(self, stop: threading.Event) -> BundleClient:
         """A protocol client with its own HTTP connection (one per stream)."""
-        http = httpx.Client(base_url=self.settings.county_url,
-                            timeout=self.settings.forward_timeout)
+        http = county_client(self.settings)
         return BundleClient(client=http, token=self.settings.edge_site_token,
                             bucket=self.bucket, stop=stop)
 
