@@ -16,14 +16,16 @@ and one queue prefix of its own, so nothing else in the suite sees it. Sites com
 from __future__ import annotations
 
 import json
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import psycopg
@@ -47,15 +49,6 @@ ESCALATE_MINUTES = "0.2"
 within one alert round of the test seeing its webhook."""
 PASSWORD = "correct-horse-topology-1"
 SIGNING_PASSWORD = "sign-at-the-county-1"
-
-
-class Part(Protocol):
-    """What wait_for needs of a process: RelayProcess, Nginx, Tool."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-
-    def log(self) -> str: ...
 
 
 class Tool:
@@ -328,6 +321,7 @@ def topology(workdir: Path, *, pg_admin_dsn: str, amqp_url: str, seaweed: Seawee
                 http.post("/api/signing-keys", json={"signing_password": SIGNING_PASSWORD}).raise_for_status()
             yield bed
         finally:
+            _stop_together(procs)
             _report_tracebacks(procs)
 
 
@@ -375,6 +369,25 @@ def _wait_edges_up(bed: Topology) -> None:
         bed.wait(f"edge {edge.site} status page",
                  lambda e=edge: httpx.get(e.status_url + "/", timeout=10).status_code == 200,
                  timeout=START_TIMEOUT_S)
+
+
+STOP_GRACE_S = 30.0
+"""Seconds every part together gets to exit after its stop signal; stragglers are then
+killed by their own stop()."""
+
+
+def _stop_together(procs: list[Any]) -> None:
+    """Signal every part at once (edges first), then wait: a sequential stop costs the sum
+    of each part's graceful shutdown."""
+    for p in sorted(procs, key=lambda p: not p.name.startswith("edge")):
+        if p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGQUIT if isinstance(p, Nginx) else signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in procs:
+        try:
+            p.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _report_tracebacks(procs: list[Any]) -> None:

@@ -123,10 +123,11 @@ def test_a_critical_result_alerts_the_township_and_escalates_to_the_lead_exactly
              timeout=SETTLE_S + 30)
     township = hooks.received("/township", study_instance_uid=uid)
     lead = hooks.received("/lead", study_instance_uid=uid)
-    assert [h.body["event"] for h in township] == ["critical.result"], \
-        f"the township was alerted {len(township)} times: {[h.body for h in township]}"
-    assert [h.body["event"] for h in lead] == ["critical.escalated"], \
-        f"the lead was paged {len(lead)} times: {[h.body for h in lead]}"
+    sent = ([h.body["event"] for h in township], [h.body["event"] for h in lead])
+    assert sent == (["critical.result"], ["critical.escalated"]), (
+        f"the township was alerted {len(township)} times and the lead paged {len(lead)} times "
+        f"(arrival offsets {[round(h.at - township[0].at, 2) for h in township + lead]} s): "
+        f"{[h.body for h in township + lead]}")
 
 
 def _journal(edge: Edge, study_uid: str) -> list[tuple[str, int, str | None]]:
