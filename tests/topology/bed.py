@@ -236,6 +236,23 @@ def _database(admin_dsn: str, name: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _delete_queues(amqp_url: str, prefix: str) -> None:
+    """Remove the bed's durable queues from the shared RabbitMQ (after its workers stopped)."""
+    import pika
+
+    from relay.config import Settings
+    from relay.county.worker import QUEUES, queue_name
+
+    settings = Settings(queue_prefix=prefix)
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = conn.channel()
+        for kind in QUEUES:
+            channel.queue_delete(queue_name(settings, kind))
+    finally:
+        conn.close()
+
+
 def _site_token(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     return lines[-1]
@@ -279,6 +296,7 @@ def topology(workdir: Path, *, pg_admin_dsn: str, amqp_url: str, seaweed: Seawee
     """Start the whole bed, yield it, stop it; every wait bounded, every log kept in ``workdir``."""
     with ExitStack() as stack:
         db_url = stack.enter_context(_database(pg_admin_dsn, f"relay_topo_{run_id}"))
+        stack.callback(_delete_queues, amqp_url, f"relaytopo{run_id}")
         webhooks = WebhookReceiver()
         stack.callback(webhooks.stop)
         api_ports = free_ports(2)
