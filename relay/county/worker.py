@@ -7,6 +7,7 @@ is built from Settings by the entry point; nothing here reads the environment.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -255,11 +256,13 @@ def _note_failure(county: Any, name: str, key: str, exc: Exception) -> None:
 
 def worker_argv(settings: Settings, *, concurrency: int, loglevel: str,
                 queues: tuple[str, ...] = QUEUES) -> list[str]:
-    """Arguments for ``app.worker_main``: the chosen queues, no gossip/mingle chatter."""
+    """Arguments for ``app.worker_main``: the chosen queues, no gossip/mingle chatter, and a
+    node name unique on the host (it carries the pid): two workers with one name cannot both
+    start, RabbitMQ gives the node's pidbox queue to one connection only."""
     unknown = set(queues) - set(QUEUES)
     if unknown:
         raise ValueError(f"unknown queues {sorted(unknown)}; the county has {list(QUEUES)}")
     names = ",".join(queue_name(settings, q) for q in queues)
     return ["worker", "-Q", names, "--concurrency", str(concurrency),
             "--loglevel", loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"relay-{settings.queue_prefix}@%h"]
+            "-n", f"relay-{settings.queue_prefix}-{os.getpid()}@%h"]

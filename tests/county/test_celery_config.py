@@ -50,3 +50,21 @@ def test_a_worker_can_serve_one_queue_and_refuses_unknown_ones(tmp_path):
     assert argv[argv.index("-Q") + 1] == "p.deliver"
     with pytest.raises(ValueError):
         worker_argv(settings, concurrency=1, loglevel="INFO", queues=("email",))
+
+
+def test_two_workers_on_one_host_get_distinct_node_names(tmp_path):
+    """Per-queue workers on one host (`relay worker --queues ingest,render` beside
+    `--queues assign,deliver`): with one node name the second died at start, RabbitMQ refusing
+    it the first one's exclusive pidbox queue (RESOURCE_LOCKED)."""
+    import subprocess
+    import sys
+
+    settings = Settings(data_dir=tmp_path, queue_prefix="p")
+    here = worker_argv(settings, concurrency=1, loglevel="INFO", queues=("ingest", "render"))
+    code = ("from relay.config import Settings; from relay.county.worker import worker_argv; "
+            f"argv = worker_argv(Settings(data_dir={str(tmp_path)!r}, queue_prefix='p'), concurrency=1, "
+            "loglevel='INFO', queues=('assign', 'deliver')); print(argv[argv.index('-n') + 1])")
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           timeout=60).stdout.strip()
+    assert here[here.index("-n") + 1] != there
+    assert there.startswith("relay-p") and there.endswith("@%h")
