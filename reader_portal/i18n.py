@@ -67,7 +67,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_user.create": "创建用户", "act_site.create": "登记乡镇", "act_site.revoke": "吊销乡镇凭据",
         "act_dead_letter.retry": "重试失败任务", "act_export": "导出数据",
         "act_user.update": "修改用户", "act_report.draft": "保存报告草稿", "act_report.sign": "签发报告",
-        "act_report.addendum": "补充报告", "obj_report": "报告", "obj_user": "用户",
+        "act_report.addendum": "补充报告", "act_signing_key.create": "创建签名密钥",
+        "act_signing_key.revoke": "吊销签名密钥", "obj_signing_key": "签名密钥", "obj_report": "报告", "obj_user": "用户",
         "obj_tat.csv": "TAT报表", "obj_study": "检查",
         # --- end of the administrator's pages ---
         "title": "县域影像心电诊断中心", "worklist": "待诊断列表", "login": "登录",
@@ -193,7 +194,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_user.create": "user created", "act_site.create": "site created", "act_site.revoke": "site revoked",
         "act_dead_letter.retry": "dead letter retried", "act_export": "export",
         "act_user.update": "user changed", "act_report.draft": "report draft", "act_report.sign": "report signed",
-        "act_report.addendum": "addendum", "obj_report": "report", "obj_user": "user",
+        "act_report.addendum": "addendum", "act_signing_key.create": "signing key made",
+        "act_signing_key.revoke": "signing key revoked", "obj_signing_key": "signing key", "obj_report": "report", "obj_user": "user",
         "obj_tat.csv": "TAT report", "obj_study": "study",
         # --- end of the administrator's pages ---
         "title": "County imaging and ECG reading centre", "worklist": "Worklist", "login": "Log in",
