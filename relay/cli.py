@@ -228,6 +228,9 @@ def cmd_verify_report(settings: Settings, args: argparse.Namespace) -> int:
                                      "channel you trust, not from the key set itself)")
             keys = open_signed_key_set(json.loads(Path(args.keys).read_text(encoding="utf-8")), pin=pin)
         else:
+            if args.pin:
+                raise SignatureError("--pin checks a key set file (--keys KEYSET); --county trusts the server "
+                                     "instead and has no key set signature to check")
             keys = KeySet.from_json_obj(_fetch_keys(args.county))
             print(f"WARNING: this check trusts the keys served by {args.county}: whoever controls that server "
                   "(or the network to it) can vouch for a forged report. For a check that trusts only the "
@@ -240,7 +243,8 @@ def cmd_verify_report(settings: Settings, args: argparse.Namespace) -> int:
     doc, key = verified.report.document, verified.key
     print(f"report verifies ({verified.carrier}): study {doc.get('study_instance_uid')}, revision "
           f"{doc.get('revision')}, signed by {key.owner} ({key.owner_name}) at {doc.get('signed_at')} "
-          f"with key {verified.report.key_id}")
+          f"with key {verified.report.key_id}"
+          + (f" (key set of {keys.published_at})" if keys.published_at else ""))
     return 0
 
 
