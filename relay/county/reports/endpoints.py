@@ -1,4 +1,4 @@
-"""Reports and signing keys: drafts, edits, signatures, addenda; published public keys."""
+"""Reports and signing keys: drafts, edits, signatures, addenda; keys published with owner, validity, revocation."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class KeyOut(BaseModel):
 
 
 class KeySetOut(BaseModel):
-    format: str = Field(description=f"{signing.KEY_SET_FORMAT}")
+    format: str = Field(description=signing.KEY_SET_FORMAT)
     published_at: str
     keys: list[KeyOut]
 

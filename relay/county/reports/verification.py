@@ -1,6 +1,8 @@
 """`relay verify-report` on what the township actually holds: the signed JSON, the Basic
 Text SR and the Encapsulated PDF its PACS received, or the printable PDF.
 
+The key set says whose each key is and when it was valid (relay.dicom.signing.verify):
+the report's reader must own the key, and the key must have been valid at ``signed_at``.
 The signature covers the signed document only. The SR and the PDF carry that document
 (the SR in its SIGNEDRPT TEXT item, the PDF as an attachment), so the signature is
 checked on it first; then what a person reads is held against it. For the SR that is
