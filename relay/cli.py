@@ -227,26 +227,44 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify_report(_settings: Settings, args: argparse.Namespace) -> int:
-    """Check a signed report offline against the county's published public keys: the signed
-    JSON, or the SR / Encapsulated PDF / PDF the township received (their visible parts too)."""
+def cmd_verify_report(settings: Settings, args: argparse.Namespace) -> int:
+    """Check a signed report against the county's key set: the signed JSON, or the SR /
+    Encapsulated PDF / PDF the township received (their visible parts too). Trusted and
+    offline with the exported key set and the pinned fingerprint of the county's key-set
+    key; with --county, as trustworthy as that server (and said so)."""
     from relay.county.reports.verification import verify_file
-    from relay.dicom.signing import SignatureError
+    from relay.dicom.signing import KeySet, SignatureError, open_signed_key_set
 
     try:
-        keys = json.loads(Path(args.keys).read_text(encoding="utf-8")) if args.keys else _fetch_keys(args.county)
+        if args.keys:
+            pin = args.pin or settings.county_keyset_pin
+            if not pin:
+                raise SignatureError("pin the county's key-set fingerprint: --pin FPR or RELAY_COUNTY_KEYSET_PIN "
+                                     "(the county prints it with `relay keys fingerprint`; take it once over a "
+                                     "channel you trust, not from the key set itself)")
+            keys = open_signed_key_set(json.loads(Path(args.keys).read_text(encoding="utf-8")), pin=pin)
+        else:
+            if args.pin:
+                raise SignatureError("--pin checks a key set file (--keys KEYSET); --county trusts the server "
+                                     "instead and has no key set signature to check")
+            keys = KeySet.from_json_obj(_fetch_keys(args.county))
+            print(f"WARNING: this check trusts the keys served by {args.county}: whoever controls that server "
+                  "(or the network to it) can vouch for a forged report. For a check that trusts only the "
+                  "county's pinned key: relay verify-report FILE --keys KEYSET --pin FPR (relay keys export).",
+                  file=sys.stderr)
         verified = verify_file(path=Path(args.file), public_keys=keys)
     except (SignatureError, OSError, ValueError) as exc:
         print(f"REPORT DOES NOT VERIFY: {exc}", file=sys.stderr)
         return 1
-    doc = verified.report.document
+    doc, key = verified.report.document, verified.key
     print(f"report verifies ({verified.carrier}): study {doc.get('study_instance_uid')}, revision "
-          f"{doc.get('revision')}, signed by {doc.get('reader')} at {doc.get('signed_at')} "
-          f"with key {verified.report.key_id}")
+          f"{doc.get('revision')}, signed by {key.owner} ({key.owner_name}) at {doc.get('signed_at')} "
+          f"with key {verified.report.key_id}"
+          + (f" (key set of {keys.published_at})" if keys.published_at else ""))
     return 0
 
 
-def _fetch_keys(county_url: str) -> dict[str, str]:
+def _fetch_keys(county_url: str) -> Any:
     import httpx
 
     try:
@@ -254,7 +272,34 @@ def _fetch_keys(county_url: str) -> dict[str, str]:
         r.raise_for_status()
     except httpx.HTTPError as exc:
         raise ValueError(f"cannot fetch the published keys from {county_url}: {exc}") from None
-    return dict(r.json())
+    return r.json()
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """The county's key-set key (outside the database) and the signed key set it makes."""
+    from relay.county.reports import keyset
+
+    path = settings.resolved_keyset_key_file
+    try:
+        private, created = keyset.load_or_create(path)
+    except (keyset.KeySetKeyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if created:
+        print(f"made the county's key-set key in {path} (mode 0600): back it up, keep it off the "
+              "database host if you can", file=sys.stderr)
+    fingerprint = keyset.fingerprint(private)
+    if args.keys_command == "fingerprint":
+        print(fingerprint)
+        return 0
+    county = _county(settings)
+    with county.sessions() as session:
+        document, count = keyset.export(session=session, private=private)
+    out = Path(args.out)
+    out.write_text(json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _audit_cli(county, "export", "signing_keys", fingerprint, f"{count} keys to {out.name}")
+    print(f"wrote {count} signing keys to {out}, signed by the county key-set key {fingerprint}")
+    return 0
 
 
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
@@ -334,9 +379,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
     vr = sub.add_parser("verify-report", help="verify a signed report offline; exit 1 if it does not")
     vr.add_argument("file", help="the signed report: its JSON, or the SR / Encapsulated PDF DICOM file or the PDF")
-    vr.add_argument("--keys", help="published keys saved from GET /api/signing-keys (offline)")
-    vr.add_argument("--county", default="http://127.0.0.1:8000", help="or fetch them from this county")
+    source = vr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--keys", help="the county's signed key set, from `relay keys export` (offline, trusted "
+                        "through --pin)")
+    source.add_argument("--county", help="or fetch the keys from this county's API (trusts that server; says so)")
+    vr.add_argument("--pin", help="fingerprint of the county's key-set key (`relay keys fingerprint`); "
+                    "default RELAY_COUNTY_KEYSET_PIN")
     vr.set_defaults(func=cmd_verify_report)
+    keys = sub.add_parser("keys", help="the county's key set of readers' signing keys, signed for townships")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    export = keys_sub.add_parser("export", help="write every signing key with owner, validity and revocation, "
+                                 "signed by the county's key-set key")
+    export.add_argument("--out", required=True, help="the file to write (give it to the townships)")
+    export.set_defaults(func=cmd_keys)
+    keys_sub.add_parser("fingerprint", help="print the key-set key's fingerprint, which townships pin once "
+                        "(makes the key on first use)").set_defaults(func=cmd_keys)
     send = sub.add_parser("send", help="C-STORE DICOM files or folders to an edge (as a modality)")
     send.add_argument("paths", nargs="+")
     send.add_argument("--host")

@@ -167,6 +167,20 @@ class Settings(BaseSettings):
         description="Largest single DICOM instance the ingest endpoint accepts, in bytes "
         "(default 2 GiB); larger bodies get 413 instead of exhausting memory.",
     )
+    county_keyset_key_file: Path | None = Field(
+        None,
+        description="PEM file of the county's key-set key, which signs the key set that "
+        "`relay keys export` writes (townships pin its fingerprint, `relay keys fingerprint`). "
+        "Kept outside the database, made on first use with mode 0600. Default: "
+        "<data_dir>/county-keyset-key.pem; in production a place the database's "
+        "administrators cannot write.",
+    )
+    county_keyset_pin: str | None = Field(
+        None,
+        description="At a township: the fingerprint (sha256:…) of the county's key-set key, "
+        "pinned once, against which `relay verify-report --keys KEYSET` checks the key set; "
+        "`--pin` overrides it.",
+    )
 
     # --- edge --------------------------------------------------------------------
     edge_host: str = Field("127.0.0.1", description="Address the edge DICOM SCP binds.")
@@ -427,6 +441,10 @@ class Settings(BaseSettings):
         if self.store_url:
             return self.store_url
         return f"file://{(self.data_dir / 'objects').resolve()}"
+
+    @property
+    def resolved_keyset_key_file(self) -> Path:
+        return (self.county_keyset_key_file or self.data_dir / "county-keyset-key.pem").resolve()
 
     @property
     def edge_spool_dir(self) -> Path:

@@ -4,7 +4,6 @@ technician acknowledges it on the edge's page. Every part is a real process."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -44,10 +43,26 @@ def sign_first_study(base: str, county, study_uid: str) -> None:
                headers=auth, timeout=60).raise_for_status()
 
 
-def verify_report(path: Path, keys: Path) -> subprocess.CompletedProcess[str]:
-    """`relay verify-report` as the township runs it, on a file its PACS received."""
-    return subprocess.run([sys.executable, "-m", "relay", "verify-report", str(path), "--keys", str(keys)],
-                          capture_output=True, text=True, env=base_env(), timeout=60)
+def verify_report(path: Path, keys: Path, pin: str) -> subprocess.CompletedProcess[str]:
+    """`relay verify-report` as the township runs it, on a file its PACS received, with the
+    county's exported key set and the fingerprint it pinned."""
+    return subprocess.run([sys.executable, "-m", "relay", "verify-report", str(path), "--keys", str(keys),
+                           "--pin", pin], capture_output=True, text=True, env=base_env(), timeout=60)
+
+
+def export_keys(tmp_path: Path, settings, out: Path) -> str:
+    """At the county: `relay keys fingerprint` (what the township pins) and `relay keys export`."""
+    env = base_env(data_dir=str(tmp_path / "var"), database_url=settings.resolved_database_url)
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "relay", "keys", *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    pin = run("fingerprint").strip()
+    run("export", "--out", str(out))
+    return pin
 
 
 def test_a_signed_report_comes_back_to_the_township_pacs_and_is_acknowledged(tmp_path, settings, county, samples):
@@ -70,13 +85,13 @@ def test_a_signed_report_comes_back_to_the_township_pacs_and_is_acknowledged(tmp
             objects = [pydicom.dcmread(f) for f in received()]
             assert {str(o.SOPClassUID) for o in objects} == {"1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.104.1"}
             assert all(o.StudyInstanceUID == dx["study_instance_uid"] and o.PatientName == dx["patient_name"] for o in objects)
-            keys = tmp_path / "keys.json"
-            keys.write_text(json.dumps(httpx.get(f"{base}/api/signing-keys").json()))
+            keys = tmp_path / "keyset.json"
+            pin = export_keys(tmp_path, settings, keys)
             sr_file = next(f for f, o in zip(received(), objects) if o.Modality == "SR")
             pdf_file = next(f for f, o in zip(received(), objects) if o.Modality == "DOC")
             for path, carrier in ((sr_file, "Basic Text SR"), (pdf_file, "Encapsulated PDF"),
                                   (next((relay["spool"] / "reports").rglob("signed.json")), "signed JSON")):
-                verified = verify_report(path, keys)
+                verified = verify_report(path, keys, pin)
                 assert verified.returncode == 0, verified.stderr
                 assert f"report verifies ({carrier}): study {dx['study_instance_uid']}" in verified.stdout
             edited = pydicom.dcmread(sr_file)
@@ -84,7 +99,7 @@ def test_a_signed_report_comes_back_to_the_township_pacs_and_is_acknowledged(tmp
                               if i.ConceptNameCodeSequence[0].CodeMeaning == "Impressions").ContentSequence[0]
             impression.TextValue = impression.TextValue.replace("30%", "20%")  # one character
             edited.save_as(tmp_path / "edited-sr.dcm")
-            refused = verify_report(tmp_path / "edited-sr.dcm", keys)
+            refused = verify_report(tmp_path / "edited-sr.dcm", keys, pin)
             assert refused.returncode == 1 and "REPORT DOES NOT VERIFY" in refused.stderr, refused.stdout
             page = httpx.get(relay["page"] + "/").text
             assert "危急值报告" in page  # the township is alarmed until someone acknowledges

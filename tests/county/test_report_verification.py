@@ -12,10 +12,12 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pydicom
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.county.reports import objects
 from relay.county.reports.verification import verify_file
@@ -24,7 +26,17 @@ from tests.county.test_report_objects import ADDENDUM, CRITICAL, DOCUMENT, STUDY
 from tests.processes import base_env
 
 KEY_ID, PUBLIC_PEM, ENCRYPTED = signing.new_key("sign-me-please")
-KEYS = {KEY_ID: PUBLIC_PEM}
+KEYS = signing.KeySet({KEY_ID: signing.PublishedKey(KEY_ID, PUBLIC_PEM, owner="dr.wang", owner_name="王医生",
+                                                    valid_from=datetime(2026, 1, 1, tzinfo=UTC))})
+"""dr.wang's key, as the county's key set publishes it (the documents are his, of 2026-11-23)."""
+KEYSET_KEY = Ed25519PrivateKey.generate()
+"""The county's key-set key; townships pin its fingerprint."""
+
+
+def keyset_file(path: Path, keys: signing.KeySet = KEYS) -> Path:
+    """The key set as `relay keys export` writes it."""
+    path.write_text(json.dumps(signing.sign_key_set(keys, KEYSET_KEY), ensure_ascii=False), encoding="utf-8")
+    return path
 
 
 def signed(document: dict = CRITICAL) -> signing.SignedReport:
@@ -140,15 +152,18 @@ def test_any_pdf_reader_lists_and_extracts_the_signed_document(tmp_path):
 
 
 def test_the_command_verifies_an_sr_and_fails_on_an_edited_one(tmp_path):
-    (tmp_path / "keys.json").write_text(json.dumps(KEYS))
+    keyset_file(tmp_path / "keys.json")
+    pin = signing.fingerprint(KEYSET_KEY.public_key())
     ds = pydicom.dcmread(sr_file(tmp_path / "sr.dcm"))
     impression_item(ds).TextValue = impression_item(ds).TextValue.replace("右", "左", 1)
     ds.save_as(tmp_path / "edited.dcm")
 
     def run(name: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "relay", "verify-report", name, "--keys", "keys.json"],
-                              cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "relay", "verify-report", name, "--keys", "keys.json",
+                               "--pin", pin], cwd=tmp_path, env=base_env(), capture_output=True, text=True,
+                              timeout=60)
 
     good, bad = run("sr.dcm"), run("edited.dcm")
     assert good.returncode == 0 and "report verifies (Basic Text SR)" in good.stdout, good.stderr
+    assert "signed by dr.wang (王医生)" in good.stdout
     assert bad.returncode == 1 and "REPORT DOES NOT VERIFY" in bad.stderr and "Impression" in bad.stderr

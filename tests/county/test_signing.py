@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from relay.county.app import create_app
@@ -41,7 +43,9 @@ def test_a_signed_report_verifies_with_the_published_keys(county):
     with county.sessions() as s:
         stored = s.query(SigningKey).one()
     assert "ENCRYPTED PRIVATE KEY" in stored.encrypted_private_pem  # never in clear
-    report = signing.sign(DOCUMENT, signing.unlock(stored.encrypted_private_pem, password))
+    # Signed now: after the key became valid (a document dated before it would not verify).
+    document = {**DOCUMENT, "signed_at": datetime.now(UTC).isoformat()}
+    report = signing.sign(document, signing.unlock(stored.encrypted_private_pem, password))
     signing.verify(signing.SignedReport.from_json(report.to_json()), published)
     assert report.key_id == key["key_id"]
 
@@ -75,15 +79,19 @@ def test_the_wrong_signing_password_cannot_unlock_the_key(county):
 def test_relay_verify_report_accepts_the_real_one_and_fails_loudly_on_tampering(tmp_path):
     kid, public_pem, encrypted = signing.new_key("sign-me-please")
     report = signing.sign(DOCUMENT, signing.unlock(encrypted, "sign-me-please"))
-    (tmp_path / "keys.json").write_text(json.dumps({kid: public_pem}))
+    county_key = Ed25519PrivateKey.generate()  # the county's key-set key, as `relay keys export` uses it
+    keys = signing.KeySet({kid: signing.PublishedKey(kid, public_pem, owner="dr.wang", owner_name="王医生",
+                                                     valid_from=datetime(2026, 11, 1, tzinfo=UTC))})
+    (tmp_path / "keys.json").write_text(json.dumps(signing.sign_key_set(keys, county_key), ensure_ascii=False))
+    pin = signing.fingerprint(county_key.public_key())
     (tmp_path / "report.json").write_text(report.to_json(), encoding="utf-8")
     tampered = json.loads(report.to_json())
     tampered["document"]["impression"] = "正常"
     (tmp_path / "tampered.json").write_text(json.dumps(tampered, ensure_ascii=False), encoding="utf-8")
 
     def run(name: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "relay", "verify-report", name, "--keys", "keys.json"],
-                              cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "relay", "verify-report", name, "--keys", "keys.json",
+                               "--pin", pin], cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=60)
 
     good, bad = run("report.json"), run("tampered.json")
     assert good.returncode == 0 and "report verifies" in good.stdout

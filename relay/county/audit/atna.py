@@ -77,6 +77,8 @@ EVENTS: dict[str, EventKind] = {
     "site.create": EventKind(SECURITY_ALERT, "E", NODE_AUTHENTICATION),
     "site.revoke": EventKind(SECURITY_ALERT, "E", NODE_AUTHENTICATION),
     "export": EventKind(EXPORT, "R"),
+    "signing_key.create": EventKind(SECURITY_ALERT, "E", USER_SECURITY_ATTRIBUTES_CHANGED),
+    "signing_key.revoke": EventKind(SECURITY_ALERT, "E", USER_SECURITY_ATTRIBUTES_CHANGED),
 }
 """Our actions (relay.county.audit.service.Action) -> their ATNA event. Report drafts,
 signatures and addenda (``report.*``) are Patient Record events, created or updated."""

@@ -78,6 +78,10 @@ class Action(enum.StrEnum):
     """An addendum was added to a signed report (ATNA Patient Record, create)."""
     EXPORT = "export"
     """Data left the system in bulk: a TAT CSV, an audit export (ATNA Export)."""
+    SIGNING_KEY_CREATE = "signing_key.create"
+    """A reader made a signing key (Security Alert: user security attributes changed)."""
+    SIGNING_KEY_REVOKE = "signing_key.revoke"
+    """A signing key was revoked, with its reason (Security Alert)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -471,6 +471,14 @@ class SigningKey(Base):
     encrypted_private_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTC)
     revoked_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    """From when the key signs nothing (may be earlier than the revocation itself: the
+    time the key was compromised)."""
+    # Migration 0025: the key's published validity and who revoked it, and why.
+    valid_from: Mapped[datetime] = mapped_column(UTC, default=lambda ctx: ctx.get_current_parameters()["created_at"])
+    valid_until: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    """Set when the reader makes a newer key (or an old admin key was retired); null: open."""
+    revocation_reason: Mapped[str] = mapped_column(String(500), default="", server_default=text("''"))
+    revoked_by: Mapped[str] = mapped_column(String(128), default="", server_default=text("''"))
 
 
 class Report(Base):

@@ -1,4 +1,4 @@
-"""Reports and signing keys: drafts, edits, signatures, addenda; published public keys."""
+"""Reports and signing keys: drafts, edits, signatures, addenda; keys published with owner, validity, revocation."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field
 from relay.county.audit.endpoints import audit
 from relay.county.audit.service import Action
 from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
-from relay.county.db.models import Report
+from relay.county.db.models import Report, User
 from relay.county.errors import NotFound
 from relay.county.reports import delivery, keys, service, templates
 from relay.county.worker import enqueue_deliver
-from relay.dicom import body_parts
+from relay.dicom import body_parts, signing
 from relay.dicom.vocab import Role
 
 log = logging.getLogger(__name__)
@@ -29,23 +29,69 @@ class NewKeyIn(BaseModel):
                                   "the private key is stored only encrypted under it.")
 
 
+class OwnerOut(BaseModel):
+    username: str = Field(description="The reader every document this key signs must name (`reader`).")
+    display_name: str
+
+
 class KeyOut(BaseModel):
     key_id: str
     public_pem: str
+    owner: OwnerOut
+    valid_from: datetime
+    valid_until: datetime | None = Field(description="Set when the reader made a newer key; null: open.")
+    revoked_at: datetime | None = Field(description="From when the key signs nothing; null: not revoked.")
+    revocation_reason: str
+
+
+class KeySetOut(BaseModel):
+    format: str = Field(description=signing.KEY_SET_FORMAT)
+    published_at: str
+    keys: list[KeyOut]
+
+
+class RevokeIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="Why, e.g. 离职, 密码泄露.")
+    effective_at: datetime | None = Field(
+        None, description="From when the key is to sign nothing (not in the future): the time it "
+        "was compromised, if earlier than now. Reports it signed from then on no longer verify.")
+
+
+def _key_out(key: signing.PublishedKey) -> KeyOut:
+    return KeyOut.model_validate(key.to_json_obj())
 
 
 @router.post("", response_model=KeyOut, status_code=201)
-def create_key(body: NewKeyIn, principal: PrincipalDep, session: SessionDep) -> KeyOut:
-    """Make a signing key for the calling reader."""
+def create_key(body: NewKeyIn, principal: PrincipalDep, session: SessionDep, county: CountyDep,
+               request: Request) -> KeyOut:
+    """Make a signing key for the calling reader (readers only; 403 for anyone else). The
+    reader's earlier keys stay published, valid until now."""
     key = keys.create_key(session=session, principal=principal, signing_password=body.signing_password)
-    return KeyOut(key_id=key.key_id, public_pem=key.public_pem)
+    owner = session.get(User, key.user_id)
+    assert owner is not None
+    audit(county, request, principal, Action.SIGNING_KEY_CREATE, object_type="signing_key", object_id=key.key_id)
+    return _key_out(keys.published(key, owner))
 
 
-@router.get("", response_model=dict[str, str])
-def published(session: SessionDep) -> dict[str, str]:
-    """Every reader's public key by key id: what `relay verify-report` checks against.
-    Public by nature: it lets anyone verify a report, and signs nothing."""
-    return keys.published_keys(session=session)
+@router.get("", response_model=KeySetOut)
+def published(session: SessionDep) -> KeySetOut:
+    """Every key ever made, with its owner, validity and revocation: what `relay verify-report
+    --county` checks against (it trusts this server; the offline, pinned path is `relay keys
+    export`). Public by nature: it lets anyone verify a report, and signs nothing."""
+    return KeySetOut.model_validate(keys.key_set(session=session).to_json_obj())
+
+
+@router.post("/{key_id}/revoke", response_model=KeyOut)
+def revoke(key_id: str, body: RevokeIn, principal: PrincipalDep, session: SessionDep, county: CountyDep,
+           request: Request) -> KeyOut:
+    """Revoke a key (administrators, or the key's owner): it signs nothing from ``effective_at``
+    (default now) on; reports it signed before still verify. 409 if already revoked."""
+    key, owner = keys.revoke_key(session=session, principal=principal, key_id=key_id, reason=body.reason,
+                                 effective_at=body.effective_at)
+    audit(county, request, principal, Action.SIGNING_KEY_REVOKE, object_type="signing_key", object_id=key.key_id,
+          detail=f"owner {owner.username}; from {key.revoked_at.isoformat() if key.revoked_at else ''}; "
+          f"reason: {key.revocation_reason}")
+    return _key_out(keys.published(key, owner))
 
 
 class TemplateOut(BaseModel):

@@ -146,13 +146,15 @@ def _display_name(session: Session, user_id: int) -> str:
 
 def sign(*, session: Session, principal: Principal, report_id: int, signing_password: str,
          store: ObjectStore) -> Report:
-    """Sign a draft with the reader's key; the study becomes ``signed``."""
+    """Sign a draft with the reader's key; the study becomes ``signed``. Only readers sign."""
+    keys.require_signer(principal)
     report = _own_draft(session, principal, report_id)
     if not report.impression.strip():
         raise BadRequest("诊断意见 (impression) is empty")
     key = keys.current_key(session=session, user_id=principal.user_id)
     if key is None:
-        raise Conflict("make a signing key first (POST /api/signing-keys)")
+        raise Conflict("make a signing key first (POST /api/signing-keys): you have none that is "
+                       "valid now (never made, revoked or ended)")
     try:
         private = signing.unlock(key.encrypted_private_pem, signing_password)
     except signing.SignatureError as exc:

@@ -1,6 +1,8 @@
 """`relay verify-report` on what the township actually holds: the signed JSON, the Basic
 Text SR and the Encapsulated PDF its PACS received, or the printable PDF.
 
+The key set says whose each key is and when it was valid (relay.dicom.signing.verify):
+the report's reader must own the key, and the key must have been valid at ``signed_at``.
 The signature covers the signed document only. The SR and the PDF carry that document
 (the SR in its SIGNEDRPT TEXT item, the PDF as an attachment), so the signature is
 checked on it first; then what a person reads is held against it. For the SR that is
@@ -17,6 +19,7 @@ version as the county, and a PDF text extractor); the attached document is the p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from relay.county.reports import attachment, objects
-from relay.dicom.signing import SignatureError, SignedReport, verify
+from relay.dicom.signing import KeySet, PublishedKey, SignatureError, SignedReport, verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,31 +39,34 @@ class Verified:
     report: SignedReport
     carrier: str
     """'signed JSON', 'Basic Text SR', 'Encapsulated PDF' or 'PDF'."""
+    key: PublishedKey
+    """The key that signed it, whose owner is the report's reader."""
 
 
-def verify_file(*, path: Path, public_keys: dict[str, str]) -> Verified:
-    """Verify the report in ``path`` (any carrier); a SignatureError says what is wrong."""
+def verify_file(*, path: Path, public_keys: KeySet | Mapping[str, Any]) -> Verified:
+    """Verify the report in ``path`` (any carrier) against the county's key set (a KeySet or
+    its published JSON): the signature, its signer as the key's owner, the key valid at the
+    signing time, and what the carrier shows. A SignatureError says what is wrong."""
+    keys = public_keys if isinstance(public_keys, KeySet) else KeySet.from_json_obj(public_keys)
     data = path.read_bytes()
     if data.startswith(b"%PDF-"):
         report = _from_pdf(data)
-        verify(report, public_keys)
-        return Verified(report, "PDF")
+        return Verified(report, "PDF", verify(report, keys))
     if data.lstrip()[:1] == b"{":
         report = SignedReport.from_json(data.decode("utf-8"))
-        verify(report, public_keys)
-        return Verified(report, "signed JSON")
+        return Verified(report, "signed JSON", verify(report, keys))
     ds = _dicom(path)
     sop_class = str(ds.get("SOPClassUID", ""))
     if sop_class == objects.BASIC_TEXT_SR:
         report = _signed_in_sr(ds)
-        verify(report, public_keys)
+        key = verify(report, keys)
         check_sr(ds, report.document)
-        return Verified(report, "Basic Text SR")
+        return Verified(report, "Basic Text SR", key)
     if sop_class == objects.ENCAPSULATED_PDF:
         report = _from_pdf(encapsulated_pdf(ds))
-        verify(report, public_keys)
+        key = verify(report, keys)
         check_encapsulated_pdf(ds, report.document)
-        return Verified(report, "Encapsulated PDF")
+        return Verified(report, "Encapsulated PDF", key)
     raise SignatureError(f"a DICOM object of SOP class {sop_class or '(none)'} is not a report this relay sends")
 
 
