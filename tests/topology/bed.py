@@ -203,22 +203,20 @@ def fresh_study(sources: list[Path], dest: Path, **attrs: str) -> tuple[str, lis
     return study_uid, written
 
 
-def fetch_verification_keys(topology: Topology, dest: Path) -> Path:
-    """The key set a township checks reports against, written to ``dest`` for
-    ``relay verify-report --keys``. Today: the county's published keys, fetched over HTTPS
-    through the proxy (as tests/test_report_roundtrip.py does). The one place to change when
-    the signed ``relay keys export`` replaces it."""
-    with topology.client() as http:
-        r = http.get("/api/signing-keys")
-        r.raise_for_status()
-        dest.write_text(json.dumps(r.json()), encoding="utf-8")
-    return dest
+def fetch_verification_keys(topology: Topology, dest: Path) -> tuple[Path, str]:
+    """The key set a township checks reports against, and the fingerprint it pinned: the
+    county's operator runs ``relay keys fingerprint`` (handed to the township once) and
+    ``relay keys export``, as the README's deployment says."""
+    pin = topology.relay("keys", "fingerprint").stdout.strip().split()[-1]
+    topology.relay("keys", "export", "--out", str(dest))
+    return dest, pin
 
 
-def verify_report(path: Path, keys: Path) -> subprocess.CompletedProcess[str]:
-    """``relay verify-report FILE --keys KEYS`` as the township runs it."""
-    return subprocess.run([sys.executable, "-m", "relay", "verify-report", str(path), "--keys", str(keys)],
-                          capture_output=True, text=True, env=base_env(), timeout=60)
+def verify_report(path: Path, keys: tuple[Path, str]) -> subprocess.CompletedProcess[str]:
+    """``relay verify-report FILE --keys KEYSET --pin FPR`` as the township runs it."""
+    keyset, pin = keys
+    return subprocess.run([sys.executable, "-m", "relay", "verify-report", str(path), "--keys", str(keyset),
+                           "--pin", pin], capture_output=True, text=True, env=base_env(), timeout=60)
 
 
 # --- bringing it up --------------------------------------------------------------------
