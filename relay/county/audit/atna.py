@@ -77,6 +77,7 @@ EVENTS: dict[str, EventKind] = {
     "site.create": EventKind(SECURITY_ALERT, "E", NODE_AUTHENTICATION),
     "site.revoke": EventKind(SECURITY_ALERT, "E", NODE_AUTHENTICATION),
     "export": EventKind(EXPORT, "R"),
+    "site.technicians": EventKind(EXPORT, "R"),
 }
 """Our actions (relay.county.audit.service.Action) -> their ATNA event. Report drafts,
 signatures and addenda (``report.*``) are Patient Record events, created or updated."""

@@ -70,6 +70,11 @@ class Action(enum.StrEnum):
     """An addendum was added to a signed report (ATNA Patient Record, create)."""
     EXPORT = "export"
     """Data left the system in bulk: a TAT CSV, an audit export (ATNA Export)."""
+    REPORT_ACKNOWLEDGE = "report.acknowledge"
+    """A township technician acknowledged a signed report on the edge's page (actor: the
+    technician's username; the detail holds the technician's time)."""
+    SITE_TECHNICIANS = "site.technicians"
+    """A township's edge fetched its technicians' login hashes for its offline login cache."""
 
 
 @dataclass(frozen=True, slots=True)
