@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 from argon2 import PasswordHasher
+from playwright.sync_api import Page
 
 from relay.edge.technicians import TechnicianCache
 
@@ -42,3 +43,13 @@ def logged_in(base: str, username: str = "tech.li", password: str = PASSWORD) ->
         answer = log_in(client, username, password)
         assert answer.status_code == 303 and answer.headers["location"].startswith("/?"), answer.text
         yield client
+
+
+def log_in_browser(page: Page, base: str, username: str = "tech.li", password: str = PASSWORD) -> None:
+    """Log in through the page's login form in a real browser, as a technician does."""
+    page.goto(f"{base}/")
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(password)
+    with page.expect_navigation():
+        page.get_by_role("button", name="登录").click()
+    assert page.url.rstrip("/").startswith(base) and "/login" not in page.url, page.url
