@@ -25,8 +25,8 @@ from relay.county.context import County
 from relay.county.db.models import Instance
 from relay.dicom.vocab import Role
 from tests.conftest import SAMPLES
-from tests.factories import make_site, make_user
 from tests.edge.techpage import log_in
+from tests.factories import make_site, make_user
 from tests.processes import RelayProcess, base_env, wait_for
 from tests.servers import free_port
 
