@@ -69,6 +69,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_user.update": "修改用户", "act_report.draft": "保存报告草稿", "act_report.sign": "签发报告",
         "act_report.addendum": "补充报告", "obj_report": "报告", "obj_user": "用户",
         "obj_tat.csv": "TAT报表", "obj_study": "检查",
+        "act_report.acknowledge": "技师确认报告", "act_site.technicians": "乡镇同步技师账号",
         # --- end of the administrator's pages ---
         "title": "县域影像心电诊断中心", "worklist": "待诊断列表", "login": "登录",
         "username": "用户名", "password": "密码", "logout": "退出",
@@ -195,6 +196,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_user.update": "user changed", "act_report.draft": "report draft", "act_report.sign": "report signed",
         "act_report.addendum": "addendum", "obj_report": "report", "obj_user": "user",
         "obj_tat.csv": "TAT report", "obj_study": "study",
+        "act_report.acknowledge": "report acknowledged by the technician",
+        "act_site.technicians": "technician logins sent to the edge",
         # --- end of the administrator's pages ---
         "title": "County imaging and ECG reading centre", "worklist": "Worklist", "login": "Log in",
         "username": "Username", "password": "Password", "logout": "Log out",
