@@ -26,7 +26,7 @@ from relay.edge.technicians import TechnicianCache, sync_once
 from tests.county.test_delivery import SITE_TECHNICIAN, signed_study, site_token
 from tests.county.test_dicomweb import server  # noqa: F401 - the county under uvicorn
 from tests.edge.helpers import wait_until
-from tests.edge.techpage import PASSWORD, form_token, log_in, logged_in
+from tests.edge.techpage import PASSWORD, cached_technician, form_token, log_in, logged_in
 from tests.factories import make_site, make_user
 
 UNREACHABLE = "http://127.0.0.1:9"
@@ -132,3 +132,29 @@ def test_an_acknowledgement_with_the_county_down_waits_at_the_edge_and_reaches_t
     assert delivery.acknowledged_at == pending.acknowledged_at  # the technician's time, not the upload's
     assert [t.actor for t in transitions] == [SITE_TECHNICIAN]
     assert [(a.actor, a.object_id) for a in audited] == [(SITE_TECHNICIAN, uid)]
+
+
+def test_an_acknowledgement_the_county_refuses_is_not_retried_and_says_so(
+    server: str, county, edge_settings: Settings, spool: Spool,  # noqa: F811
+) -> None:
+    with httpx.Client(base_url=server, timeout=60) as client:
+        signed_study(client, county, critical=True)
+    up, _ = _edge(edge_settings, server, county)
+    with county_client(up) as client:
+        assert deliver_round(client, up, []) == 1
+    [delivery_id] = [int(p.name) for p in (up.edge_spool_dir / "reports").iterdir()]
+    acks = AckJournal(spool.root)
+    acks.record(delivery_id=delivery_id, username="not.at.the.county", display_name="?")
+    with county_client(up) as client:
+        assert deliver_pending(client, acks) == 0
+        assert deliver_pending(client, acks) == 0
+    ack = acks.get(delivery_id)
+    assert ack is not None and (ack.state, ack.attempts) == (AckState.REFUSED, 1)
+    page = _page(spool, up, cached_technician(spool.root), acks)
+    try:
+        with logged_in(f"http://127.0.0.1:{page.port}") as client:
+            assert "县医院未接受" in client.get("/").text
+    finally:
+        page.stop()
+    with county.sessions() as s:
+        assert s.execute(select(ReportDelivery.acknowledged_at)).scalar_one() is None
