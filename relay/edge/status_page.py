@@ -31,6 +31,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from relay.config import Settings
 from relay.edge import page_security as security
@@ -152,7 +153,8 @@ def report_views(deps: PageDeps, names: dict[str, str] | None = None) -> list[di
 def _report_view(item: dict[str, Any], deps: PageDeps, names: dict[str, str], ack: Ack | None) -> dict[str, Any]:
     folder = report_folder(deps, int(item["delivery_id"]))
     signed = datetime.fromisoformat(item["signed_at"]).astimezone(deps.zone).strftime("%m-%d %H:%M")
-    state = ack.state.value if ack else ("confirmed" if (folder / "ack.json").exists() else None)  # ack.json: before 0.x journal
+    # ack.json: acknowledged by an edge from before the journal, which told the county at once.
+    state = ack.state.value if ack else ("confirmed" if (folder / "ack.json").exists() else None)
     return {"id": item["delivery_id"], "kind": item["kind"], "critical": item["critical"],
             "reader": item["reader"], "signed": signed, "name": names.get(item["study_instance_uid"], ""),
             "study": item["study_instance_uid"], "pdf": (folder / "pdf.pdf").exists(), "ack": state,
@@ -193,7 +195,7 @@ def build_app(deps: PageDeps) -> FastAPI:
         form, refused = await _checked_post(request, deps)
         if refused is not None:
             return refused
-        if not deps.spool.mark_study_stat(study_uid, reason="technician"):
+        if not await run_in_threadpool(deps.spool.mark_study_stat, study_uid, reason="technician"):
             return JSONResponse({"detail": "unknown study"}, status_code=404)
         log.info("study %s marked STAT by the technician", study_uid)
         return RedirectResponse(f"/?lang={_lang(form.get('lang'))}", status_code=303)
@@ -217,8 +219,8 @@ def build_app(deps: PageDeps) -> FastAPI:
             return JSONResponse({"detail": "no such report at this edge"}, status_code=404)
         session = deps.sessions.get(request.cookies.get(security.SESSION_COOKIE))
         assert session is not None  # _checked_post found it
-        deps.acks.record(delivery_id=delivery_id, username=session.technician.username,
-                         display_name=session.technician.display_name)
+        await run_in_threadpool(deps.acks.record, delivery_id=delivery_id, username=session.technician.username,
+                                display_name=session.technician.display_name)  # fsynced: off the event loop
         log.info("report delivery %d acknowledged at the township (journaled)", delivery_id)
         return RedirectResponse(f"/?lang={_lang(form.get('lang'))}", status_code=303)
 
@@ -265,7 +267,8 @@ def add_login_routes(app: FastAPI, deps: PageDeps, templates: Jinja2Templates) -
         if not security.same_token(form.get("csrf"), request.cookies.get(security.LOGIN_COOKIE)):
             return JSONResponse({"detail": "bad or missing CSRF token"}, status_code=403)
         try:
-            technician = deps.technicians.authenticate(form.get("username", "").strip(), form.get("password", ""))
+            technician = await run_in_threadpool(deps.technicians.authenticate, form.get("username", "").strip(),
+                                                 form.get("password", ""))
         except LoginRefused as exc:
             log.info("technician login refused locked=%s", exc.locked)
             return login_page(request, lang, error=TEXT[lang]["login_locked" if exc.locked else "login_failed"],
