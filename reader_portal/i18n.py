@@ -73,6 +73,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_report.addendum": "补充报告", "act_signing_key.create": "创建签名密钥",
         "act_signing_key.revoke": "吊销签名密钥", "obj_signing_key": "签名密钥", "obj_report": "报告", "obj_user": "用户",
         "obj_tat.csv": "TAT报表", "obj_study": "检查",
+        "act_report.acknowledge": "技师确认报告", "act_site.technicians": "乡镇同步技师账号",
         # --- end of the administrator's pages ---
         "title": "县域影像心电诊断中心", "worklist": "待诊断列表", "login": "登录",
         "username": "用户名", "password": "密码", "logout": "退出",
@@ -206,6 +207,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_report.addendum": "addendum", "act_signing_key.create": "signing key made",
         "act_signing_key.revoke": "signing key revoked", "obj_signing_key": "signing key", "obj_report": "report", "obj_user": "user",
         "obj_tat.csv": "TAT report", "obj_study": "study",
+        "act_report.acknowledge": "report acknowledged by the technician",
+        "act_site.technicians": "technician logins sent to the edge",
         # --- end of the administrator's pages ---
         "title": "County imaging and ECG reading centre", "worklist": "Worklist", "login": "Log in",
         "username": "Username", "password": "Password", "logout": "Log out",

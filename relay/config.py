@@ -306,7 +306,40 @@ class Settings(BaseSettings):
     edge_status_host: str = Field(
         "127.0.0.1",
         description="Address of the technician's status page; loopback by default because "
-        "the page shows patient names and has no login.",
+        "the page shows patient names. Another address (the township LAN) needs TLS "
+        "(edge_status_tls_cert) and edge_status_allowed_hosts; without TLS the edge logs a "
+        "security warning at start.",
+    )
+    edge_status_allowed_hosts: str = Field(
+        "",
+        description="Host names and addresses the page answers to (the browser's Host header), "
+        "comma separated, e.g. 'edge-a.local,192.168.1.10'; any other Host gets 421, which "
+        "defeats DNS rebinding. Default empty: the bind address plus localhost, 127.0.0.1 and ::1.",
+    )
+    edge_status_tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) for HTTPS on the technician's page; with it the "
+        "session cookie is Secure. Default none: plain HTTP, fine on loopback only.",
+    )
+    edge_status_tls_key: Path | None = Field(None, description="PEM private key of edge_status_tls_cert.")
+    edge_status_session_idle_minutes: float = Field(
+        30.0, gt=0, le=30,
+        description="Minutes without a click after which a technician's page login ends (the "
+        "page's own 10 s refresh does not count). At most 30: the PC at a township desk is "
+        "shared. Default 30.",
+    )
+    edge_technicians_poll_s: float = Field(
+        300.0, gt=0,
+        description="Seconds between fetches of this site's technician logins from the county "
+        "(GET /api/edges/technicians; unchanged lists cost a 304). The copy is kept on disk, so "
+        "login works while the WAN is down. Default 5 min: a new or disabled account reaches "
+        "the township within minutes.",
+    )
+    edge_ack_retry_s: float = Field(
+        15.0, gt=0,
+        description="Seconds between attempts to deliver journaled acknowledgements to the county "
+        "while it cannot be reached (a new acknowledgement is sent at once). Default 15, like "
+        "the report poll.",
     )
     edge_status_port: int = Field(
         8081,

@@ -55,6 +55,8 @@ def _demo(settings: Settings, county: County) -> None:
         f"  阅片门户 / portal:  {settings.county_base_url}/portal/",
         f"  API 文档 / API docs: {settings.county_base_url}/docs",
         f"  边缘节点 / edge DICOM: {settings.edge_ae_title}@{settings.edge_host}:{settings.edge_port}",
+        *([f"  技师页面 / technician's page: http://{settings.edge_status_host}:{settings.edge_status_port}/ "
+           "(技师账号 tech / log in as tech)"] if settings.edge_status_port > 0 else []),
         "  登录 / logins:",
         *[f"    {role.value:<12} {user:<8} {password}" for user, password, role in logins],
         "  Ctrl-C 停止 / to stop",
@@ -69,10 +71,19 @@ and county share one machine there, and a minute's wait (the production default,
 modalities that send series a while apart) would make the demo look stuck."""
 
 
+UP_TECHNICIANS_POLL_S = 10.0
+"""Seconds between the edge's fetches of technician logins under `relay up`, unless
+configured: the demo's technician is made after the edge started, and should be able to
+log in to the technician's page within seconds, not the production 5 minutes."""
+
+
 def _one_machine_defaults(settings: Settings) -> dict[str, str]:
-    if "edge_study_quiet_s" in settings.model_fields_set:
-        return {}
-    return {"RELAY_EDGE_STUDY_QUIET_S": str(UP_STUDY_QUIET_S)}
+    defaults = {}
+    if "edge_study_quiet_s" not in settings.model_fields_set:
+        defaults["RELAY_EDGE_STUDY_QUIET_S"] = str(UP_STUDY_QUIET_S)
+    if "edge_technicians_poll_s" not in settings.model_fields_set:
+        defaults["RELAY_EDGE_TECHNICIANS_POLL_S"] = str(UP_TECHNICIANS_POLL_S)
+    return defaults
 
 
 PORT_PROBE_TIMEOUT_S = 1.0

@@ -25,6 +25,7 @@ from relay.county.context import County
 from relay.county.db.models import Instance
 from relay.dicom.vocab import Role
 from tests.conftest import SAMPLES
+from tests.edge.techpage import log_in
 from tests.factories import make_site, make_user
 from tests.processes import RelayProcess, base_env, wait_for
 from tests.servers import free_port
@@ -188,6 +189,12 @@ def test_relay_up_demo_runs_everything_on_embedded_defaults_and_stops_cleanly(tm
                  timeout=WORKLIST_TIMEOUT_S, procs=[up])
         assert len(worklist(base, bearer)) == len(expected_studies(samples))
         assert (tmp_path / "var" / "county.db").exists()
+        tech = next(u for u in logins if u["role"] == "technician")
+        with httpx.Client(base_url=f"http://127.0.0.1:{env['RELAY_EDGE_STATUS_PORT']}") as page:
+            wait_for("the demo technician able to log in to the technician's page",
+                     lambda: log_in(page, tech["username"], tech["password"]).status_code == 303,
+                     timeout=60, procs=[up])
+            assert "今日检查" in page.get("/").text
     finally:
         code = up.stop(signal.SIGINT, timeout=40)
     assert code == 0, up.log()[-3000:]

@@ -15,6 +15,7 @@ import pydicom
 from relay.dicom.vocab import Role
 from tests.conftest import SAMPLES
 from tests.factories import make_user
+from tests.edge.techpage import log_in
 from tests.processes import base_env, wait_for
 from tests.servers import free_port
 from tests.test_end_to_end import launch_relay, storescu, token
@@ -70,7 +71,8 @@ def test_a_signed_report_comes_back_to_the_township_pacs_and_is_acknowledged(tmp
     dx = next(s for s in samples if s["modality"] == "DX")
     try:
         with launch_relay(tmp_path, settings, county, edge_report_destinations=f"TOWNPACS@127.0.0.1:{pacs_port}",
-                          edge_report_poll_s="1") as relay:
+                          edge_report_poll_s="1", edge_technicians_poll_s="1", edge_ack_retry_s="1") as relay:
+            tech_password = make_user(county, "tech.qs", Role.TECHNICIAN, site="qingshan")
             assert storescu(relay["edge_port"], SAMPLES / dx["path"]).returncode == 0
             base = relay["base"]
             reader = token(base, "reader0", make_user(county, "reader0", Role.RADIOLOGIST))
@@ -101,13 +103,20 @@ def test_a_signed_report_comes_back_to_the_township_pacs_and_is_acknowledged(tmp
             edited.save_as(tmp_path / "edited-sr.dcm")
             refused = verify_report(tmp_path / "edited-sr.dcm", keys, pin)
             assert refused.returncode == 1 and "REPORT DOES NOT VERIFY" in refused.stderr, refused.stdout
-            page = httpx.get(relay["page"] + "/").text
+            technician = httpx.Client(base_url=relay["page"])
+            wait_for("the county's technician able to log in at the edge",
+                     lambda: log_in(technician, "tech.qs", tech_password).status_code == 303,
+                     timeout=60, procs=relay["procs"])
+            page = technician.get("/").text
             assert "危急值报告" in page  # the township is alarmed until someone acknowledges
             csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
             delivery = re.search(r'action="/reports/(\d+)/ack"', page).group(1)
-            ack = httpx.post(f"{relay['page']}/reports/{delivery}/ack", data={"csrf": csrf, "by": "技师张", "lang": "zh"})
+            ack = technician.post(f"/reports/{delivery}/ack", data={"csrf": csrf, "lang": "zh"})
             assert ack.status_code in (200, 303)
-            assert "危急值报告" not in httpx.get(relay["page"] + "/").text
+            assert "危急值报告" not in technician.get("/").text
+            wait_for("the acknowledgement at the county", lambda: "待上传" not in technician.get("/").text,
+                     timeout=60, procs=relay["procs"])
+            technician.close()
     finally:
         pacs.terminate()
         pacs.wait(10)

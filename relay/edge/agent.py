@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from relay.config import Settings
+from relay.edge.acks import AckJournal, start_delivery
 from relay.edge.admission import Alarms, disk_state
 from relay.edge.completeness import StudyPolicy, list_studies, policy_from
 from relay.edge.heartbeat import start_heartbeat
@@ -25,6 +26,7 @@ from relay.edge.reports import start_pickup
 from relay.edge.forward import start_forwarder
 from relay.edge.scp import start_scp, stop_scp
 from relay.edge.spool import JOURNAL_NAME, Spool, read_counts, utc_now
+from relay.edge.technicians import TechnicianCache, start_sync
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,17 @@ def run_edge(settings: Settings, *, stop: threading.Event) -> None:
         forward_stop = threading.Event()
         forwarder = start_forwarder(spool=spool, settings=settings, stop=forward_stop)
         stack.callback(_stop_forwarder, forwarder, forward_stop, spool)
-        _start_page(stack, settings=settings, spool=spool, alarms=alarms)
         background_stop = threading.Event()
+        stack.callback(background_stop.set)
+        acks = AckJournal(spool.root)
+        technicians = TechnicianCache(spool.root, max_failures=settings.login_max_failures,
+                                      lockout_minutes=settings.login_lockout_minutes)
+        if settings.edge_status_port >= 0:
+            start_sync(settings, technicians, background_stop)
+        _start_page(stack, settings=settings, spool=spool, alarms=alarms, technicians=technicians, acks=acks)
         start_heartbeat(settings, background_stop)
         start_pickup(settings, background_stop)
-        stack.callback(background_stop.set)
+        start_delivery(settings, acks, background_stop)
         host, port = server.server_address[:2]
         log.info("edge started ae=%s address=%s port=%d county=%s spool=%s",
                  settings.edge_ae_title, host, port, settings.county_url, spool.root)
@@ -96,14 +104,15 @@ def _prune(spool: Spool, settings: Settings) -> None:
 
 
 def _start_page(stack: contextlib.ExitStack, *, settings: Settings, spool: Spool,
-                alarms: Alarms) -> None:
+                alarms: Alarms, technicians: TechnicianCache, acks: AckJournal) -> None:
     """Start the technician's page unless disabled (port -1)."""
     if settings.edge_status_port < 0:
         return
     from relay.edge.status_page import StatusPage
 
     page = StatusPage(spool=spool, alarms=alarms, host=settings.edge_status_host,
-                      port=settings.edge_status_port, timezone=settings.timezone, settings=settings)
+                      port=settings.edge_status_port, timezone=settings.timezone, settings=settings,
+                      technicians=technicians, acks=acks)
     try:
         page.start()
     except RuntimeError as exc:  # receiving matters more than the page: keep going
@@ -111,7 +120,8 @@ def _start_page(stack: contextlib.ExitStack, *, settings: Settings, spool: Spool
                   settings.edge_status_port, exc)
         return
     stack.callback(page.stop)
-    log.info("status page at http://%s:%d/", settings.edge_status_host, page.port)
+    scheme = "https" if settings.edge_status_tls_cert else "http"
+    log.info("status page at %s://%s:%d/", scheme, settings.edge_status_host, page.port)
 
 
 def _stop_forwarder(thread: threading.Thread, stop: threading.Event, spool: Spool) -> None:
@@ -150,7 +160,8 @@ def edge_status(settings: Settings) -> dict[str, Any]:
 def _page_url(settings: Settings) -> str | None:
     if settings.edge_status_port < 0:
         return None
-    return f"http://{settings.edge_status_host}:{settings.edge_status_port}/"
+    scheme = "https" if settings.edge_status_tls_cert else "http"
+    return f"{scheme}://{settings.edge_status_host}:{settings.edge_status_port}/"
 
 
 def _disk(settings: Settings) -> dict[str, Any]:

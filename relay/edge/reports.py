@@ -269,12 +269,6 @@ def start_pickup(settings: Settings, stop: threading.Event) -> threading.Thread:
     return thread
 
 
-def acknowledge(settings: Settings, delivery_id: int, by: str) -> None:
-    """Tell the county the technician saw or printed the report."""
-    with county_client(settings, timeout=30.0) as client:
-        client.post(f"{REPORTS_PATH}/{delivery_id}/acknowledged", json={"by": by}).raise_for_status()
-
-
 def local_reports(settings: Settings) -> list[dict[str, Any]]:
     """Reports fetched to this edge, newest first (for the technician's page)."""
     folder = settings.edge_spool_dir / "reports"

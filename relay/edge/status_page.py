@@ -1,10 +1,14 @@
-"""The technician's local status page: today's studies, their state, the spool, alarms.
+"""The technician's local status page: today's studies, their state, the spool, alarms,
+the reports back from the county and their acknowledgement.
 
-Served by the edge process on ``Settings.edge_status_host:edge_status_port``
-(loopback by default: the page shows patient names and has no login). Chinese by
-default, English with ``?lang=en``. The only state-changing action, "mark STAT", is a
-POST carrying a per-process CSRF token, so another web page open in the same
-browser cannot trigger it.
+Served by the edge process on ``Settings.edge_status_host:edge_status_port`` (loopback
+by default, HTTPS with ``edge_status_tls_cert``). Chinese by default, English with
+``?lang=en``. Every route needs a technician's login (their county account for this
+site, cached at the edge: relay.edge.technicians); the Host allow-list, the headers and
+the sessions are in relay.edge.page_security. The state-changing actions (mark STAT,
+acknowledge a report, log out) are POSTs carrying the session's CSRF token. An
+acknowledgement names the logged-in technician and is journaled at the edge before the
+page answers (relay.edge.acks), so a WAN outage neither loses it nor fails the page.
 
 Patient names come from the journal's ``studies`` table (decoded from the first
 instance's header with its Specific Character Set); they are rendered here and
@@ -14,10 +18,8 @@ no need for it).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
-import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime, time as dtime
@@ -26,14 +28,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import uvicorn
-from fastapi import FastAPI, Form, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from relay.config import Settings
+from relay.edge import page_security as security
+from relay.edge.acks import Ack, AckJournal
 from relay.edge.admission import Alarms, disk_state
 from relay.edge.outbox import uploaded_bytes
-from relay.edge.reports import acknowledge, local_reports
+from relay.edge.page_text import TEXT, plain_reason
+from relay.edge.reports import local_reports
+from relay.edge.technicians import LoginRefused, TechnicianCache
 from relay.edge.completeness import StudyPhase, StudyRow
 from relay.edge.spool import Spool, SpoolCounts
 
@@ -42,76 +49,6 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 SERVER_STOP_S = 5.0
 """Seconds ``StatusPage.stop`` waits for uvicorn to finish open requests."""
-
-TEXT: dict[str, dict[str, str]] = {
-    "zh": {
-        "title": "影像传输状态", "studies": "今日检查", "time": "检查时间", "received": "接收时间",
-        "patient": "患者", "modality": "类型", "ae": "设备", "count": "图像数",
-        "state": "状态", "priority": "优先级", "action": "操作", "mark_stat": "标记为急诊",
-        "stat": "急诊", "routine": "常规", "urgent": "加急", "spool": "待发送",
-        "pending": "待发送图像", "pending_bytes": "待发送数据量", "oldest": "最早未发送",
-        "disk_free": "磁盘剩余", "last_error": "最近错误", "alarms": "警报", "none": "无",
-        "late": "补发", "no_studies": "今天还没有收到检查。", "failure": "发送失败（将自动重试）",
-        "receiving": "接收中", "waiting": "等待发送", "sending": "发送中",
-        "at_county": "已到达县医院", "report_back": "报告已返回", "lang_switch": "English",
-        "refresh": "每 10 秒自动刷新", "seconds": "秒",
-        "reports": "诊断报告", "no_reports": "还没有返回的报告。", "report": "报告", "addendum": "补充报告",
-        "critical": "危急值", "critical_alarm": "危急值报告！请立即查看并确认。", "reader": "诊断医师",
-        "signed_at": "签发时间", "view_pdf": "查看/打印", "ack": "确认已阅", "acked": "已确认",
-        "your_name": "技师姓名", "study": "检查",
-    },
-    "en": {
-        "title": "Image relay status", "studies": "Studies today", "time": "Study time",
-        "received": "Received", "patient": "Patient", "modality": "Modality", "ae": "Device",
-        "count": "Images", "state": "State", "priority": "Priority", "action": "Action",
-        "mark_stat": "Mark STAT", "stat": "STAT", "routine": "routine", "urgent": "urgent",
-        "spool": "Waiting to send", "pending": "Pending images",
-        "reports": "Reports", "no_reports": "No reports back yet.", "report": "Report", "addendum": "Addendum",
-        "critical": "CRITICAL", "critical_alarm": "Critical result! Open and acknowledge it now.",
-        "reader": "Reader", "signed_at": "Signed", "view_pdf": "View / print", "ack": "Acknowledge",
-        "acked": "Acknowledged", "your_name": "Your name", "study": "Study",
-        "pending_bytes": "Pending data", "oldest": "Oldest unsent", "disk_free": "Disk free",
-        "last_error": "Last error", "alarms": "Alarms", "none": "none",
-        "late": "addition", "no_studies": "No studies received today yet.",
-        "failure": "Sending failed (retrying automatically)", "receiving": "receiving",
-        "waiting": "waiting to send", "sending": "sending", "at_county": "at the county",
-        "report_back": "report back", "lang_switch": "中文", "refresh": "refreshes every 10 s",
-        "seconds": "s",
-    },
-}
-
-
-_REASONS: list[tuple[tuple[str, ...], dict[str, str]]] = [
-    (("401", "403", "credential", "token"),
-     {"zh": "县医院拒绝了本站的凭证，请联系管理员",
-      "en": "The county refused this site's credential: call the administrator"}),
-    (("413",),
-     {"zh": "文件太大，县医院拒收，请联系管理员",
-      "en": "Too large for the county: call the administrator"}),
-    (("422", "sha-256", "sha256"),
-     {"zh": "县医院校验未通过，将重新发送", "en": "The county's check failed; sending again"}),
-    (("spool file", "missing"),
-     {"zh": "本机影像文件损坏或丢失，请联系管理员",
-      "en": "The image file on this PC is damaged or missing: call the administrator"}),
-    (("connect", "refused", "timeout", "timed out", "unreachable", "network", "dns"),
-     {"zh": "无法连接县医院（网络或县医院服务中断），将自动重试",
-      "en": "Cannot reach the county (network or county service down); retrying"}),
-    (("500", "502", "503", "504"),
-     {"zh": "县医院服务暂时故障，将自动重试",
-      "en": "The county service has a temporary fault; retrying"}),
-]
-"""Error text fragments -> plain words, checked in order (first match wins)."""
-
-
-def plain_reason(error: str | None, lang: str) -> str | None:
-    """A failure in words a technician can act on; the raw error is shown beside it."""
-    if not error:
-        return None
-    lowered = error.lower()
-    for needles, words in _REASONS:
-        if any(needle in lowered for needle in needles):
-            return words[lang]
-    return TEXT[lang]["failure"]
 
 
 def display_name(raw: str) -> str:
@@ -137,14 +74,18 @@ def human_bytes(n: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PageDeps:
-    """What the page reads: the open spool, the alarms, and the site's zone."""
+    """What the page reads and writes: the open spool, the alarms, the site's zone, the
+    technicians' logins and sessions, and the acknowledgement journal."""
 
     spool: Spool
     alarms: Alarms
     zone: ZoneInfo
-    csrf_token: str
+    technicians: TechnicianCache
+    acks: AckJournal
+    sessions: security.Sessions
+    allowed_hosts: frozenset[str]
     settings: Settings | None = None
-    """For the reports section (fetched reports, acknowledgements to the county)."""
+    """For the reports section (the reports fetched to this edge)."""
 
 
 def start_of_today(zone: ZoneInfo, now: datetime) -> datetime:
@@ -189,27 +130,41 @@ def _summary(counts: SpoolCounts, deps: PageDeps, lang: str = "zh") -> dict[str,
 
 
 def page_context(deps: PageDeps, *, lang: str, now: datetime) -> dict[str, Any]:
-    """Everything the template shows, in plain values."""
+    """Everything the template shows, in plain values (the session's parts are added by the route)."""
     studies = deps.spool.studies(since=start_of_today(deps.zone, now), now=now,
                                  uploading=uploaded_bytes(deps.spool.root))
     names = {row.study_uid: _view(row, deps.zone, lang)["name"] for row in studies}
-    reports = [_report_view(item, deps, names) for item in (local_reports(deps.settings) if deps.settings else [])]
+    reports = report_views(deps, names)
     return {
-        "t": TEXT[lang], "lang": lang, "csrf": deps.csrf_token,
+        "t": TEXT[lang], "lang": lang,
         "studies": [_view(row, deps.zone, lang) for row in studies],
         "summary": _summary(deps.spool.counts(now=now), deps, lang),
-        "reports": reports, "critical_open": any(r["critical"] and not r["acked"] for r in reports),
+        "reports": reports, "critical_open": any(r["critical"] and not r["ack"] for r in reports),
     }
 
 
-def _report_view(item: dict[str, Any], deps: PageDeps, names: dict[str, str]) -> dict[str, Any]:
-    assert deps.settings is not None
-    folder = deps.settings.edge_spool_dir / "reports" / str(item["delivery_id"])
+def report_views(deps: PageDeps, names: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The reports fetched to this edge with their acknowledgement state, newest first."""
+    acks = deps.acks.all()
+    items = local_reports(deps.settings) if deps.settings else []
+    return [_report_view(item, deps, names or {}, acks.get(int(item["delivery_id"]))) for item in items]
+
+
+def _report_view(item: dict[str, Any], deps: PageDeps, names: dict[str, str], ack: Ack | None) -> dict[str, Any]:
+    folder = report_folder(deps, int(item["delivery_id"]))
     signed = datetime.fromisoformat(item["signed_at"]).astimezone(deps.zone).strftime("%m-%d %H:%M")
+    # ack.json: acknowledged by an edge from before the journal, which told the county at once.
+    state = ack.state.value if ack else ("confirmed" if (folder / "ack.json").exists() else None)
     return {"id": item["delivery_id"], "kind": item["kind"], "critical": item["critical"],
             "reader": item["reader"], "signed": signed, "name": names.get(item["study_instance_uid"], ""),
-            "study": item["study_instance_uid"], "pdf": (folder / "pdf.pdf").exists(),
-            "acked": (folder / "ack.json").exists()}
+            "study": item["study_instance_uid"], "pdf": (folder / "pdf.pdf").exists(), "ack": state,
+            "ack_by": ack.display_name if ack else "",
+            "ack_at": ack.acknowledged_at.astimezone(deps.zone).strftime("%H:%M") if ack else ""}
+
+
+def report_folder(deps: PageDeps, delivery_id: int) -> Path:
+    root = deps.settings.edge_spool_dir if deps.settings else deps.spool.root
+    return root / "reports" / str(int(delivery_id))
 
 
 def _lang(value: str | None) -> str:
@@ -217,64 +172,154 @@ def _lang(value: str | None) -> str:
 
 
 def build_app(deps: PageDeps) -> FastAPI:
-    """The page's app: GET / (HTML), POST /studies/{uid}/stat, GET /api/summary (JSON,
-    no patient data)."""
+    """The page's app behind the Host allow-list and the security headers: GET/POST /login,
+    POST /logout, GET / (HTML), POST /studies/{uid}/stat, GET /reports/{id}/pdf, POST
+    /reports/{id}/ack, GET /api/summary (JSON, no patient data). All but /login need a
+    technician's session; every POST its CSRF token."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.middleware("http")(security.guard(deps.allowed_hosts))
     templates = Jinja2Templates(directory=str(TEMPLATES))
+    add_login_routes(app, deps, templates)
 
     @app.get("/", response_class=HTMLResponse)
-    def index(request: Request, lang: str | None = None) -> Response:
+    def index(request: Request, lang: str | None = None, auto: str | None = None) -> Response:
+        session = deps.sessions.get(request.cookies.get(security.SESSION_COOKIE), touch=auto is None)
+        if session is None:
+            return RedirectResponse(f"/login?lang={_lang(lang)}{'&expired=1' if auto else ''}", status_code=303)
         context = page_context(deps, lang=_lang(lang), now=datetime.now(deps.zone))
+        context.update(csrf=session.csrf, technician=session.technician, nonce=request.state.nonce)
         return templates.TemplateResponse(request, "status.html", context)
 
     @app.post("/studies/{study_uid}/stat")
-    def mark_stat(study_uid: str, csrf: str = Form(""), lang: str = Form("zh")) -> Response:
-        if not hmac.compare_digest(csrf, deps.csrf_token):
-            return JSONResponse({"detail": "bad or missing CSRF token"}, status_code=403)
-        if not deps.spool.mark_study_stat(study_uid, reason="technician"):
+    async def mark_stat(study_uid: str, request: Request) -> Response:
+        form, refused = await _checked_post(request, deps)
+        if refused is not None:
+            return refused
+        if not await run_in_threadpool(deps.spool.mark_study_stat, study_uid, reason="technician"):
             return JSONResponse({"detail": "unknown study"}, status_code=404)
         log.info("study %s marked STAT by the technician", study_uid)
-        return RedirectResponse(f"/?lang={_lang(lang)}", status_code=303)
+        return RedirectResponse(f"/?lang={_lang(form.get('lang'))}", status_code=303)
 
     @app.get("/reports/{delivery_id}/pdf")
-    def report_pdf(delivery_id: int) -> Response:
-        path = _report_folder(deps, delivery_id) / "pdf.pdf"
+    def report_pdf(delivery_id: int, request: Request) -> Response:
+        if deps.sessions.get(request.cookies.get(security.SESSION_COOKIE)) is None:
+            return JSONResponse({"detail": "log in first"}, status_code=401)
+        path = report_folder(deps, delivery_id) / "pdf.pdf"
         if not path.is_file():
             return JSONResponse({"detail": "no PDF for this report"}, status_code=404)
-        return Response(path.read_bytes(), media_type="application/pdf")
+        return Response(path.read_bytes(), media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="report-{int(delivery_id)}.pdf"'})
 
     @app.post("/reports/{delivery_id}/ack")
-    def ack_report(delivery_id: int, csrf: str = Form(""), by: str = Form(""), lang: str = Form("zh")) -> Response:
-        if not hmac.compare_digest(csrf, deps.csrf_token):
-            return JSONResponse({"detail": "bad or missing CSRF token"}, status_code=403)
-        if deps.settings is None or not by.strip():
-            return JSONResponse({"detail": "say who acknowledges"}, status_code=400)
-        acknowledge(deps.settings, delivery_id, by.strip())
-        (_report_folder(deps, delivery_id) / "ack.json").write_text(json.dumps({"by": by.strip()}, ensure_ascii=False))
-        log.info("report delivery %d acknowledged at the township", delivery_id)
-        return RedirectResponse(f"/?lang={_lang(lang)}", status_code=303)
+    async def ack_report(delivery_id: int, request: Request) -> Response:
+        form, refused = await _checked_post(request, deps)
+        if refused is not None:
+            return refused
+        if not (report_folder(deps, delivery_id) / "delivery.json").is_file():
+            return JSONResponse({"detail": "no such report at this edge"}, status_code=404)
+        session = deps.sessions.get(request.cookies.get(security.SESSION_COOKIE))
+        assert session is not None  # _checked_post found it
+        await run_in_threadpool(deps.acks.record, delivery_id=delivery_id, username=session.technician.username,
+                                display_name=session.technician.display_name)  # fsynced: off the event loop
+        log.info("report delivery %d acknowledged at the township (journaled)", delivery_id)
+        return RedirectResponse(f"/?lang={_lang(form.get('lang'))}", status_code=303)
 
     @app.get("/api/summary")
-    def summary() -> dict[str, Any]:
-        return _summary(deps.spool.counts(), deps)
+    def summary(request: Request) -> Response:
+        if deps.sessions.get(request.cookies.get(security.SESSION_COOKIE), touch=False) is None:
+            return JSONResponse({"detail": "log in first"}, status_code=401)
+        return JSONResponse(_summary(deps.spool.counts(), deps))
 
     return app
 
 
-def _report_folder(deps: PageDeps, delivery_id: int) -> Path:
-    assert deps.settings is not None
-    return deps.settings.edge_spool_dir / "reports" / str(int(delivery_id))
+async def _checked_post(request: Request, deps: PageDeps) -> tuple[dict[str, str], Response | None]:
+    """The form of a POST, or the refusal: 401 without a session, 403 without its CSRF token."""
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    session = deps.sessions.get(request.cookies.get(security.SESSION_COOKIE))
+    if session is None:
+        return form, JSONResponse({"detail": "log in first"}, status_code=401)
+    if not security.same_token(form.get("csrf"), session.csrf):
+        return form, JSONResponse({"detail": "bad or missing CSRF token"}, status_code=403)
+    return form, None
+
+
+def add_login_routes(app: FastAPI, deps: PageDeps, templates: Jinja2Templates) -> None:
+    """GET/POST /login and POST /logout."""
+
+    def login_page(request: Request, lang: str, *, error: str = "", status: int = 200) -> Response:
+        token = request.cookies.get(security.LOGIN_COOKIE) or secrets.token_urlsafe(24)
+        critical = any(r["critical"] and not r["ack"] for r in report_views(deps))
+        response = templates.TemplateResponse(request, "login.html", {
+            "t": TEXT[lang], "lang": lang, "csrf": token, "error": error, "critical_open": critical,
+            "nonce": request.state.nonce}, status_code=status)
+        deps.sessions.set_cookie(response, security.LOGIN_COOKIE, token)
+        return response
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request, lang: str | None = None, expired: str | None = None) -> Response:
+        return login_page(request, _lang(lang), error=TEXT[_lang(lang)]["expired"] if expired else "")
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        lang = _lang(form.get("lang"))
+        if not security.same_token(form.get("csrf"), request.cookies.get(security.LOGIN_COOKIE)):
+            return JSONResponse({"detail": "bad or missing CSRF token"}, status_code=403)
+        try:
+            technician = await run_in_threadpool(deps.technicians.authenticate, form.get("username", "").strip(),
+                                                 form.get("password", ""))
+        except LoginRefused as exc:
+            log.info("technician login refused locked=%s", exc.locked)
+            return login_page(request, lang, error=TEXT[lang]["login_locked" if exc.locked else "login_failed"],
+                              status=401)
+        cookie, _ = deps.sessions.create(technician)
+        log.info("technician logged in to the page")
+        response = RedirectResponse(f"/?lang={lang}", status_code=303)
+        deps.sessions.set_cookie(response, security.SESSION_COOKIE, cookie)
+        response.delete_cookie(security.LOGIN_COOKIE, path="/")
+        return response
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        form, refused = await _checked_post(request, deps)
+        if refused is not None:
+            return refused
+        deps.sessions.drop(request.cookies.get(security.SESSION_COOKIE))
+        response = RedirectResponse(f"/login?lang={_lang(form.get('lang'))}", status_code=303)
+        response.delete_cookie(security.SESSION_COOKIE, path="/")
+        return response
 
 
 class StatusPage:
-    """The page served by uvicorn in a background thread; ``stop()`` ends it."""
+    """The page served by uvicorn in a background thread; ``stop()`` ends it.
+
+    ``technicians`` and ``acks`` default to their files in the spool's folder; the
+    agent passes the ones its background loops use."""
 
     def __init__(self, *, spool: Spool, alarms: Alarms, host: str, port: int,
-                 timezone: str, settings: Settings | None = None) -> None:
-        deps = PageDeps(spool=spool, alarms=alarms, zone=ZoneInfo(timezone),
-                        csrf_token=secrets.token_urlsafe(24), settings=settings)
+                 timezone: str, settings: Settings | None = None,
+                 technicians: TechnicianCache | None = None, acks: AckJournal | None = None) -> None:
+        tls = settings is not None and settings.edge_status_tls_cert is not None
+        allowed_setting = settings.edge_status_allowed_hosts if settings else ""
+        technicians = technicians or TechnicianCache(
+            spool.root, max_failures=settings.login_max_failures if settings else 5,
+            lockout_minutes=settings.login_lockout_minutes if settings else 15.0)
+        idle_minutes = settings.edge_status_session_idle_minutes if settings else 30.0
+        deps = PageDeps(spool=spool, alarms=alarms, zone=ZoneInfo(timezone), technicians=technicians,
+                        acks=acks or AckJournal(spool.root),
+                        sessions=security.Sessions(idle_s=idle_minutes * 60.0, secure=tls),
+                        allowed_hosts=security.allowed_hosts(allowed_setting, host), settings=settings)
+        for warning in security.bind_warnings(host=host, tls=tls, allowed_setting=allowed_setting,
+                                              technicians=technicians.active_count()):
+            log.warning("security: %s", warning)
+        tls_files: dict[str, Any] = {}
+        if settings is not None and settings.edge_status_tls_cert is not None:
+            tls_files = {"ssl_certfile": str(settings.edge_status_tls_cert),
+                         "ssl_keyfile": str(settings.edge_status_tls_key) if settings.edge_status_tls_key else None}
         config = uvicorn.Config(build_app(deps), host=host, port=port, access_log=False,
-                                log_level="warning", lifespan="off")
+                                log_level="warning", lifespan="off", **tls_files)
+        self.deps = deps
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="relay-status-page",
                                         daemon=True)

@@ -38,16 +38,27 @@ def signed_study(client: TestClient, county, *, critical: bool = False, deliver:
     return uid
 
 
+SITE_TECHNICIAN = "技师李"
+"""The technician ``site_token`` gives township-a: acknowledgements must name one."""
+
+
 def site_token(county, name: str = "township-a") -> dict[str, str]:
-    """A fresh credential for an existing site (the test's site was made without keeping it)."""
+    """A fresh credential for an existing site (the test's site was made without keeping it);
+    township-a also gets its technician SITE_TECHNICIAN, who acknowledges reports."""
     import hashlib
     import secrets
+
+    from relay.county.db.models import User
+    from tests.factories import make_user
 
     token = "site_" + secrets.token_urlsafe(16)
     with county.sessions() as s:
         site = s.execute(select(Site).where(Site.name == name)).scalar_one()
         site.token_sha256 = hashlib.sha256(token.encode()).hexdigest()
         s.commit()
+        known = s.execute(select(User.id).where(User.username == SITE_TECHNICIAN)).scalar_one_or_none()
+    if name == "township-a" and known is None:
+        make_user(county, SITE_TECHNICIAN, Role.TECHNICIAN, site=name)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -1,11 +1,10 @@
-"""The technician's page: Chinese by default with the patient's name exact (decoded
-from GB18030), English with ?lang=en, and a STAT button that needs the CSRF token.
-The patient's name appears on the page and nowhere in the logs."""
+"""The technician's page (logged in): Chinese by default with the patient's name exact
+(decoded from GB18030), English with ?lang=en, and a STAT button that needs the CSRF
+token. The patient's name appears on the page and nowhere in the logs."""
 
 from __future__ import annotations
 
 import logging
-import re
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -19,36 +18,32 @@ from relay.edge.admission import Alarms
 from relay.edge.spool import utc_now
 from relay.edge.status_page import StatusPage, display_name
 from tests.edge.conftest import RunningScp
+from tests.edge.techpage import cached_technician, form_token, logged_in
 
 Dcmtk = Callable[..., subprocess.CompletedProcess[str]]
 ECG = SAMPLES / "ecg_12lead" / "ECG_12lead_rest.dcm"  # GB18030, 陈^思喆
 
 
 @pytest.fixture
-def page(scp: RunningScp, dcmtk: Dcmtk) -> Iterator[str]:
-    """The ECG sample stored through the SCP, and the page on a free port."""
+def page(scp: RunningScp, dcmtk: Dcmtk) -> Iterator[httpx.Client]:
+    """The ECG sample stored through the SCP, and the page on a free port, logged in."""
     done = dcmtk("storescu", "-aet", "ECG1", "-aec", "RELAY_EDGE", scp.host, str(scp.port),
                  str(ECG))
     assert done.returncode == 0, done.stderr
     status_page = StatusPage(spool=scp.spool, alarms=Alarms(), host="127.0.0.1", port=0,
-                             timezone="Asia/Shanghai")
+                             timezone="Asia/Shanghai", technicians=cached_technician(scp.spool.root))
     status_page.start()
     try:
-        yield f"http://127.0.0.1:{status_page.port}"
+        with logged_in(f"http://127.0.0.1:{status_page.port}") as client:
+            yield client
     finally:
         status_page.stop()
 
 
-def _csrf(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, "no STAT form with a CSRF token on the page"
-    return match.group(1)
-
-
 def test_the_page_is_chinese_with_the_patient_name_exact(
-    page: str, caplog: pytest.LogCaptureFixture
+    page: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    html = httpx.get(page + "/").text
+    html = page.get("/").text
 
     assert "今日检查" in html and "等待发送" in html and "标记为急诊" in html
     assert "陈思喆" in html  # 喆 is outside GB2312: only a GB18030 decode gets it
@@ -57,29 +52,29 @@ def test_the_page_is_chinese_with_the_patient_name_exact(
     assert "思喆" not in logged and "陈" not in logged
 
 
-def test_english_on_request(page: str) -> None:
-    html = httpx.get(page + "/", params={"lang": "en"}).text
+def test_english_on_request(page: httpx.Client) -> None:
+    html = page.get("/", params={"lang": "en"}).text
 
     assert "Studies today" in html and "Mark STAT" in html and "waiting to send" in html
     assert "陈思喆" in html
 
 
 def test_the_stat_button_needs_the_csrf_token_and_escalates(
-    page: str, scp: RunningScp
+    page: httpx.Client, scp: RunningScp
 ) -> None:
     [study] = scp.spool.studies(since=utc_now() - timedelta(hours=1))
-    url = f"{page}/studies/{study.study_uid}/stat"
+    url = f"/studies/{study.study_uid}/stat"
 
-    refused = httpx.post(url, data={"csrf": "forged", "lang": "zh"})
+    refused = page.post(url, data={"csrf": "forged", "lang": "zh"})
     assert refused.status_code == 403
     assert scp.spool.studies(since=utc_now() - timedelta(hours=1))[0].priority is Priority.ROUTINE
 
-    token = _csrf(httpx.get(page + "/").text)
-    marked = httpx.post(url, data={"csrf": token, "lang": "en"})
+    token = form_token(page.get("/").text)
+    marked = page.post(url, data={"csrf": token, "lang": "en"})
     assert marked.status_code == 303
     [after] = scp.spool.studies(since=utc_now() - timedelta(hours=1))
     assert (after.priority, after.stat_reason) == (Priority.STAT, "technician")
-    assert "Mark STAT" not in httpx.get(page + "/?lang=en").text
+    assert "Mark STAT" not in page.get("/?lang=en").text
 
 
 def test_display_name_prefers_the_ideographic_group() -> None:
@@ -88,8 +83,8 @@ def test_display_name_prefers_the_ideographic_group() -> None:
     assert display_name("") == ""
 
 
-def test_summary_json_has_no_patient_data(page: str) -> None:
-    summary = httpx.get(page + "/api/summary").json()
+def test_summary_json_has_no_patient_data(page: httpx.Client) -> None:
+    summary = page.get("/api/summary").json()
     assert "思喆" not in str(summary)
     assert summary["pending"] == 1
 

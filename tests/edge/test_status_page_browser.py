@@ -19,6 +19,7 @@ from tests.browser import chromium, screenshot_path
 from tests.edge.conftest import RunningScp
 from tests.edge.helpers import wait_until
 from tests.edge.standin_county import StandInCounty
+from tests.edge.techpage import cached_technician, log_in_browser
 from tests.edge.test_wan_transfer import CHUNK, Running, big_instance
 
 Dcmtk = Callable[..., subprocess.CompletedProcess[str]]
@@ -47,13 +48,13 @@ def test_the_page_shows_a_real_study_sending_then_at_the_county(
         "county_url": standin_county.url, "forward_encoding": "identity",
         "forward_chunk_bytes": CHUNK, "forward_streams": 1})
     status_page = StatusPage(spool=scp.spool, alarms=Alarms(), host="127.0.0.1", port=0,
-                             timezone="Asia/Shanghai")
+                             timezone="Asia/Shanghai", technicians=cached_technician(scp.spool.root))
     status_page.start()
     run = Running(scp.spool, settings)
     try:
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1200, "height": 700})
-            page.goto(f"http://127.0.0.1:{status_page.port}/")
+            log_in_browser(page, f"http://127.0.0.1:{status_page.port}")
             sending = re.compile(r"发送中\s*([1-9]\d?)%")
             assert wait_until(lambda: bool(sending.search(_row_text(page))), timeout=30,
                               interval=0.2), _row_text(page)

@@ -79,6 +79,7 @@ EVENTS: dict[str, EventKind] = {
     "export": EventKind(EXPORT, "R"),
     "signing_key.create": EventKind(SECURITY_ALERT, "E", USER_SECURITY_ATTRIBUTES_CHANGED),
     "signing_key.revoke": EventKind(SECURITY_ALERT, "E", USER_SECURITY_ATTRIBUTES_CHANGED),
+    "site.technicians": EventKind(EXPORT, "R"),
 }
 """Our actions (relay.county.audit.service.Action) -> their ATNA event. Report drafts,
 signatures and addenda (``report.*``) are Patient Record events, created or updated."""

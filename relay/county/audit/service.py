@@ -82,6 +82,11 @@ class Action(enum.StrEnum):
     """A reader made a signing key (Security Alert: user security attributes changed)."""
     SIGNING_KEY_REVOKE = "signing_key.revoke"
     """A signing key was revoked, with its reason (Security Alert)."""
+    REPORT_ACKNOWLEDGE = "report.acknowledge"
+    """A township technician acknowledged a signed report on the edge's page (actor: the
+    technician's username; the detail holds the technician's time)."""
+    SITE_TECHNICIANS = "site.technicians"
+    """A township's edge fetched its technicians' login hashes for its offline login cache."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,22 @@
-"""POST /api/edges/heartbeat (edges), GET /api/edges (administrators)."""
+"""POST /api/edges/heartbeat and GET /api/edges/technicians (edges), GET /api/edges
+(administrators)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from datetime import timedelta
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel
 
 from relay.county.audit import checkpoint
+from relay.county.audit.service import Action, Entry, append
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep, SiteDep
-from relay.county.edges import service
+from relay.county.edges import service, technicians
 from relay.county.edges.schemas import AuditCheckpointOut, EdgeOut, HeartbeatIn
 
 log = logging.getLogger(__name__)
@@ -41,3 +47,31 @@ def list_edges(_admin: AdminDep, session: SessionDep, county: CountyDep) -> list
     or an unsent instance older than RELAY_EDGE_SPOOL_ALARM_MINUTES (default 60)."""
     threshold = timedelta(minutes=county.settings.edge_spool_alarm_minutes)
     return service.fleet(session=session, spool_alarm_after=threshold)
+
+
+class TechnicianOut(BaseModel):
+    username: str
+    display_name: str
+    password_hash: str
+    """Argon2id PHC string; empty for a disabled login."""
+    active: bool
+
+
+@router.get("/technicians", response_model=list[TechnicianOut],
+            responses={304: {"description": "The edge already holds this list (If-None-Match)."}})
+def site_technicians(site: SiteDep, session: SessionDep, county: CountyDep, request: Request,
+                     if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """This site's technicians with their password hashes, for the edge's offline login
+    cache. ETag: the list's digest; a list that leaves the county is audited."""
+    found = technicians.for_site(session=session, site=site)
+    etag = technicians.digest(found)
+    if if_none_match == etag:
+        log.info("technicians site=%s unchanged n=%d", site.name, len(found))
+        return Response(status_code=304, headers={"ETag": etag})
+    append(county.sessions, Entry(actor=f"site:{site.name}", role="site", action=Action.SITE_TECHNICIANS,
+                                  object_type="site", object_id=site.name,
+                                  source=request.client.host if request.client else "",
+                                  detail=f"technicians={len(found)} active={sum(t.active for t in found)}"))
+    log.info("technicians site=%s sent n=%d", site.name, len(found))
+    body = json.dumps([dataclasses.asdict(t) for t in found], ensure_ascii=False)
+    return Response(body, media_type="application/json", headers={"ETag": etag, "Cache-Control": "no-store"})

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -21,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from relay.county.auth.service import now_utc
 from relay.county.db.models import Report, ReportDelivery, Site, Study, User
-from relay.county.errors import NotFound
+from relay.county.edges import technicians
+from relay.county.errors import NotFound, Unprocessable
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
 from relay.county.storage import ObjectStore
@@ -106,19 +108,46 @@ def mark_delivered(*, session: Session, site: Site, delivery_id: int, detail: st
     return delivery
 
 
-def mark_acknowledged(*, session: Session, site: Site, delivery_id: int, by: str) -> ReportDelivery:
-    """The technician saw or printed the report (idempotent; the first acknowledgement counts)."""
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """What ``mark_acknowledged`` recorded (or found recorded)."""
+
+    first: bool
+    """This call recorded it; false for a repeat (the edge delivers at least once)."""
+    at: datetime
+    by: str
+    study_uid: str
+    revision: int
+    critical: bool
+
+
+def mark_acknowledged(*, session: Session, site: Site, delivery_id: int, by: str,
+                      at: datetime | None = None) -> Acknowledgement:
+    """A technician of ``site`` saw or printed the report at ``at`` (their edge's clock, kept
+    between the delivery's creation and now); idempotent, the first acknowledgement counts.
+    Unprocessable if ``by`` is not a technician of the site."""
     delivery, report, study = owned(session, site, delivery_id)
-    if delivery.acknowledged_at is None:
+    first = delivery.acknowledged_at is None
+    if first:
+        if not technicians.is_site_technician(session=session, site=site, username=by):
+            raise Unprocessable(f"{by!r} is not a technician of site {site.name!r}")
         now = now_utc()
-        delivery.acknowledged_at, delivery.acknowledged_by = now, by[:128]
+        when = min(max(_aware(at or now), _aware(delivery.created_at)), now)
+        delivery.acknowledged_at, delivery.acknowledged_by = when, by[:128]
         if delivery.delivered_at is None:
-            delivery.delivered_at = now
-        _advance(session, study, report, StudyState.ACKNOWLEDGED, now, actor=by[:128] or f"site:{site.name}",
+            delivery.delivered_at = when
+        _advance(session, study, report, StudyState.ACKNOWLEDGED, when, actor=by[:128],
                  detail=f"revision {report.revision}")
         outbox.emit(session, Topic.REPORT_ACKNOWLEDGED, _event(study, report))
         session.commit()
-    return delivery
+    assert delivery.acknowledged_at is not None
+    return Acknowledgement(first=first, at=_aware(delivery.acknowledged_at), by=delivery.acknowledged_by,
+                           study_uid=study.study_uid, revision=report.revision, critical=report.critical)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite gives naive datetimes back; they are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _advance(session: Session, study: Study, report: Report, state: StudyState, at: datetime, *,

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
+
+from relay.county.audit.service import Action, Entry, append
+from relay.dicom.vocab import Role
 
 from relay.county.auth.deps import CountyDep, SessionDep, SiteDep
 from relay.county.errors import NotFound
 from relay.county.reports import delivery
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/edges/reports", tags=["edges"])
 
 MEDIA = {"signed": "application/json", "sr": "application/dicom", "encapsulated_pdf": "application/dicom",
@@ -34,7 +39,11 @@ class DeliveredIn(BaseModel):
 
 
 class AcknowledgedIn(BaseModel):
-    by: str = Field(max_length=128, description="Who saw or printed it (the technician).")
+    by: str = Field(min_length=1, max_length=128,
+                    description="Username of the technician of this site who acknowledged it (logged in on the "
+                    "edge's page).")
+    at: datetime | None = Field(None, description="When the technician acknowledged it, by the edge's clock "
+                                "(the edge may deliver it hours later, after a WAN outage); default: now.")
 
 
 @router.get("", response_model=list[PendingReport])
@@ -65,7 +74,18 @@ def delivered(delivery_id: int, body: DeliveredIn, site: SiteDep, session: Sessi
 
 
 @router.post("/{delivery_id}/acknowledged", status_code=204, response_class=Response)
-def acknowledged(delivery_id: int, body: AcknowledgedIn, site: SiteDep, session: SessionDep) -> Response:
-    """The technician saw or printed the report (idempotent)."""
-    delivery.mark_acknowledged(session=session, site=site, delivery_id=delivery_id, by=body.by)
+def acknowledged(delivery_id: int, body: AcknowledgedIn, site: SiteDep, session: SessionDep,
+                 county: CountyDep, request: Request) -> Response:
+    """A technician of the site saw or printed the report (idempotent: the first one counts,
+    and only it is audited). 422 if ``by`` is not a technician of this site."""
+    acknowledgement = delivery.mark_acknowledged(session=session, site=site, delivery_id=delivery_id, by=body.by,
+                                                 at=body.at)
+    if acknowledgement.first:
+        append(county.sessions, Entry(
+            actor=body.by, role=Role.TECHNICIAN.value, action=Action.REPORT_ACKNOWLEDGE, object_type="study",
+            object_id=acknowledgement.study_uid, source=f"site:{site.name}",
+            detail=f"delivery={delivery_id} revision={acknowledgement.revision} "
+                   f"critical={acknowledgement.critical} at={acknowledgement.at.isoformat()}"))
+        log.info("report acknowledged delivery=%d site=%s critical=%s", delivery_id, site.name,
+                 acknowledgement.critical)
     return Response(status_code=204)
