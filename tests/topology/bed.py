@@ -383,7 +383,7 @@ def _wait_edges_up(bed: Topology) -> None:
     for edge in bed.edges.values():
         bed.wait(f"edge {edge.site} C-ECHO", lambda e=edge: echoscu(e.dicom_port), timeout=START_TIMEOUT_S)
         bed.wait(f"edge {edge.site} status page",
-                 lambda e=edge: httpx.get(e.status_url + "/", timeout=10).status_code == 200,
+                 lambda e=edge: httpx.get(e.status_url + "/login", timeout=10).status_code == 200,
                  timeout=START_TIMEOUT_S)
 
 
