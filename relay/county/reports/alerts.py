@@ -109,6 +109,23 @@ def open_critical(*, session: Session) -> list[tuple[ReportDelivery, Study, str]
     return [(d, s, site) for d, _r, s, site in sorted(_critical(session), key=lambda row: row[0].created_at)]
 
 
+def escalations_for(*, session: Session, username: str, admin: bool, at: datetime,
+                    zone: ZoneInfo) -> list[tuple[ReportDelivery, Study, str]]:
+    """Escalated critical results still unacknowledged that this person must be told of on
+    their portal pages (no escalation URL needed): a lead it was escalated to, any lead on duty
+    now (one who came on duty after the escalation too), and, when no lead was on duty to
+    receive it, the administrators. Oldest first, with the site name."""
+    on_duty = {u.username for u in leads_on_duty(session=session, at=at, zone=zone)}
+    found = []
+    for delivery, study, site in open_critical(session=session):
+        if delivery.escalated_at is None:
+            continue
+        to = {n for n in delivery.escalated_to.split(",") if n}
+        if username in to or username in on_duty or (admin and not to):
+            found.append((delivery, study, site))
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class _Send:
     """One send a round found due, read before any claim (plain values, no ORM rows)."""
