@@ -8,6 +8,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from relay.county.app import create_app as create_county_app
 from relay.county.auth.deps import CountyDep, SessionDep
 from relay.county.context import County
+from relay.county.dicomweb import repository as dicomweb_repository
+from relay.county.dicomweb.endpoints import audit_opening, site_scope
 from relay.county.render.image import CT_PRESETS
 from relay.county.worklist import service as worklist_service
 from reader_portal import admin, pages
@@ -38,10 +40,14 @@ def create_app(county: County) -> FastAPI:
                       sites=sites, modalities=modalities)
 
     @app.get("/portal/studies/{study_uid}", response_class=HTMLResponse, include_in_schema=False)
-    def study_page(study_uid: str, request: Request, who: PageSessionDep, county: CountyDep,
+    def study_page(study_uid: str, request: Request, who: PageSessionDep, county: CountyDep, session: SessionDep,
                    lang: LangQuery = None) -> HTMLResponse:
         """The reader's study page: series, viewer, priors and the report. The page holds no
-        data itself; it reads everything through the JSON API with the session cookie."""
+        data itself; it reads everything through the JSON API with the session cookie. Its
+        opening is audited here, once, with the study's series and instance counts (the
+        viewer's metadata and image requests that follow add no rows)."""
+        if dicomweb_repository.study(session, study_uid, site_scope(who.principal)) is not None:
+            audit_opening(county, request, who.principal, session, study_uid, "study page")
         chosen, _, _ = pages.language(request, lang)
         presets = {"CT": [{"key": p.key, "label": p.label(chosen), "center": p.center, "width": p.width}
                           for p in CT_PRESETS]}

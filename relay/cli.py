@@ -106,7 +106,9 @@ def _alert_critical_results_while_running(settings: Settings, county: Any) -> No
     """Run the critical-result alert and the assignment rounds in the worker's main process
     once its pool is up. Studies are assigned as they arrive by the ``assign`` queue; the
     rounds stay for reassignment of unopened studies and as the safety net for a message
-    lost or refused (a study queued while nobody competent was on duty, a failed enqueue)."""
+    lost or refused (a study queued while nobody competent was on duty, a failed enqueue).
+    Every worker process runs both (per-queue workers too): alert sends are claimed in the
+    database, so each goes out once (relay.county.reports.alerts)."""
     from celery import signals
 
     from relay.county.reading.assign import run_assignment

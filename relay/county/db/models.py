@@ -536,6 +536,11 @@ class ReportDelivery(Base):
     """When an unacknowledged critical result was escalated to the county's on-duty lead."""
     escalated_to: Mapped[str] = mapped_column(String(512), default="", server_default=text("''"))
     """Usernames of the leads on duty at ``escalated_at``, comma-separated; empty: no lead was."""
+    critical_claimed_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    """When an alert round took the township webhook to send it (one sender per round; a
+    claim older than the lease is taken again: relay.county.reports.alerts)."""
+    escalation_claimed_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    """When an alert round took the escalation to send it (as ``critical_claimed_at``)."""
 
 
 class MetricDelta(Base):
@@ -561,3 +566,12 @@ class MetricCounter(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     labels: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[float] = mapped_column(Float)
+
+
+class InstanceHeader(Base):
+    """An indexed instance's header as DICOM JSON (PS3.18 F.2, no pixel data), written by the
+    indexer so that WADO-RS metadata answers from the index instead of reading the object."""
+
+    __tablename__ = "instance_headers"
+    instance_pk: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
+    header_json: Mapped[str] = mapped_column(Text)

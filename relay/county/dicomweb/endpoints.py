@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
+from datetime import timedelta
 from typing import Annotated, Any
 
 import pydicom
@@ -22,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep, SiteDep
 from relay.county.audit.endpoints import audit
 from relay.county.audit.service import Action
-from relay.county.auth.service import Principal
+from relay.county.auth.service import Principal, now_utc
 from relay.county.context import County
 from relay.county.db.engine import session_scope
 from relay.county.db.models import Instance, Site, Study
@@ -39,7 +41,7 @@ MAX_RESULTS = 1000
 """Largest page a QIDO-RS search returns; larger limits are capped (PS3.18 allows it)."""
 
 
-def _site_scope(principal: Principal) -> int | None:
+def site_scope(principal: Principal) -> int | None:
     """The only site a caller may see (a technician's), or None for all."""
     if principal.role is Role.TECHNICIAN:
         return principal.site_id if principal.site_id is not None else -1
@@ -56,7 +58,7 @@ def _study_query(q: qido.Query, principal: Principal, limit: int, offset: int) -
         patient_name=q.get("PatientName"), patient_id=q.get("PatientID"),
         accession_number=q.get("AccessionNumber"), study_date=qido.date_range(q.get("StudyDate")),
         study_time=qido.time_range(q.get("StudyTime")),
-        modality=q.get("ModalitiesInStudy"), site_id=_site_scope(principal),
+        modality=q.get("ModalitiesInStudy"), site_id=site_scope(principal),
         limit=min(limit, MAX_RESULTS), offset=offset)
 
 
@@ -84,7 +86,7 @@ def search_studies(
 
 def visible_study(session: Session, principal: Principal, study_uid: str) -> Study:
     """The study, if the caller may see it; else 404 (a technician's other sites' studies too)."""
-    study = repository.study(session, study_uid, _site_scope(principal))
+    study = repository.study(session, study_uid, site_scope(principal))
     if study is None:
         raise NotFound(f"no study {study_uid}")
     return study
@@ -190,11 +192,39 @@ def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, request: Re
     return _retrieve(county, found)
 
 
-def _metadata(county: County, inst: Instance, base_url: str) -> dict[str, Any]:
-    """DICOM JSON of the stored header; pixel data as a BulkDataURI."""
+OPENING_AUDIT_MIN = 30.0
+"""Minutes during which a caller's further metadata requests for a study already audited
+(its opening on the study page, or a viewer's first metadata request) add no audit row: a
+study's opening is audited once with what was viewed, not once per series or instance."""
+
+
+def audit_opening(county: County, request: Request, principal: Principal, session: Session, study_uid: str,
+                  what: str) -> None:
+    """Audit that ``principal`` opened the study, with its series and instance counts."""
+    n_series, n_instances = repository.study_counts(session, study_uid)
+    audit(county, request, principal, Action.STUDY_RETRIEVE, object_type="study", object_id=study_uid,
+          detail=f"{what} series={n_series} instances={n_instances}")
+
+
+def _audit_opening_once(county: County, request: Request, principal: Principal, session: Session,
+                        study_uid: str) -> None:
+    since = now_utc() - timedelta(minutes=OPENING_AUDIT_MIN)
+    if not repository.recently_audited(session, actor=principal.username, action=Action.STUDY_RETRIEVE.value,
+                                       study_uid=study_uid, since=since):
+        audit_opening(county, request, principal, session, study_uid, "metadata")
+
+
+def _stored_header(county: County, inst: Instance) -> dict[str, Any]:
+    """The header read from the object itself: only for an instance indexed before the index
+    kept headers (migration 0027), or whose header could not be turned into JSON."""
     ds = pydicom.dcmread(io.BytesIO(county.store.get(inst.object_key)), stop_before_pixels=True)
-    body: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=1 << 20,
-                                           bulk_data_element_handler=lambda _e: "")
+    body: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=1 << 20, bulk_data_element_handler=lambda _e: "")
+    return body
+
+
+def _metadata(county: County, inst: Instance, header: str | None, base_url: str) -> dict[str, Any]:
+    """DICOM JSON of the instance's header, from the index; pixel data as a BulkDataURI."""
+    body: dict[str, Any] = json.loads(header) if header is not None else _stored_header(county, inst)
     body["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}  # JSON text is Unicode
     body["00083002"] = {"vr": "UI", "Value": [inst.transfer_syntax_uid]}
     url = (f"{base_url}/studies/{inst.study_uid}/series/{inst.series_uid}/instances/{inst.sop_uid}")
@@ -203,30 +233,37 @@ def _metadata(county: County, inst: Instance, base_url: str) -> dict[str, Any]:
     return body
 
 
-def _metadata_response(county: County, instances: list[Instance], request: Request,
+def _metadata_response(county: County, session: Session, instances: list[Instance], request: Request,
                        principal: Principal) -> JSONResponse:
-    _audit_retrieve(county, request, principal, instances, "metadata")
+    """The instances' metadata in one answer, from the index (headers kept at indexing)."""
+    _audit_opening_once(county, request, principal, session, instances[0].study_uid)
+    headers = repository.headers_of(session, [i.id for i in instances])
     base = _base(request)
-    return JSONResponse([_metadata(county, i, base) for i in instances], media_type=DICOM_JSON)
+    return JSONResponse([_metadata(county, i, headers.get(i.id), base) for i in instances], media_type=DICOM_JSON)
 
 
 @router.get("/studies/{study_uid}/metadata")
 def study_metadata(study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep,
                    county: CountyDep) -> JSONResponse:
     """WADO-RS: the metadata of every instance of a study (what a viewer such as OHIF loads)."""
-    return _metadata_response(county, selected_instances(session, principal, study_uid, None, None), request, principal)
+    found = selected_instances(session, principal, study_uid, None, None)
+    return _metadata_response(county, session, found, request, principal)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata")
 def series_metadata(study_uid: str, series_uid: str, request: Request, principal: PrincipalDep,
                     session: SessionDep, county: CountyDep) -> JSONResponse:
-    return _metadata_response(county, selected_instances(session, principal, study_uid, series_uid, None), request, principal)
+    """WADO-RS: the metadata of every instance of a series, in one answer from the index
+    (the study page loads a series with it)."""
+    found = selected_instances(session, principal, study_uid, series_uid, None)
+    return _metadata_response(county, session, found, request, principal)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata")
 def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request,
                       principal: PrincipalDep, session: SessionDep, county: CountyDep) -> JSONResponse:
-    return _metadata_response(county, selected_instances(session, principal, study_uid, series_uid, sop_uid), request, principal)
+    found = selected_instances(session, principal, study_uid, series_uid, sop_uid)
+    return _metadata_response(county, session, found, request, principal)
 
 
 def _stow_one(county: County, site: Site, data: bytes) -> tuple[IngestOutcome | None, str, str, int | None]:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, Unpack
 from sqlalchemy import Row, Select, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from relay.county.db.models import Instance, Patient, Series, Study
+from relay.county.db.models import AuditEvent, Instance, InstanceHeader, Patient, Series, Study
 
 _Select = TypeVar("_Select", bound=Select[Unpack[tuple[Any, ...]]])
 
@@ -271,3 +271,28 @@ def first_series_uid(session: Session, study: Study) -> str | None:
     stmt = (select(Series.series_uid).where(Series.study_pk == study.id, has_instances)
             .order_by(Series.series_number, Series.id).limit(1))
     return session.execute(stmt).scalar_one_or_none()
+
+
+def headers_of(session: Session, instance_ids: list[int]) -> dict[int, str]:
+    """The indexed header JSON of each instance that has one (instance id -> JSON text)."""
+    found: dict[int, str] = {}
+    for start in range(0, len(instance_ids), 1000):  # bounded IN lists
+        chunk = instance_ids[start:start + 1000]
+        found.update({int(pk): text_ for pk, text_ in session.execute(
+            select(InstanceHeader.instance_pk, InstanceHeader.header_json).where(InstanceHeader.instance_pk.in_(chunk)))})
+    return found
+
+
+def study_counts(session: Session, study_uid: str) -> tuple[int, int]:
+    """(series, instances) of a study that are indexed."""
+    n_series, n_instances = session.execute(
+        select(func.count(func.distinct(Instance.series_uid)), func.count(Instance.id))
+        .where(Instance.study_uid == study_uid, Instance.series_pk.is_not(None))).one()
+    return int(n_series), int(n_instances)
+
+
+def recently_audited(session: Session, *, actor: str, action: str, study_uid: str, since: Any) -> bool:
+    """Whether ``actor`` has an ``action`` row for the study at or after ``since``."""
+    return session.execute(select(AuditEvent.id).where(
+        AuditEvent.object_type == "study", AuditEvent.object_id == study_uid, AuditEvent.actor == actor,
+        AuditEvent.action == action, AuditEvent.at >= since).limit(1)).first() is not None

@@ -211,3 +211,23 @@ def open_critical(who: CountyStaffDep, session: SessionDep) -> list[OpenCritical
                             notified_at=d.critical_notified_at, escalated_at=d.escalated_at,
                             escalated_to=[n for n in d.escalated_to.split(",") if n])
             for d, s, site in alerts.open_critical(session=session)]
+
+
+class EscalationAlertOut(BaseModel):
+    delivery_id: int
+    study_instance_uid: str
+    site: str
+    escalated_at: datetime
+
+
+@router.get("/critical/alerts", response_model=list[EscalationAlertOut])
+def my_escalation_alerts(who: CountyStaffDep, session: SessionDep, county: CountyDep) -> list[EscalationAlertOut]:
+    """Escalated critical results (危急值) the township has not acknowledged that the caller must
+    be told of: to the lead(s) it went to and every lead on duty now (administrators when no
+    lead was on duty). Every portal page polls this and shows a banner with a sound and a
+    desktop notification; an empty list for everyone else. Identifiers only."""
+    found = alerts.escalations_for(session=session, username=who.username, admin=who.role is Role.ADMIN,
+                                   at=now_utc(), zone=ZoneInfo(county.settings.timezone))
+    return [EscalationAlertOut(delivery_id=d.id, study_instance_uid=s.study_uid, site=site,
+                               escalated_at=d.escalated_at)
+            for d, s, site in found if d.escalated_at is not None]

@@ -6,9 +6,10 @@ from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from relay.county.db.models import Instance, Patient, ReadingItem, Series, Study, StudyTransition
+from relay.county.db.models import Instance, InstanceHeader, Patient, ReadingItem, Series, Study, StudyTransition
 from relay.county.db.upsert import insert_ignore
 from relay.dicom import body_parts
 
@@ -107,3 +108,13 @@ def late_counts(session: Session, study_uids: list[str]) -> dict[str, int]:
     rows = session.execute(select(Instance.study_uid, func.count()).where(
         Instance.study_uid.in_(study_uids), Instance.late.is_(True)).group_by(Instance.study_uid))
     return {uid: int(n) for uid, n in rows}
+
+
+def put_header(session: Session, *, instance_pk: int, header: str | None) -> None:
+    """Keep the instance's header JSON in the index (once; a second indexing keeps the first)."""
+    if header is None:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(InstanceHeader).values(instance_pk=instance_pk, header_json=header)
+                    .on_conflict_do_nothing(index_elements=["instance_pk"]))

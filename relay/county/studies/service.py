@@ -21,6 +21,7 @@ from relay.county.events.outbox import Topic
 from relay.county.storage import ObjectStore
 from relay.county.studies import identity, repository
 from relay.dicom.header import InstanceMeta, InvalidInstance, read_meta
+from relay.dicom.json_header import header_json
 from relay.dicom.sop import is_document
 from relay.dicom.vocab import Priority, StudyState
 
@@ -46,7 +47,8 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
     if inst.indexed_at is not None:
         session.rollback()
         return IndexResult(instance_id, inst.study_uid, True, False)
-    meta = _read(store, inst)
+    data = store.get(inst.object_key)
+    meta = _read(data, inst)
     site = session.get(Site, inst.site_id)
     assert site is not None
     now = now_utc()
@@ -68,6 +70,7 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
     else:
         queued = _existing_study(session, inst, study_pk, priority, now, event)
     inst.series_pk, inst.instance_number, inst.indexed_at = series_pk, meta.instance_number if meta else None, now
+    repository.put_header(session, instance_pk=inst.id, header=header_json(data))
     session.flush()
     modalities = "\\".join(repository.study_modalities(session, study_pk))
     repository.touch_study(session, study_pk=study_pk, modalities=modalities, at=now)
@@ -105,10 +108,10 @@ def _existing_study(session: Session, inst: Instance, study_pk: int, priority: P
     return False
 
 
-def _read(store: ObjectStore, inst: Instance) -> InstanceMeta | None:
+def _read(data: bytes, inst: Instance) -> InstanceMeta | None:
     """Decoded header of the stored object; None if it cannot be decoded (still indexed)."""
     try:
-        return read_meta(store.get(inst.object_key))
+        return read_meta(data)
     except InvalidInstance as exc:
         log.warning("cannot decode header sop=%s key=%s: %s", inst.sop_uid, inst.object_key, exc)
         return None
