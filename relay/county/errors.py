@@ -51,6 +51,10 @@ class NotFound(RelayError):
     status, title = 404, "Not found"
 
 
+class NotAcceptable(RelayError):
+    status, title = 406, "Not acceptable"
+
+
 class Conflict(RelayError):
     status, title = 409, "Conflict"
 
