@@ -150,6 +150,17 @@ class Settings(BaseSettings):
         description="Largest single DICOM instance the ingest endpoint accepts, in bytes "
         "(default 2 GiB); larger bodies get 413 instead of exhausting memory.",
     )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token Prometheus must send to scrape /metrics (Authorization: Bearer "
+        "<token>; prometheus.yml authorization.credentials_file). Default (unset): /metrics "
+        "answers 404, so nothing about the county's traffic is readable without it.",
+    )
+    api_docs: bool = Field(
+        True,
+        description="Serve /docs and /openapi.json, to logged-in administrators only (bearer token "
+        "or portal session). False: both answer 404. Default True.",
+    )
 
     # --- edge --------------------------------------------------------------------
     edge_host: str = Field("127.0.0.1", description="Address the edge DICOM SCP binds.")
