@@ -29,7 +29,7 @@ dev: $(VENV)/.installed-dev
 # Independent DICOM peers the tests talk to (DCMTK: echoscu, storescu, storescp, dcmdump,
 # dcmj2pnm), the CJK font the ECG paper's Chinese labels are drawn with, and Debian's
 # Chromium that Playwright drives in the page tests.
-APT_PEERS := dcmtk fonts-noto-cjk chromium poppler-utils fuse3
+APT_PEERS := dcmtk fonts-noto-cjk chromium poppler-utils fuse3 nginx
 peers:
 	@missing=$$(for p in $(APT_PEERS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
