@@ -49,7 +49,7 @@ async def spool_body(request: Request, *, limit: int, what: str, spool_dir: Path
     if spool_dir is not None:
         spool_dir.mkdir(parents=True, exist_ok=True)
     out: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (returned to the caller)
-        max_size=SPOOL_MEMORY_BYTES, dir=spool_dir)
+        max_size=SPOOL_MEMORY_BYTES, dir=str(spool_dir) if spool_dir is not None else None)
     total = 0
     try:
         async for piece in request.stream():
