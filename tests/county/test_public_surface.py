@@ -108,3 +108,29 @@ def scrape_text(client: TestClient, county: County) -> str:
     r = client.get("/metrics", headers={"Authorization": f"Bearer {county.settings.metrics_token}"})
     assert r.status_code == 200, r.text
     return r.text
+
+
+def test_the_workers_fold_job_moves_the_pending_deltas_and_stops(county):
+    import threading
+    import time
+
+    from relay.county.metrics.folding import run_folding
+
+    site_id, _ = make_site(county)
+    index(county, ingest(county, encode(make_dataset()), site_id=site_id))
+    stop = threading.Event()
+    worker = threading.Thread(target=run_folding, args=(county.sessions, stop), kwargs={"every_s": 0.2})
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with county.sessions() as s:
+                if s.scalar(select(func.count()).select_from(MetricDelta)) == 0:
+                    break
+            time.sleep(0.1)
+        with county.sessions() as s:
+            assert s.scalar(select(func.count()).select_from(MetricDelta)) == 0
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
