@@ -11,6 +11,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -144,9 +145,11 @@ def authenticate(*, session: Session, username: str, password: str, lockout: Loc
     if user is None or user.disabled_at is not None:
         raise Unauthorized("wrong username or password")
     # The right password: the attempts in a row start again; a lock this attempt set goes.
-    user.failed_logins = 0
-    if locked_by_me:
-        user.locked_until = None
+    # Committed here, so that a caller that stops before its own commit leaves no count.
+    reset: dict[str, Any] = {"failed_logins": 0, **({"locked_until": None} if locked_by_me else {})}
+    session.execute(update(User).where(User.id == user.id).values(**reset)
+                    .execution_options(synchronize_session="fetch"))
+    session.commit()
     return user
 
 
