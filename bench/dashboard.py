@@ -190,6 +190,10 @@ def cases(now: datetime) -> list[tuple[str, str, dict[str, str]]]:
     return out
 
 
+METRICS_TOKEN = "bench-metrics-token"
+"""The scraper's token of the benchmark's county (/metrics needs one, RELAY_METRICS_TOKEN)."""
+
+
 def measure(base: str, token: str, n: int, now: datetime,
             only: str | None = None) -> list[tuple[str, list[float], int]]:
     headers = {"Authorization": f"Bearer {token}"}
@@ -200,7 +204,8 @@ def measure(base: str, token: str, n: int, now: datetime,
             times, size = [], 0
             for k in range(n + 2):
                 t0 = time.perf_counter()
-                r = client.get(path, params=params)
+                scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"} if path == "/metrics" else None
+                r = client.get(path, params=params, headers=scraper)
                 elapsed = (time.perf_counter() - t0) * 1000
                 r.raise_for_status()
                 if k >= 2:  # the first two warm the connection pool and the plan cache
@@ -244,7 +249,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp, fresh_database("relay_bench_dash") as (url, dsn):
         settings = Settings(data_dir=Path(tmp) / "var", database_url=url, broker_url=None,
-                            log_level="WARNING", timezone=ZONE)
+                            log_level="WARNING", timezone=ZONE, metrics_token=METRICS_TOKEN)
         county = County(settings)
         try:
             setup_people(county)

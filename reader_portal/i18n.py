@@ -75,6 +75,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "obj_tat.csv": "TAT报表", "obj_study": "检查",
         "act_report.acknowledge": "技师确认报告", "act_site.technicians": "乡镇同步技师账号",
         # --- end of the administrator's pages ---
+        # --- error pages (reader_portal.pages.error_page) ---
+        "err_403": "无权访问", "err_404": "页面不存在", "err_405": "不支持的请求方法", "err_413": "上传内容过大",
+        "err_422": "请求内容有误", "err_500": "服务器内部错误", "err_other": "请求失败",
+        "err_request_id": "请求编号", "err_home": "返回待诊断列表",
         "title": "县域影像心电诊断中心", "worklist": "待诊断列表", "login": "登录",
         "username": "用户名", "password": "密码", "logout": "退出",
         "patient_name": "姓名", "patient_id": "患者ID", "modality": "检查类型",
@@ -213,6 +217,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_report.acknowledge": "report acknowledged by the technician",
         "act_site.technicians": "technician logins sent to the edge",
         # --- end of the administrator's pages ---
+        "err_403": "Forbidden", "err_404": "Page not found", "err_405": "Method not allowed",
+        "err_413": "Upload too large", "err_422": "Invalid request", "err_500": "Internal server error",
+        "err_other": "Request failed", "err_request_id": "Request id", "err_home": "Back to the worklist",
         "title": "County imaging and ECG reading centre", "worklist": "Worklist", "login": "Log in",
         "username": "Username", "password": "Password", "logout": "Log out",
         "patient_name": "Name", "patient_id": "Patient ID", "modality": "Modality",

@@ -28,6 +28,7 @@ from fastapi.templating import Jinja2Templates
 from relay.county.auth import sessions
 from relay.county.auth.deps import CountyDep, SessionDep, session_policy
 from relay.county.context import County
+from relay.county import errors
 from relay.county.errors import Forbidden, Unauthorized
 from relay.dicom.vocab import Role
 from reader_portal.i18n import strings
@@ -146,3 +147,16 @@ def install(app: FastAPI) -> None:
         return harden(response)
 
     app.add_exception_handler(LoginRequired, _to_login)
+    errors.set_html_renderer(app, error_page)
+
+
+def error_page(request: Request, status: int, title: str, detail: str) -> Response:
+    """A browser's error page under /portal, in its language (API callers get problem+json)."""
+    chosen, t, other = language(request, request.query_params.get("lang"))
+    heading = t.get(f"err_{status}", t["err_other"])
+    response = templates.TemplateResponse(
+        request, "error.html",
+        {"t": t, "lang": chosen, "other_lang": other, "status": status, "heading": heading,
+         "detail": detail, "request_id": errors.request_id(request)},
+        status_code=status)
+    return harden(response)

@@ -77,6 +77,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     start_audit_checkpoints(settings, county)
     _publish_events_while_running(settings, county)
     _alert_critical_results_while_running(settings, county)
+    _fold_metrics_while_running(county)
     county.celery.worker_main(argv)
     return 0
 
@@ -119,6 +120,22 @@ def _alert_critical_results_while_running(settings: Settings, county: Any) -> No
     def _start(**_kwargs: Any) -> None:
         for name, target in (("alerts", run_alerts), ("assignment", run_assignment)):
             threading.Thread(target=target, args=(settings, county.sessions, stop), name=name, daemon=True).start()
+
+    signals.worker_ready.connect(_start, weak=False)
+    signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)
+
+
+def _fold_metrics_while_running(county: Any) -> None:
+    """Fold the /metrics counters' pending deltas in the worker's main process once its pool
+    is up (a scrape only reads them, so the API can run on a read-only database role)."""
+    from celery import signals
+
+    from relay.county.metrics.folding import run_folding
+
+    stop = threading.Event()
+
+    def _start(**_kwargs: Any) -> None:
+        threading.Thread(target=run_folding, args=(county.sessions, stop), name="metrics-fold", daemon=True).start()
 
     signals.worker_ready.connect(_start, weak=False)
     signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)

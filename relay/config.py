@@ -181,6 +181,17 @@ class Settings(BaseSettings):
         "pinned once, against which `relay verify-report --keys KEYSET` checks the key set; "
         "`--pin` overrides it.",
     )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token Prometheus must send to scrape /metrics (Authorization: Bearer "
+        "<token>; prometheus.yml authorization.credentials_file). Default (unset): /metrics "
+        "answers 404, so nothing about the county's traffic is readable without it.",
+    )
+    api_docs: bool = Field(
+        True,
+        description="Serve /docs and /openapi.json, to logged-in administrators only (bearer token "
+        "or portal session). False: both answer 404. Default True.",
+    )
 
     # --- edge --------------------------------------------------------------------
     edge_host: str = Field("127.0.0.1", description="Address the edge DICOM SCP binds.")

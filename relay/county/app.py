@@ -6,8 +6,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
@@ -20,7 +21,8 @@ from relay.county.dicomweb.endpoints import router as dicomweb_router
 from relay.county.dicomweb.frames import router as frames_router
 from relay.county.dicomweb.rendered import router as rendered_router
 from relay.county.edges.endpoints import router as edges_router
-from relay.county.errors import install_error_handler
+from relay.county.auth.deps import AdminDep
+from relay.county.errors import NotFound, install_error_handler
 from relay.county.reading.endpoints import router as reading_router
 from relay.county.reports.delivery_endpoints import router as deliveries_router
 from relay.county.reports.endpoints import reports_router
@@ -53,6 +55,23 @@ def _check_backends(county: County) -> dict[str, str]:
     return checks
 
 
+def _install_docs(app: FastAPI, county: County) -> None:
+    """/openapi.json and its Swagger page for logged-in administrators (bearer token or
+    portal session); with RELAY_API_DOCS=false they answer 404 like any unknown path."""
+
+    def _docs_on() -> None:
+        if not county.settings.api_docs:
+            raise NotFound("the API documentation is switched off (RELAY_API_DOCS)")
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(_docs_on)])
+    def openapi_document(_admin: AdminDep) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(_docs_on)])
+    def swagger_page(_admin: AdminDep) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} – API")
+
+
 def create_app(county: County) -> FastAPI:
     """Build the app around an already configured County."""
 
@@ -61,7 +80,10 @@ def create_app(county: County) -> FastAPI:
         yield
         county.close()
 
-    app = FastAPI(title="County imaging relay", version=relay.__version__, lifespan=lifespan)
+    # The built-in /docs, /redoc and /openapi.json are open to anyone: off, and served below
+    # to administrators only (the document maps every route an attacker could try).
+    app = FastAPI(title="County imaging relay", version=relay.__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.county = county
     install_error_handler(app)
     app.include_router(auth_router)
@@ -83,6 +105,8 @@ def create_app(county: County) -> FastAPI:
     app.include_router(worklist_router)
     app.include_router(reading_router)
     app.include_router(studies_router)
+
+    _install_docs(app, county)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:

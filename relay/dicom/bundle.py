@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from relay.dicom.vocab import Priority
 from relay.dicom.wire import FRAME_HEADER_LEN_BYTES
 
 ZSTD_LEVEL = 3
@@ -25,6 +26,7 @@ MAX_FRAME_HEADER_BYTES = 64 * 1024
 """A frame header longer than this is corrupt input, not a real header."""
 
 ENCODINGS = ("zstd", "identity")
+_PRIORITIES = frozenset(p.value for p in Priority)
 
 
 class BundleError(ValueError):
@@ -96,10 +98,27 @@ def _read_frame(stream: BinaryIO, header_len: int) -> tuple[FrameHeader, bytes]:
         header = FrameHeader(**json.loads(_read_exact(stream, header_len, "a frame header")))
     except (TypeError, ValueError) as exc:
         raise BundleError(f"bad frame header: {exc}") from exc
+    _check_header(header)
     data = _read_exact(stream, header.size, f"instance {header.sop_uid}")
     if hashlib.sha256(data).hexdigest() != header.sha256:
         raise BundleError(f"instance {header.sop_uid}: SHA-256 does not match its frame header")
     return header, data
+
+
+_TEXT_FIELDS = ("sop_uid", "sha256", "priority", "calling_ae", "received_at")
+
+
+def _check_header(header: FrameHeader) -> None:
+    """Each field of the type it is used as (JSON may carry anything); names the field."""
+    for name in _TEXT_FIELDS:
+        if not isinstance(getattr(header, name), str):
+            raise BundleError(f"bad frame header: {name} must be a string")
+    if isinstance(header.size, bool) or not isinstance(header.size, int) or header.size < 0:
+        raise BundleError("bad frame header: size must be a non-negative integer")
+    if not isinstance(header.late, bool):
+        raise BundleError("bad frame header: late must be true or false")
+    if header.priority not in _PRIORITIES:
+        raise BundleError(f"bad frame header: priority must be one of {', '.join(sorted(_PRIORITIES))}")
 
 
 def decode_bundle(encoded: bytes, *, encoding: str) -> list[tuple[FrameHeader, bytes]]:

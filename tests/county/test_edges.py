@@ -12,6 +12,7 @@ from relay.county.edges.service import fleet
 from relay.dicom.vocab import Role
 from relay.edge.heartbeat import GoodputMeter, build_heartbeat, send_heartbeat
 from tests.factories import make_site, make_user
+from tests.county.test_public_surface import scrape_text
 
 
 def admin_headers(client: TestClient, county, role: Role = Role.ADMIN) -> dict[str, str]:
@@ -74,7 +75,7 @@ def test_the_fleet_flags_an_edge_silent_over_10_minutes_or_with_an_old_spool(cou
     _beat(county, "stuck", silent_for=timedelta(seconds=30), oldest_unsent_s=2 * 3600.0)
     with TestClient(create_app(county)) as client:
         edges = {e["site"]: e for e in client.get("/api/edges", headers=admin_headers(client, county)).json()}
-        body = client.get("/metrics").text
+        body = scrape_text(client, county)
     assert {name: e["alarms"] for name, e in edges.items()} == {
         "fine": [], "quiet": ["silent"], "stuck": ["spool_stale"], "never": ["silent"]}
     assert edges["stuck"]["spool_stale"] and not edges["quiet"]["spool_stale"]

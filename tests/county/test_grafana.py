@@ -17,6 +17,7 @@ from relay.county.edges.service import record_heartbeat
 from relay.county.reading import service
 from relay.county.worker import enqueue_index
 from tests.county.test_reading import principal, queue_studies
+from tests.county.test_public_surface import scrape_text
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 METRIC = re.compile(r"\b(relay_[a-z0-9_]+)\b")
@@ -42,7 +43,7 @@ def test_every_metric_the_dashboard_and_alerts_use_is_in_a_real_scrape(county):
             goodput_bps=1e6, disk_free_bytes=10**10, version="test"))
     enqueue_index(county.celery, county.settings, 1)
     with TestClient(create_app(county)) as client:
-        body = client.get("/metrics").text
+        body = scrape_text(client, county)
     exported = {s.name for family in text_string_to_metric_families(body) for s in family.samples}
     referenced = _referenced()
     assert len(referenced) >= 15

@@ -31,13 +31,14 @@ from tests.county.test_ingest import conflicting_pair, upload
 from tests.county.test_reading import principal, queue_studies
 from tests.county.test_reports import login
 from tests.factories import encode, make_dataset, make_instance, make_site, sha256
+from tests.county.test_public_surface import scrape_text
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def scrape(county) -> dict[Key, float]:
     with TestClient(create_app(county)) as client:
-        body = client.get("/metrics").text
+        body = scrape_text(client, county)
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(body) for s in family.samples}
 

@@ -11,10 +11,11 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from relay.county.db.models import ApiToken, Site, User
@@ -110,35 +111,45 @@ class LoginLocked(Unauthorized):
     """The login is locked after too many wrong passwords (a 401 like any failed login)."""
 
 
-def _locked(user: User | None, now: datetime) -> bool:
-    return user is not None and user.locked_until is not None and user.locked_until > now
-
-
-def _count_failure(session: Session, user: User | None, lockout: Lockout, now: datetime) -> None:
-    if user is None:
-        return
-    user.failed_logins += 1
-    if user.failed_logins >= lockout.max_failures:
-        user.locked_until, user.failed_logins = now + timedelta(minutes=lockout.minutes), 0
+def _reserve_attempt(session: Session, username: str, lockout: Lockout, now: datetime) -> bool | None:
+    """Count this password attempt before it is checked, in one atomic UPDATE committed at
+    once, so that concurrent guesses can never get past ``max_failures``: the attempt that
+    reaches the cap locks the login (and zeroes the count) right away, before its own
+    password is verified. None: no such user, or no attempt allowed (locked); else whether
+    this attempt is the one that locked."""
+    reaches_cap = User.failed_logins + 1 >= lockout.max_failures
+    until = now + timedelta(minutes=lockout.minutes)
+    row = session.execute(
+        update(User)
+        .where(User.username == username, or_(User.locked_until.is_(None), User.locked_until <= now))
+        .values(failed_logins=case((reaches_cap, 0), else_=User.failed_logins + 1),
+                locked_until=case((reaches_cap, until), else_=None))
+        .returning(User.id, User.locked_until)
+        .execution_options(synchronize_session=False)).one_or_none()
     session.commit()
+    return None if row is None else row.locked_until is not None
 
 
 def authenticate(*, session: Session, username: str, password: str, lockout: Lockout = Lockout()) -> User:
     """The user with this password, or Unauthorized (the same answer for both failures);
     a locked login is refused even with the right password until the lock ends."""
-    user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     now = now_utc()
-    if _locked(user, now):
+    locked_by_me = _reserve_attempt(session, username, lockout, now)
+    user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    if user is not None and locked_by_me is None:
         raise LoginLocked("too many wrong passwords: this login is locked for a while")
     try:
         _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
-        _count_failure(session, user, lockout, now)
-        raise Unauthorized("wrong username or password") from None
+        raise Unauthorized("wrong username or password") from None  # already counted
     if user is None or user.disabled_at is not None:
         raise Unauthorized("wrong username or password")
-    if user.failed_logins:
-        user.failed_logins = 0
+    # The right password: the attempts in a row start again; a lock this attempt set goes.
+    # Committed here, so that a caller that stops before its own commit leaves no count.
+    reset: dict[str, Any] = {"failed_logins": 0, **({"locked_until": None} if locked_by_me else {})}
+    session.execute(update(User).where(User.id == user.id).values(**reset)
+                    .execution_options(synchronize_session="fetch"))
+    session.commit()
     return user
 
 

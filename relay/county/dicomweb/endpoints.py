@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -29,8 +30,9 @@ from relay.county.context import County
 from relay.county.db.engine import session_scope
 from relay.county.db.models import Instance, Site, Study
 from relay.county.dicomweb import json_model, multipart, qido, repository
-from relay.county.errors import BadRequest, NotFound, RelayError
-from relay.county.ingest.endpoints import enqueue_committed
+from relay.county.errors import NotFound, RelayError
+from relay.county.ingest.body import spool_body
+from relay.county.ingest.endpoints import enqueue_committed, spool_dir
 from relay.county.ingest.service import Upload, ingest_instance
 from relay.dicom.vocab import IngestOutcome, Priority, Role
 
@@ -282,8 +284,20 @@ def _stow_one(county: County, site: Site, data: bytes) -> tuple[IngestOutcome | 
     return result.outcome, str(ds.SOPClassUID), result.sop_uid, result.instance_id
 
 
-def _stow(county: County, site: Site, parts: list[tuple[str, bytes]], base: str) -> tuple[int, dict[str, Any]]:
-    stored, failed, pending = [], [], []
+def _stow(county: County, site: Site, parts: Iterable[tuple[str, bytes]], base: str) -> tuple[int, dict[str, Any]]:
+    """Store each part as it is read from the body; a body that proves malformed part-way
+    is refused, after the parts before it (stored and committed) were enqueued."""
+    pending: list[int] = []
+    try:
+        return _stow_parts(county, site, parts, base, pending)
+    except RelayError:
+        enqueue_committed(county, pending)
+        raise
+
+
+def _stow_parts(county: County, site: Site, parts: Iterable[tuple[str, bytes]], base: str,
+                pending: list[int]) -> tuple[int, dict[str, Any]]:
+    stored, failed = [], []
     for ptype, data in parts:
         outcome, sop_class, sop_uid, instance_id = ((None, "", "", None) if "application/dicom" not in ptype
                                                     else _stow_one(county, site, data))
@@ -296,6 +310,7 @@ def _stow(county: County, site: Site, parts: list[tuple[str, bytes]], base: str)
                        "00081155": {"vr": "UI", "Value": [sop_uid]}})
         pending += [instance_id] if instance_id is not None else []
     enqueue_committed(county, pending)
+    pending.clear()
     body: dict[str, Any] = {"00081190": {"vr": "UR", "Value": [f"{base}/studies"]}}
     if stored:
         body["00081199"] = {"vr": "SQ", "Value": stored}
@@ -308,9 +323,10 @@ def _stow(county: County, site: Site, parts: list[tuple[str, bytes]], base: str)
 @router.post("/studies")
 async def store_instances(request: Request, site: SiteDep, county: CountyDep) -> JSONResponse:
     """STOW-RS: store instances pushed by a township modality or PACS (site credential)."""
-    body = await request.body()
-    if len(body) > county.settings.max_instance_bytes:
-        raise BadRequest("request larger than the largest instance the county accepts")
-    parts = multipart.parse_related(body, request.headers.get("content-type", ""))
-    status, result = await run_in_threadpool(_stow, county, site, parts, _base(request))
+    content_type = request.headers.get("content-type", "")
+    multipart.check_header(content_type)
+    limit = county.settings.max_instance_bytes
+    with await spool_body(request, limit=limit, what="STOW-RS request", spool_dir=spool_dir(county)) as body:
+        parts = multipart.iter_related(body, content_type, max_part_bytes=limit)
+        status, result = await run_in_threadpool(_stow, county, site, parts, _base(request))
     return JSONResponse(result, status_code=status, media_type=DICOM_JSON)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from starlette.datastructures import QueryParams
@@ -36,6 +37,7 @@ ALL = "all"
 _CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _TIME = re.compile(r"\d{2,6}(\.\d{1,6})?")
+_DATE = re.compile(r"\d{8}")
 
 
 def keyword_of(name: str) -> str | None:
@@ -123,12 +125,29 @@ def integer(keyword: str, value: str | None) -> int | None:
         raise BadRequest(f"{keyword} must be an integer") from None
 
 
-def date_range(value: str | None) -> tuple[str | None, str | None] | None:
-    """A DA value or range (``lo-hi``, ``lo-``, ``-hi``) as inclusive bounds."""
+def date_range(value: str | None, keyword: str = "StudyDate") -> tuple[str | None, str | None] | None:
+    """A DA value or range (``lo-hi``, ``lo-``, ``-hi``) as inclusive bounds; 400 for anything
+    else (``2026-11-01`` would otherwise read as the range 2026 to 11)."""
     if not value:
         return None
-    lo, sep, hi = value.partition("-")
+    lo, sep, hi = value.strip().partition("-")
+    for part in (lo, hi):
+        if part and not _is_date(part):
+            raise BadRequest(f"{keyword} must be YYYYMMDD or a range YYYYMMDD-YYYYMMDD (one side may be "
+                             f"empty); got {value!r}")
+    if not (lo or hi) or (lo and hi and lo > hi):
+        raise BadRequest(f"{keyword} {value!r} is not a range from an earlier to a later date")
     return (lo or None, (hi or None) if sep else lo or None)
+
+
+def _is_date(part: str) -> bool:
+    if not _DATE.fullmatch(part):
+        return False
+    try:
+        date(int(part[:4]), int(part[4:6]), int(part[6:]))
+    except ValueError:
+        return False
+    return True
 
 
 def time_range(value: str | None) -> tuple[str | None, str | None] | None:

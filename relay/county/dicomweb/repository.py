@@ -10,6 +10,7 @@ from sqlalchemy import Row, Select, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from relay.county.db.models import AuditEvent, Instance, InstanceHeader, Patient, Series, Study
+from relay.county.studies.repository import has_modality
 
 _Select = TypeVar("_Select", bound=Select[Unpack[tuple[Any, ...]]])
 
@@ -70,6 +71,14 @@ def _name_match(value: str) -> Any:
     return or_(Patient.name.like(pattern, escape="\\"), Patient.name.like("%=" + pattern, escape="\\"))
 
 
+def _modality_match(value: str) -> Any:
+    """ModalitiesInStudy: any of its codes (``CT,MR``), each a whole code of the study's
+    (CT is not OCT); a code with a DICOM wildcard matches as a pattern."""
+    codes = [c.strip() for c in value.replace("\\", ",").split(",") if c.strip()]
+    return or_(*(Study.modalities.like(f"%{_like(c)}%", escape="\\") if "*" in c or "?" in c
+                 else has_modality(c) for c in codes))
+
+
 def _filter(stmt: _Select, q: StudyQuery) -> _Select:
     """``stmt`` (which joins Patient) narrowed by the query's matching keys."""
     if q.study_uids:
@@ -90,7 +99,7 @@ def _filter(stmt: _Select, q: StudyQuery) -> _Select:
         stmt = stmt.where(Study.study_time >= lo) if lo else stmt
         stmt = stmt.where(Study.study_time <= hi) if hi else stmt
     if q.modality:
-        stmt = stmt.where(Study.modalities.like(f"%{_like(q.modality)}%", escape="\\"))
+        stmt = stmt.where(_modality_match(q.modality))
     if q.site_id is not None:
         stmt = stmt.where(Study.site_id == q.site_id)
     return stmt

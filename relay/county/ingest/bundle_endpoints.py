@@ -16,9 +16,9 @@ from relay.county.auth.deps import CountyDep, SiteDep
 from relay.county.context import County
 from relay.county.db.engine import session_scope
 from relay.county.db.models import Site, UploadBundle
-from relay.county.errors import PayloadTooLarge
 from relay.county.ingest import bundles
-from relay.county.ingest.endpoints import enqueue_committed
+from relay.county.ingest.body import read_body
+from relay.county.ingest.endpoints import enqueue_committed, spool_dir
 from relay.dicom import wire
 from relay.dicom.vocab import Priority
 
@@ -100,9 +100,7 @@ async def put_chunk(
     offset: Annotated[int, Header(alias=wire.HEADER_UPLOAD_OFFSET, ge=0)],
 ) -> Response:
     """Append one chunk at ``Upload-Offset``; 204 once it is durable at the county."""
-    if int(request.headers.get("content-length") or 0) > wire.MAX_CHUNK_BYTES:
-        raise PayloadTooLarge(f"chunks are at most {wire.MAX_CHUNK_BYTES} bytes")
-    data = await request.body()
+    data = await read_body(request, limit=wire.MAX_CHUNK_BYTES, what="chunk", spool_dir=spool_dir(county))
     held = await run_in_threadpool(_put, county, site, bundle_id, offset, data)
     return Response(status_code=204, headers={wire.HEADER_UPLOAD_OFFSET: str(held)})
 

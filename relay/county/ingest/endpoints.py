@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -15,7 +16,8 @@ from relay.county.auth.deps import CountyDep, SiteDep
 from relay.county.context import County
 from relay.county.db.engine import session_scope
 from relay.county.db.models import Site
-from relay.county.errors import PayloadTooLarge, Unavailable, Unprocessable
+from relay.county.errors import Unavailable, Unprocessable
+from relay.county.ingest.body import read_body
 from relay.county.ingest.service import IngestResult, Upload, ingest_instance
 from relay.county.worker import enqueue_index
 from relay.dicom import wire
@@ -29,6 +31,11 @@ class IngestOut(BaseModel):
     outcome: str
     sop_instance_uid: str
     sha256: str
+
+
+def spool_dir(county: County) -> Path:
+    """Where request bodies too large for memory wait while they arrive."""
+    return county.settings.data_dir / "incoming"
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -73,10 +80,9 @@ async def upload_instance(
 ) -> IngestOut:
     """Receive one DICOM instance from a township edge. 200 means the county holds it."""
     started = time.perf_counter()
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > county.settings.max_instance_bytes:
-        raise PayloadTooLarge(f"instance of {declared} bytes exceeds {county.settings.max_instance_bytes}")
-    upload = Upload(data=await request.body(), claimed_sha256=sha256, priority=priority,
+    data = await read_body(request, limit=county.settings.max_instance_bytes, what="instance",
+                           spool_dir=spool_dir(county))
+    upload = Upload(data=data, claimed_sha256=sha256, priority=priority,
                     calling_ae=calling_ae, edge_received_at=_parse_time(received_at))
     result = await run_in_threadpool(_ingest_committed, county, site, upload)
     log.info("ingest site=%s ae=%s sop=%s bytes=%d sha256=%s outcome=%s ms=%.1f", site.name,

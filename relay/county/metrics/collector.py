@@ -43,8 +43,7 @@ class CountyCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         with self.county.sessions() as session:
-            counters = repository.fold_and_read(session)
-            session.commit()
+            counters = repository.read_counters(session)  # read-only: the worker folds
             yield from _ingest(session, counters)
             yield from _studies(counters)
             yield from _edges(session, timedelta(minutes=self.county.settings.edge_spool_alarm_minutes))

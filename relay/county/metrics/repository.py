@@ -2,8 +2,10 @@
 
 Triggers (migration 0022) append a row to ``metric_deltas`` in the transaction of every
 change a figure depends on; writers never update a shared row, so concurrent ingests do
-not wait on each other. A scrape folds the pending deltas into ``metric_counters`` and
-reads those: its cost follows the changes since the last scrape, not the history.
+not wait on each other. The worker folds the pending deltas into ``metric_counters`` at an
+interval (relay.county.metrics.folding); a scrape only reads, the counters plus the deltas
+not folded yet, so it writes nothing and may run on a read replica. Its cost follows the
+changes since the last fold, not the history.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy import (
     select,
     text,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
@@ -44,14 +47,22 @@ fold; two replicas folding at once upsert in the same order (no deadlock) and th
 skips the rows the first deleted."""
 
 
-def fold_and_read(session: Session) -> Counters:
-    """Fold the pending deltas into the counters and return every counter; the caller commits."""
+def fold(session: Session) -> None:
+    """Fold the pending deltas into the counters (the worker's periodic job); the caller commits."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(_PG_FOLD)
     else:
         _fold_sqlite(session)
+
+
+def read_counters(session: Session) -> Counters:
+    """Every counter, its pending deltas added, in one statement (one snapshot: a fold
+    committing meanwhile is seen whole or not at all). Writes nothing."""
+    both = union_all(select(MetricCounter.name, MetricCounter.labels, MetricCounter.value),
+                     select(MetricDelta.name, MetricDelta.labels, MetricDelta.value)).subquery()
     out: Counters = defaultdict(dict)
-    for row in session.execute(select(MetricCounter.name, MetricCounter.labels, MetricCounter.value)):
+    for row in session.execute(select(both.c.name, both.c.labels, func.sum(both.c.value).label("value"))
+                               .group_by(both.c.name, both.c.labels)):
         out[row.name][row.labels] = float(row.value)
     return out
 
