@@ -357,6 +357,7 @@ def _start_edge(workdir: Path, site: str, index: int, *, token: str, pki: Pki, p
                    edge_status_port=str(status_port), county_url=f"https://127.0.0.1:{link_port}",
                    edge_county_ca_file=str(pki.ca), edge_report_destinations=f"{pacs_ae}@127.0.0.1:{pacs_port}",
                    edge_report_poll_s=REPORT_POLL_S, edge_heartbeat_s="10", forward_retry_max="5",
+                   edge_technicians_poll_s="5", edge_ack_retry_s="2",
                    log_level="INFO")
     process = spawn(RelayProcess(f"edge-{site}", ["edge"], env=env, cwd=workdir, logdir=workdir))
     return Edge(site=site, dicom_port=dicom_port, status_port=status_port, pacs_ae=pacs_ae, pacs_port=pacs_port,

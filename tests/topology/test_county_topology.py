@@ -7,6 +7,7 @@ township's PACS; critical results alert exactly once; a cut WAN delays, never lo
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import pydicom
 import pytest
 
 from tests.conftest import SAMPLES
+from tests.edge.techpage import form_token, logged_in
 from tests.topology.bed import (Edge, Topology, fetch_verification_keys, fresh_study, storescu,
                                 verify_report)
 
@@ -160,3 +162,46 @@ def test_a_study_sent_while_the_townships_wan_is_down_arrives_once_it_is_back(
         bed.wait("every instance of the study indexed", lambda: indexed() >= len(files), timeout=120)
         assert indexed() == len(files)
     assert {state for state, _, _ in _journal(edge, uid)} == {"sent"}
+
+
+def _delivery_at_the_edge(edge: Edge, study_uid: str) -> int | None:
+    """The county's delivery id of ``study_uid``'s report once the edge has fetched it."""
+    for folder in (edge.spool / "reports").glob("*"):
+        meta = folder / "delivery.json"
+        if meta.exists() and json.loads(meta.read_text(encoding="utf-8")).get("study_instance_uid") == study_uid:
+            return int(folder.name)
+    return None
+
+
+def test_a_critical_result_acknowledged_while_the_wan_is_cut_reaches_the_county_once_after(
+        bed: Topology, samples: list[dict[str, str]], tmp_path: Path) -> None:
+    """The technician logs in from the edge's cache and acknowledges with the WAN down; the
+    page says 已确认（待上传）; when the link is back the county records it once, under the
+    technician's username, and audits it (issue 10, point 4)."""
+    edge = bed.edges["hekou"]
+    uid = _send(bed, edge, _sample(samples, "DX"), tmp_path / "ack")
+    with bed.client(bed.token(bed.reader)) as http:
+        bed.wait("the critical study on the worklist", lambda: _on_worklist(http, {uid: edge.site}), timeout=120)
+        _read_and_sign(http, bed, uid, template="chest-pa", impression="右侧气胸，肺组织压缩约30%。", critical=True)
+    bed.wait("the signed report fetched by the township's edge",
+             lambda: _delivery_at_the_edge(edge, uid) is not None, timeout=120)
+    delivery_id = _delivery_at_the_edge(edge, uid)
+    bed.cut_wan(edge)
+    try:
+        with logged_in(edge.status_url, edge.technician.username, edge.technician.password) as page:
+            html = page.get("/").text
+            answer = page.post(f"/reports/{delivery_id}/ack", data={"csrf": form_token(html), "lang": "zh"})
+            assert answer.status_code == 303, answer.text
+            assert "已确认（待上传）" in page.get("/").text
+            with bed.client(bed.token(bed.admin)) as http:
+                r = http.get(f"/api/audit?action=report.acknowledge&object_id={uid}")
+                assert r.status_code == 200 and r.json() == [], "the county heard of it with the WAN cut"
+    finally:
+        bed.restore_wan(edge)
+    with logged_in(edge.status_url, edge.technician.username, edge.technician.password) as page:
+        bed.wait("the page to say the county has the acknowledgement",
+                 lambda: "待上传" not in page.get("/").text, timeout=120)
+        assert "已确认" in page.get("/").text
+    with bed.client(bed.token(bed.admin)) as http:
+        audited = http.get(f"/api/audit?action=report.acknowledge&object_id={uid}").json()
+    assert [e["actor"] for e in audited] == [edge.technician.username]
