@@ -48,7 +48,8 @@ from relay.dicom.vocab import IngestOutcome
 from relay.edge.http import county_client
 from relay.edge.outbox import Bundle, Outbox
 from relay.edge.ratelimit import RoutineWindow, TokenBucket, may_send
-from relay.edge.spool import Spool, SpoolEntry, utc_now
+from relay.edge.clock import now_utc
+from relay.edge.spool import Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +333,7 @@ class Forwarder:
             return bundle
 
     def _best_waiting(self) -> Bundle | None:
-        now, mono = utc_now(), time.monotonic()
+        now, mono = now_utc(), time.monotonic()
         with self._s.lock:
             busy = set(self._s.claimed)
             not_before = dict(self._s.not_before)
@@ -346,7 +347,7 @@ class Forwarder:
     def _unpacked(self, *, limit: int) -> list[SpoolEntry]:
         """Due spool entries not yet in a bundle and allowed now, in send order."""
         reserved = self.outbox.reserved_ids()
-        now = utc_now()
+        now = now_utc()
         return [e for e in self.spool.next_batch(len(reserved) + limit)
                 if e.entry_id not in reserved
                 and may_send(self.window, priority=e.priority, moment=now)][:limit]
@@ -379,7 +380,7 @@ class Forwarder:
         delay = retry_delay(attempts=entry.attempts + 1, lo=self.settings.forward_retry_min,
                             hi=self.settings.forward_retry_max, rng=self.rng)
         self.spool.mark_failed(entry.entry_id, error=f"spool file unusable: {reason}",
-                               next_attempt_at=utc_now() + timedelta(seconds=delay))
+                               next_attempt_at=now_utc() + timedelta(seconds=delay))
         log.error("instance not packed entry=%d sop=%s retry_in=%.1fs: %s",
                   entry.entry_id, entry.sop_uid, delay, reason)
 
@@ -470,7 +471,7 @@ class Forwarder:
         return True
 
     def _must_yield(self, bundle: Bundle, offset: int) -> bool:
-        allowed = may_send(self.window, priority=bundle.priority, moment=utc_now())
+        allowed = may_send(self.window, priority=bundle.priority, moment=now_utc())
         if allowed and not self.more_urgent_waiting(bundle):
             return False
         log.info("bundle yielded id=%s priority=%s at offset=%d of %d (%s)", bundle.bundle_id,
@@ -524,7 +525,7 @@ class Forwarder:
         delay = self._delay(attempts)
         self.outbox.drop(bundle.bundle_id)
         self.spool.mark_failed_many([i.entry_id for i in bundle.items], error=str(exc),
-                                    next_attempt_at=utc_now() + timedelta(seconds=delay))
+                                    next_attempt_at=now_utc() + timedelta(seconds=delay))
         log.error("bundle rejected id=%s instances=%d bytes=%d attempt=%d repack_in=%.1fs: %s",
                   bundle.bundle_id, len(bundle.items), bundle.size, attempts, delay, exc)
 
@@ -548,7 +549,7 @@ class Forwarder:
             else:
                 self._s.not_before[bundle.bundle_id] = until
         self.spool.mark_failed_many([i.entry_id for i in bundle.items], error=str(exc),
-                                    next_attempt_at=utc_now())
+                                    next_attempt_at=now_utc())
         alarm = exc.status in ALARM_STATUSES or attempts >= ALARM_AFTER
         log.log(logging.ERROR if alarm else logging.WARNING,
                 "bundle failed id=%s bytes=%d attempt=%d retry_in=%.1fs: %s",

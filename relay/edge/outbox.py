@@ -51,7 +51,8 @@ from relay.dicom.bundle import FrameHeader, encode_bundle
 from relay.dicom.vocab import Priority
 from relay.edge.durable import fsync_dir
 from relay.edge.slots import read_exactly
-from relay.edge.spool import SpoolEntry, iso, utc_now
+from relay.edge.clock import iso, now_utc
+from relay.edge.spool import SpoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class Outbox:
                     " sha256, raw_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (bundle.bundle_id, bundle.priority.value, bundle.priority.rank,
                      bundle.encoding, bundle.size, bundle.sha256, bundle.raw_bytes,
-                     iso(utc_now())))
+                     iso(now_utc())))
                 self._conn.executemany(
                     "INSERT INTO bundle_instances (entry_id, bundle_id, seq, sop_uid, sha256,"
                     " size) VALUES (?, ?, ?, ?, ?, ?)",

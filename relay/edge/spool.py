@@ -57,13 +57,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import IngestOutcome, Priority
 from relay.edge import completeness, durable, slots
+from relay.edge.clock import iso as iso  # re-exported: tests and older importers
+from relay.edge.clock import now_utc
 from relay.edge.durable import fsync_dir, make_dirs
 from relay.edge.completeness import StudyInfo, StudyPolicy, StudyRow
 
@@ -188,13 +190,8 @@ class _Claim:
     users: int = 0
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """Fixed-width UTC ISO 8601, so that string order is time order in SQL."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+utc_now = now_utc
+"""Kept for importers of ``relay.edge.spool.utc_now``; the clock is ``relay.edge.clock``."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -450,7 +447,7 @@ class Spool:
     def _insert(self, *, ids: InstanceIds, sha256: str, rel: str, size: int,
                 priority: Priority, calling_ae: str, peer: str,
                 study: StudyInfo | None = None, stat_reason: str | None = None) -> int:
-        now = iso(utc_now())
+        now = iso(now_utc())
         try:
             with self._lock, self._conn:
                 late, priority = completeness.record_instance(
@@ -473,7 +470,7 @@ class Spool:
         """Pending instances that are due, of studies that are ready (quiet, or waited
         long enough: ``completeness``), most urgent first, then oldest first. Their
         studies are marked released: instances arriving later are additions (late)."""
-        moment = now or utc_now()
+        moment = now or now_utc()
         ready, params = completeness.ready_clause(self.policy, moment)
         with self._lock:
             rows = self._conn.execute(
@@ -503,14 +500,14 @@ class Spool:
             self._conn.execute(
                 "UPDATE instances SET state = ?, sent_at = ?, county_outcome = ?,"
                 " attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                (SpoolState.SENT, iso(utc_now()), outcome.value, entry_id),
+                (SpoolState.SENT, iso(now_utc()), outcome.value, entry_id),
             )
 
     def prune_sent(self, *, older_than: timedelta, now: datetime | None = None) -> tuple[int, int]:
         """Delete files of instances the county confirmed more than ``older_than`` ago;
         return (files, bytes). The journal rows stay, with the path emptied, so a
         re-send of the same bytes is still recognised as a duplicate."""
-        cutoff = iso((now or utc_now()) - older_than)
+        cutoff = iso((now or now_utc()) - older_than)
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id, path, size FROM instances WHERE state = ? AND path != '' AND sent_at <= ?",
@@ -533,7 +530,7 @@ class Spool:
     def mark_sent_many(self, outcomes: Sequence[tuple[int, IngestOutcome]]) -> None:
         """``mark_sent`` for a whole bundle in one commit (one fsync, not one per
         instance). Rows already sent are left as they are, so a repeat is a no-op."""
-        now = iso(utc_now())
+        now = iso(now_utc())
         with self._lock, self._conn:
             self._conn.executemany(
                 "UPDATE instances SET state = ?, sent_at = ?, county_outcome = ?,"
@@ -575,7 +572,7 @@ class Spool:
         ``uploading`` as in ``completeness.list_studies``."""
         with self._lock:
             return completeness.list_studies(self._conn, since=since, policy=self.policy,
-                                             now=now or utc_now(), uploading=uploading)
+                                             now=now or now_utc(), uploading=uploading)
 
     def wait_for_new(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds until something new was stored."""
@@ -590,7 +587,7 @@ class Spool:
     def counts(self, *, now: datetime | None = None) -> SpoolCounts:
         """Pending and sent totals, and the age of the oldest pending instance."""
         with self._lock:
-            return journal_counts(self._conn, now=now or utc_now())
+            return journal_counts(self._conn, now=now or now_utc())
 
 
 def journal_counts(conn: sqlite3.Connection, *, now: datetime) -> SpoolCounts:
@@ -625,6 +622,6 @@ def read_counts(root: Path, *, now: datetime | None = None) -> SpoolCounts | Non
         return None
     conn = sqlite3.connect(path, timeout=10.0)
     try:
-        return journal_counts(conn, now=now or utc_now())
+        return journal_counts(conn, now=now or now_utc())
     finally:
         conn.close()
