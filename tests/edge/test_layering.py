@@ -69,3 +69,8 @@ def test_completeness_does_not_reach_back_into_the_spool() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_edge_module_is_over_the_size_of_one_job() -> None:
+    sizes = {p.name: len(p.read_text().splitlines()) for p in EDGE.glob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
