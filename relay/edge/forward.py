@@ -42,6 +42,7 @@ from typing import Any
 from relay.config import Settings
 from relay.dicom.vocab import IngestOutcome
 from relay.edge.bundle_client import BundleClient, Interrupted, Progress, Rejected, UploadError
+from relay.edge.bundle_progress import BundleProgress
 from relay.edge.http import county_client
 from relay.edge.outbox import Bundle, Outbox
 from relay.edge.clock import now_utc
@@ -87,9 +88,6 @@ class _Shared:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     claimed: set[str] = field(default_factory=set)
-    announced: set[str] = field(default_factory=set)
-    offsets: dict[str, int] = field(default_factory=dict)
-    """Offset the county confirmed for a bundle, while no failure has cast doubt on it."""
     not_before: dict[str, float] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
     link_failures: int = 0
@@ -106,6 +104,7 @@ class Forwarder:
         self.spool, self.settings = spool, settings
         self._owns_outbox = outbox is None
         self.outbox = outbox or Outbox(spool.root)
+        self.progress = BundleProgress(self.outbox)
         self.bucket = bucket or TokenBucket(settings.forward_rate_limit_bps)
         self.window = RoutineWindow.parse(settings.forward_routine_window,
                                           zone=settings.timezone)
@@ -296,14 +295,11 @@ class Forwarder:
             self._completing.release()
 
     def _resume_point(self, bundle: Bundle, client: BundleClient) -> Progress:
-        with self._s.lock:
-            offset = self._s.offsets.get(bundle.bundle_id)
-            announced = bundle.bundle_id in self._s.announced
+        offset, announced = self.progress.resume_point(bundle.bundle_id)
         if offset is not None:
             return Progress(received=offset, state="open", results=None)
         progress = client.progress(bundle) if announced else client.create(bundle)
-        with self._s.lock:
-            self._s.announced.add(bundle.bundle_id)
+        self.progress.announced(bundle.bundle_id)
         log.info("bundle %s id=%s received=%d of bytes=%d state=%s",
                  "resumed" if announced else "announced", bundle.bundle_id,
                  progress.received, bundle.size, progress.state)
@@ -319,9 +315,7 @@ class Forwarder:
             started = time.perf_counter()
             held = client.send_chunk(bundle, offset=offset, length=length)
             self._link_ok(client)
-            with self._s.lock:
-                self._s.offsets[bundle.bundle_id] = held
-            self.outbox.note_progress(bundle.bundle_id, held)
+            self.progress.confirmed(bundle.bundle_id, held)
             log.info("chunk sent id=%s offset=%d bytes=%d held=%d of %d ms=%.1f",
                      bundle.bundle_id, offset, length, held, bundle.size,
                      (time.perf_counter() - started) * 1000)
@@ -368,8 +362,7 @@ class Forwarder:
 
     def _forget(self, bundle_id: str) -> float:
         """Drop in-memory state of a finished or discarded bundle; its start time."""
-        self._s.announced.discard(bundle_id)
-        self._s.offsets.pop(bundle_id, None)
+        self.progress.forget(bundle_id)
         self._s.not_before.pop(bundle_id, None)
         return self._s.started.pop(bundle_id, time.perf_counter())
 
@@ -390,10 +383,8 @@ class Forwarder:
     def _failed(self, bundle: Bundle, exc: UploadError, client: BundleClient) -> None:
         """Record a failed step; the bundle stays in the outbox and is resumed later."""
         client.failures += 1
+        self.progress.doubt(bundle.bundle_id, unknown=exc.unknown)  # ask the county again
         with self._s.lock:
-            self._s.offsets.pop(bundle.bundle_id, None)  # ask the county after a failure
-            if exc.unknown:
-                self._s.announced.discard(bundle.bundle_id)
             self._s.link_failures += 1
             attempts = max(client.failures, self._s.link_failures)
         # A stream's first failure after a success is retried at once: a cut link is
