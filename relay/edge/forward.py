@@ -12,6 +12,7 @@ chunks by one of ``forward_streams`` streams (threads, one HTTP connection each)
   (STAT waits behind at most one chunk of routine bytes) or if the routine window
   closed; the yielded bundle resumes later from its offset;
 * every chunk byte passes one site-wide ``TokenBucket`` (the bandwidth cap);
+  the HTTP steps themselves are ``relay.edge.bundle_client``'s;
 * once all its bytes are held, a bundle's completion (the county verifies and
   ingests it, seconds for 32 MiB) runs on a completer thread while the stream starts
   its next bundle; near the end of what is pending, bundles shrink to a share per
@@ -33,178 +34,37 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import httpx
-
 from relay.config import Settings
-from relay.dicom import wire
 from relay.dicom.vocab import IngestOutcome
+from relay.edge.bundle_client import BundleClient, Interrupted, Progress, Rejected, UploadError
+from relay.edge.bundle_progress import BundleProgress
 from relay.edge.http import county_client
 from relay.edge.outbox import Bundle, Outbox
+from relay.edge.clock import now_utc
 from relay.edge.ratelimit import RoutineWindow, TokenBucket, may_send
-from relay.edge.spool import Spool, SpoolEntry, utc_now
+from relay.edge.spool import Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.5
 """Seconds an idle stream sleeps between spool checks; a new store wakes it at once,
 so this only bounds how late a retry that has become due is noticed."""
-BLOCK_BYTES = 64 * 1024
-"""Bytes handed to the socket per write inside a chunk (64 KiB): the grain of the rate
-cap and of how fast a stopping edge abandons a chunk."""
 ALARM_STATUSES = frozenset({401, 403, 413, 422})
 """Answers that need a person (credential, size limit, corruption): logged as errors at
 once. Transient failures become errors after ``ALARM_AFTER`` in a row."""
 ALARM_AFTER = 5
 """Consecutive failures after which a transient failure is logged as an error."""
-MAX_DETAIL_CHARS = 200
-"""How much of a county problem document is kept in the journal and the log."""
-
-
-class UploadError(Exception):
-    """One step of a bundle upload failed. ``link_down``: it concerns every bundle
-    (network, county unavailable, credential); ``unknown``: the county does not know
-    the bundle id (announce it again)."""
-
-    def __init__(self, message: str, *, status: int | None = None, link_down: bool = True,
-                 unknown: bool = False) -> None:
-        super().__init__(message[:MAX_DETAIL_CHARS])
-        self.status, self.link_down, self.unknown = status, link_down, unknown
-
-
-class Rejected(UploadError):
-    """The county refused the bundle's bytes (422, or 409 for a clashing id): rebuild it."""
-
-
-class Interrupted(Exception):
-    """The forwarder is stopping; the chunk in progress is abandoned (resumed next start)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """What the county holds of one bundle (wire steps 1 and 3)."""
-
-    received: int
-    state: str
-    results: list[dict[str, Any]] | None
-
-
 def retry_delay(*, attempts: int, lo: float, hi: float, rng: random.Random) -> float:
     """Seconds to wait after the ``attempts``-th consecutive failure: doubling from
     ``lo``, capped at ``hi``, with "equal jitter" (half fixed, half random) so that
     twenty edges recovering from one county outage do not retry in lockstep."""
     ceiling = min(hi, lo * 2.0 ** max(0, min(attempts - 1, 32)))
     return max(lo, ceiling / 2 + rng.uniform(0, ceiling / 2))
-
-
-def _problem(response: httpx.Response) -> str:
-    """Short, log-safe description of a refusal: status plus the problem title/detail."""
-    text = ""
-    try:
-        body = response.json()
-        if isinstance(body, dict):
-            text = " ".join(str(body[k]) for k in ("title", "detail") if body.get(k))
-    except ValueError:
-        pass
-    return f"HTTP {response.status_code} {text}".strip()[:MAX_DETAIL_CHARS]
-
-
-def _refusal(response: httpx.Response) -> UploadError:
-    status = response.status_code
-    if status in (409, 422):
-        return Rejected(_problem(response), status=status, link_down=False)
-    if status == 404:
-        return UploadError(_problem(response), status=status, link_down=False, unknown=True)
-    return UploadError(_problem(response), status=status, link_down=status != 413)
-
-
-class BundleClient:
-    """The bundle protocol of ``relay.dicom.wire`` over one HTTP connection."""
-
-    def __init__(self, *, client: httpx.Client, token: str | None, bucket: TokenBucket,
-                 stop: threading.Event) -> None:
-        self.client, self.bucket, self.stop = client, bucket, stop
-        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
-        self.failures = 0
-        """Consecutive failed steps on this stream (0 after any success)."""
-
-    def _call(self, method: str, url: str, *, ok: tuple[int, ...], **kwargs: Any) -> httpx.Response:
-        headers = {**self.auth, **kwargs.pop("headers", {})}
-        try:
-            response = self.client.request(method, url, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
-            raise UploadError(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code not in ok:
-            raise _refusal(response)
-        return response
-
-    def create(self, bundle: Bundle) -> Progress:
-        """Announce the bundle (or learn the progress of one announced before)."""
-        response = self._call("POST", wire.BUNDLES_PATH, ok=(200,), json=bundle.announcement())
-        return _progress(response)
-
-    def progress(self, bundle: Bundle) -> Progress:
-        """How much of the bundle the county holds (after a cut)."""
-        return _progress(self._call("GET", f"{wire.BUNDLES_PATH}/{bundle.bundle_id}", ok=(200,)))
-
-    def send_chunk(self, bundle: Bundle, *, offset: int, length: int) -> int:
-        """PATCH bytes [offset, offset+length); return the offset the county now holds."""
-        headers = {wire.HEADER_UPLOAD_OFFSET: str(offset), "Content-Type": wire.CHUNK_MEDIA_TYPE,
-                   "Content-Length": str(length)}
-        response = self._call("PATCH", f"{wire.BUNDLES_PATH}/{bundle.bundle_id}", ok=(204, 409),
-                              headers=headers, content=self._body(bundle.path, offset, length))
-        try:
-            return int(response.headers[wire.HEADER_UPLOAD_OFFSET])
-        except (KeyError, ValueError):
-            raise UploadError(f"HTTP {response.status_code} without a usable "
-                              f"{wire.HEADER_UPLOAD_OFFSET}") from None
-
-    def _body(self, path: Path, offset: int, length: int) -> Iterator[bytes]:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            while length > 0:
-                if self.stop.is_set():
-                    raise Interrupted()
-                block = fh.read(min(BLOCK_BYTES, length))
-                if not block:
-                    raise UploadError("bundle file shorter than recorded", link_down=False)
-                self.bucket.take(len(block))
-                length -= len(block)
-                yield block
-
-    def complete(self, bundle: Bundle) -> list[dict[str, Any]]:
-        """Ask the county to verify and ingest the bundle; its per-instance results."""
-        response = self._call("POST", f"{wire.BUNDLES_PATH}/{bundle.bundle_id}/complete",
-                              ok=(200,))
-        results = _json(response).get("results")
-        if not isinstance(results, list):
-            raise UploadError("HTTP 200 to complete without results")
-        return results
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise UploadError(f"HTTP {response.status_code} without a JSON object")
-    return body
-
-
-def _progress(response: httpx.Response) -> Progress:
-    body = _json(response)
-    try:
-        return Progress(received=int(body["received"]), state=str(body["state"]),
-                        results=body.get("results"))
-    except (KeyError, TypeError, ValueError):
-        raise UploadError("bundle progress without received/state") from None
 
 
 def pack(entries: list[SpoolEntry], *, max_bytes: int, max_count: int) -> list[SpoolEntry]:
@@ -228,9 +88,6 @@ class _Shared:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     claimed: set[str] = field(default_factory=set)
-    announced: set[str] = field(default_factory=set)
-    offsets: dict[str, int] = field(default_factory=dict)
-    """Offset the county confirmed for a bundle, while no failure has cast doubt on it."""
     not_before: dict[str, float] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
     link_failures: int = 0
@@ -247,6 +104,7 @@ class Forwarder:
         self.spool, self.settings = spool, settings
         self._owns_outbox = outbox is None
         self.outbox = outbox or Outbox(spool.root)
+        self.progress = BundleProgress(self.outbox)
         self.bucket = bucket or TokenBucket(settings.forward_rate_limit_bps)
         self.window = RoutineWindow.parse(settings.forward_routine_window,
                                           zone=settings.timezone)
@@ -332,7 +190,7 @@ class Forwarder:
             return bundle
 
     def _best_waiting(self) -> Bundle | None:
-        now, mono = utc_now(), time.monotonic()
+        now, mono = now_utc(), time.monotonic()
         with self._s.lock:
             busy = set(self._s.claimed)
             not_before = dict(self._s.not_before)
@@ -346,7 +204,7 @@ class Forwarder:
     def _unpacked(self, *, limit: int) -> list[SpoolEntry]:
         """Due spool entries not yet in a bundle and allowed now, in send order."""
         reserved = self.outbox.reserved_ids()
-        now = utc_now()
+        now = now_utc()
         return [e for e in self.spool.next_batch(len(reserved) + limit)
                 if e.entry_id not in reserved
                 and may_send(self.window, priority=e.priority, moment=now)][:limit]
@@ -379,7 +237,7 @@ class Forwarder:
         delay = retry_delay(attempts=entry.attempts + 1, lo=self.settings.forward_retry_min,
                             hi=self.settings.forward_retry_max, rng=self.rng)
         self.spool.mark_failed(entry.entry_id, error=f"spool file unusable: {reason}",
-                               next_attempt_at=utc_now() + timedelta(seconds=delay))
+                               next_attempt_at=now_utc() + timedelta(seconds=delay))
         log.error("instance not packed entry=%d sop=%s retry_in=%.1fs: %s",
                   entry.entry_id, entry.sop_uid, delay, reason)
 
@@ -437,14 +295,11 @@ class Forwarder:
             self._completing.release()
 
     def _resume_point(self, bundle: Bundle, client: BundleClient) -> Progress:
-        with self._s.lock:
-            offset = self._s.offsets.get(bundle.bundle_id)
-            announced = bundle.bundle_id in self._s.announced
+        offset, announced = self.progress.resume_point(bundle.bundle_id)
         if offset is not None:
             return Progress(received=offset, state="open", results=None)
         progress = client.progress(bundle) if announced else client.create(bundle)
-        with self._s.lock:
-            self._s.announced.add(bundle.bundle_id)
+        self.progress.announced(bundle.bundle_id)
         log.info("bundle %s id=%s received=%d of bytes=%d state=%s",
                  "resumed" if announced else "announced", bundle.bundle_id,
                  progress.received, bundle.size, progress.state)
@@ -460,9 +315,7 @@ class Forwarder:
             started = time.perf_counter()
             held = client.send_chunk(bundle, offset=offset, length=length)
             self._link_ok(client)
-            with self._s.lock:
-                self._s.offsets[bundle.bundle_id] = held
-            self.outbox.note_progress(bundle.bundle_id, held)
+            self.progress.confirmed(bundle.bundle_id, held)
             log.info("chunk sent id=%s offset=%d bytes=%d held=%d of %d ms=%.1f",
                      bundle.bundle_id, offset, length, held, bundle.size,
                      (time.perf_counter() - started) * 1000)
@@ -470,7 +323,7 @@ class Forwarder:
         return True
 
     def _must_yield(self, bundle: Bundle, offset: int) -> bool:
-        allowed = may_send(self.window, priority=bundle.priority, moment=utc_now())
+        allowed = may_send(self.window, priority=bundle.priority, moment=now_utc())
         if allowed and not self.more_urgent_waiting(bundle):
             return False
         log.info("bundle yielded id=%s priority=%s at offset=%d of %d (%s)", bundle.bundle_id,
@@ -509,8 +362,7 @@ class Forwarder:
 
     def _forget(self, bundle_id: str) -> float:
         """Drop in-memory state of a finished or discarded bundle; its start time."""
-        self._s.announced.discard(bundle_id)
-        self._s.offsets.pop(bundle_id, None)
+        self.progress.forget(bundle_id)
         self._s.not_before.pop(bundle_id, None)
         return self._s.started.pop(bundle_id, time.perf_counter())
 
@@ -524,17 +376,15 @@ class Forwarder:
         delay = self._delay(attempts)
         self.outbox.drop(bundle.bundle_id)
         self.spool.mark_failed_many([i.entry_id for i in bundle.items], error=str(exc),
-                                    next_attempt_at=utc_now() + timedelta(seconds=delay))
+                                    next_attempt_at=now_utc() + timedelta(seconds=delay))
         log.error("bundle rejected id=%s instances=%d bytes=%d attempt=%d repack_in=%.1fs: %s",
                   bundle.bundle_id, len(bundle.items), bundle.size, attempts, delay, exc)
 
     def _failed(self, bundle: Bundle, exc: UploadError, client: BundleClient) -> None:
         """Record a failed step; the bundle stays in the outbox and is resumed later."""
         client.failures += 1
+        self.progress.doubt(bundle.bundle_id, unknown=exc.unknown)  # ask the county again
         with self._s.lock:
-            self._s.offsets.pop(bundle.bundle_id, None)  # ask the county after a failure
-            if exc.unknown:
-                self._s.announced.discard(bundle.bundle_id)
             self._s.link_failures += 1
             attempts = max(client.failures, self._s.link_failures)
         # A stream's first failure after a success is retried at once: a cut link is
@@ -548,7 +398,7 @@ class Forwarder:
             else:
                 self._s.not_before[bundle.bundle_id] = until
         self.spool.mark_failed_many([i.entry_id for i in bundle.items], error=str(exc),
-                                    next_attempt_at=utc_now())
+                                    next_attempt_at=now_utc())
         alarm = exc.status in ALARM_STATUSES or attempts >= ALARM_AFTER
         log.log(logging.ERROR if alarm else logging.WARNING,
                 "bundle failed id=%s bytes=%d attempt=%d retry_in=%.1fs: %s",

@@ -14,7 +14,6 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import httpx
 
 import relay
 from relay.config import Settings
+from relay.edge.clock import now_utc
 from relay.edge.http import county_client
 from relay.edge.durable import make_dirs
 from relay.edge.spool import JOURNAL_NAME, read_counts
@@ -70,7 +70,7 @@ def build_heartbeat(settings: Settings, meter: GoodputMeter) -> dict[str, Any]:
     counts = read_counts(settings.edge_spool_dir)
     make_dirs(settings.edge_spool_dir)
     return {
-        "edge_time": datetime.now(UTC).isoformat(),
+        "edge_time": now_utc().isoformat(),
         "spool_instances": counts.pending if counts else 0,
         "spool_bytes": counts.pending_bytes if counts else 0,
         "oldest_unsent_age_s": counts.oldest_pending_age_s if counts else None,

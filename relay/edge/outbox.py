@@ -49,9 +49,10 @@ from typing import Any
 
 from relay.dicom.bundle import FrameHeader, encode_bundle
 from relay.dicom.vocab import Priority
+from relay.edge.clock import iso, now_utc
 from relay.edge.durable import fsync_dir
 from relay.edge.slots import read_exactly
-from relay.edge.spool import SpoolEntry, iso, utc_now
+from relay.edge.spool import SpoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class Outbox:
                     " sha256, raw_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (bundle.bundle_id, bundle.priority.value, bundle.priority.rank,
                      bundle.encoding, bundle.size, bundle.sha256, bundle.raw_bytes,
-                     iso(utc_now())))
+                     iso(now_utc())))
                 self._conn.executemany(
                     "INSERT INTO bundle_instances (entry_id, bundle_id, seq, sop_uid, sha256,"
                     " size) VALUES (?, ?, ?, ?, ?, ?)",
@@ -277,7 +278,8 @@ class Outbox:
 
     def note_progress(self, bundle_id: str, offset: int) -> None:
         """Remember the offset the county confirmed, for the technician's "sending n%".
-        Only a display hint: resuming always asks the county for its offset."""
+        Only a display hint: resuming always asks the county for its offset. Written
+        by ``relay.edge.bundle_progress`` only."""
         with self._lock, self._conn:
             self._conn.execute("UPDATE bundles SET uploaded = ? WHERE bundle_id = ?",
                                (offset, bundle_id))

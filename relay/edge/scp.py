@@ -1,10 +1,11 @@
 """The edge's DICOM SCP: accept C-STORE from township modalities into the spool.
 
-The protocol is ``relay.edge.acceptor`` (why not pynetdicom's server: see there);
-this module is what the edge does with it. The allow-list refuses a calling AE (or
-address) with A-ASSOCIATE-RJ "calling AE title not recognised". ``handle_store``
-checks the disk watermark (0xA700 before writing anything), reads the routing UIDs,
-hands the bytes as received to ``Spool.store`` and answers with a DIMSE status;
+The protocol is ``relay.edge.acceptor`` (why not pynetdicom's server: see
+``relay.edge.association``); this module is what the edge does with it. The
+allow-list refuses a calling AE (or address) with A-ASSOCIATE-RJ "calling AE title
+not recognised". ``handle_store`` checks the disk watermark (0xA700 before writing
+anything), reads the routing UIDs, hands the bytes as received to ``Spool.store``
+and answers with a DIMSE status;
 the acceptor sends the C-STORE response only when the handler returns, so Success
 goes out only after the spool has the instance on disk and journaled. The handler
 never raises: a bug of ours is 0x0110 for that instance, and the association lives

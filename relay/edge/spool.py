@@ -31,8 +31,9 @@ has a journal row. Recovery on open follows from that:
 Layout under the spool root::
 
     spool.lock          exclusive flock: one agent per spool
-    journal.sqlite3     the journal (plus -wal / -shm): instances, and studies
-                        (relay.edge.completeness: quiet period, STAT, additions)
+    journal.sqlite3     the journal (plus -wal / -shm): instances (relay.edge.journal),
+                        and studies (relay.edge.completeness: quiet period, STAT,
+                        additions)
     tmp/                unused; emptied on open (older versions wrote there first)
     objects/00..ff/     one file per (SOP Instance UID, SHA-256)
     slots/              files made ahead of time; a used one holds one instance in its
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
 import fcntl
 import hashlib
 import logging
@@ -57,71 +57,34 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import IngestOutcome, Priority
-from relay.edge import completeness, durable, slots
-from relay.edge.durable import fsync_dir, make_dirs
+from relay.edge import completeness, durable, journal, slots
+from relay.edge.clock import iso as iso  # re-exported: tests and older importers
+from relay.edge.clock import now_utc
 from relay.edge.completeness import StudyInfo, StudyPolicy, StudyRow
+from relay.edge.durable import fsync_dir, make_dirs
+from relay.edge.journal import (  # re-exported: the edge's modules and tests import them here
+    JOURNAL_NAME as JOURNAL_NAME,
+    SpoolCounts as SpoolCounts,
+    SpoolEntry as SpoolEntry,
+    SpoolState as SpoolState,
+    journal_counts as journal_counts,
+    read_counts as read_counts,
+)
 
 log = logging.getLogger(__name__)
 
-JOURNAL_NAME = "journal.sqlite3"
 LOCK_NAME = "spool.lock"
 TMP_DIR = "tmp"
 OBJECTS_DIR = "objects"
-SCHEMA_VERSION = 2
-"""``PRAGMA user_version`` of the journal; bump with a migration step in ``_migrate``.
-2: ``studies`` table and ``instances.late`` (study completeness, additions)."""
 WRITER_THREADS = 8
 """Threads writing and fsyncing instance files (``Spool.begin_store``); one per
 concurrent association is plenty, as each store waits for its own write."""
-MAX_ERROR_CHARS = 500
-"""Longest ``last_error`` kept per row: enough for a status line and a problem title."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    id                  INTEGER PRIMARY KEY,
-    sop_uid             TEXT NOT NULL,
-    sha256              TEXT NOT NULL,
-    sop_class_uid       TEXT NOT NULL,
-    study_uid           TEXT NOT NULL,
-    series_uid          TEXT NOT NULL,
-    transfer_syntax_uid TEXT NOT NULL,
-    path                TEXT NOT NULL,      -- relative to the spool root
-    size                INTEGER NOT NULL,   -- bytes of the stored Part 10 file
-    priority            TEXT NOT NULL,      -- relay.dicom.vocab.Priority value
-    priority_rank       INTEGER NOT NULL,   -- Priority.rank, so SQL can order by it
-    calling_ae          TEXT NOT NULL,
-    peer                TEXT NOT NULL,      -- host:port of the sending modality
-    received_at         TEXT NOT NULL,      -- UTC ISO 8601, when Success was due
-    state               TEXT NOT NULL DEFAULT 'spooled',  -- 'spooled' | 'sent'
-    sent_at             TEXT,
-    attempts            INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at     TEXT NOT NULL,      -- UTC ISO 8601; due when <= now
-    last_error          TEXT,
-    county_outcome      TEXT,               -- IngestOutcome value once sent
-    late                INTEGER NOT NULL DEFAULT 0,  -- 1: arrived after its study was released
-    UNIQUE (sop_uid, sha256)
-);
-CREATE INDEX IF NOT EXISTS instances_due
-    ON instances (state, priority_rank, received_at, next_attempt_at);
-CREATE INDEX IF NOT EXISTS instances_study ON instances (study_uid);
-"""
-
-
-class SpoolState(enum.StrEnum):
-    """Where one journaled instance is on its way to the county."""
-
-    SPOOLED = "spooled"
-    """Durable at the edge and acknowledged to the modality; not yet at the county."""
-    SENT = "sent"
-    """The county answered 200 with an outcome: it holds the bytes durably."""
-
-
 class StoreOutcome(enum.StrEnum):
     """What ``Spool.store`` did with one received instance."""
 
@@ -145,41 +108,6 @@ class StoreResult:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolEntry:
-    """One pending instance, as the forwarder needs it."""
-
-    entry_id: int
-    sop_uid: str
-    sha256: str
-    sop_class_uid: str
-    study_uid: str
-    series_uid: str
-    path: Path
-    size: int
-    priority: Priority
-    calling_ae: str
-    received_at: str
-    attempts: int
-    late: bool = False
-    """Arrived after its study was handed to the forwarder: an addition to the study."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolCounts:
-    """What `relay edge status` shows about the spool."""
-
-    pending: int
-    pending_bytes: int
-    retrying: int
-    """Pending instances that have failed at least once."""
-    sent: int
-    oldest_pending_received_at: str | None
-    oldest_pending_age_s: float | None
-    last_error: str | None
-    """Most recent error of a pending instance, if any."""
-
-
 @dataclass(slots=True)
 class _Claim:
     """A lock on one spool path while a store of it is in progress."""
@@ -188,30 +116,8 @@ class _Claim:
     users: int = 0
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """Fixed-width UTC ISO 8601, so that string order is time order in SQL."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is fsynced before it returns; NORMAL could lose the last
-    # commits on power loss, i.e. instances already acknowledged to a modality.
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-def _as_os_error(exc: sqlite3.Error) -> Exception:
-    """A full disk under the journal is reported like a full disk under the files."""
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return OSError(errno.ENOSPC, f"journal: {exc}")
-    return exc
+utc_now = now_utc
+"""Kept for importers of ``relay.edge.spool.utc_now``; the clock is ``relay.edge.clock``."""
 
 
 class PendingStore:
@@ -280,7 +186,7 @@ class Spool:
         self._lock_fh = self._take_folder_lock()
         try:
             self._make_layout()
-            self._conn = _connect(self.root / JOURNAL_NAME)
+            self._conn = journal.connect(self.root / JOURNAL_NAME)
             self._migrate()
             fsync_dir(self.root)  # the journal's own name (and -wal), when just created
             self._recover()
@@ -315,13 +221,7 @@ class Spool:
         fsync_dir(self.root)
 
     def _migrate(self) -> None:
-        with self._conn:
-            self._conn.executescript(_SCHEMA + completeness.STUDIES_SCHEMA)
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(instances)")}
-            if "late" not in columns:  # journal of schema version 1
-                self._conn.execute(
-                    "ALTER TABLE instances ADD COLUMN late INTEGER NOT NULL DEFAULT 0")
-            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        journal.migrate(self._conn, extra_schema=completeness.STUDIES_SCHEMA)
 
     def close(self) -> None:
         """Close the journal and release the folder lock."""
@@ -450,7 +350,7 @@ class Spool:
     def _insert(self, *, ids: InstanceIds, sha256: str, rel: str, size: int,
                 priority: Priority, calling_ae: str, peer: str,
                 study: StudyInfo | None = None, stat_reason: str | None = None) -> int:
-        now = iso(utc_now())
+        now = iso(now_utc())
         try:
             with self._lock, self._conn:
                 late, priority = completeness.record_instance(
@@ -466,14 +366,14 @@ class Spool:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
                 return int(cur.lastrowid or 0)
         except sqlite3.Error as exc:
-            raise _as_os_error(exc) from exc
+            raise journal.as_os_error(exc) from exc
 
     # --- forwarder side ---------------------------------------------------------------
     def next_batch(self, limit: int, *, now: datetime | None = None) -> list[SpoolEntry]:
         """Pending instances that are due, of studies that are ready (quiet, or waited
         long enough: ``completeness``), most urgent first, then oldest first. Their
         studies are marked released: instances arriving later are additions (late)."""
-        moment = now or utc_now()
+        moment = now or now_utc()
         ready, params = completeness.ready_clause(self.policy, moment)
         with self._lock:
             rows = self._conn.execute(
@@ -486,31 +386,18 @@ class Spool:
                 with self._conn:
                     completeness.release(self._conn, study_uids={r["study_uid"] for r in rows},
                                          at=iso(moment))
-        return [self._entry(row) for row in rows]
-
-    def _entry(self, row: sqlite3.Row) -> SpoolEntry:
-        return SpoolEntry(
-            entry_id=row["id"], sop_uid=row["sop_uid"], sha256=row["sha256"],
-            sop_class_uid=row["sop_class_uid"], study_uid=row["study_uid"],
-            series_uid=row["series_uid"], path=self.root / row["path"], size=row["size"],
-            priority=Priority(row["priority"]), calling_ae=row["calling_ae"],
-            received_at=row["received_at"], attempts=row["attempts"], late=bool(row["late"]),
-        )
+        return [journal.entry_from_row(self.root, row) for row in rows]
 
     def mark_sent(self, entry_id: int, *, outcome: IngestOutcome) -> None:
         """The county holds the instance durably; it leaves the pending set."""
         with self._lock, self._conn:
-            self._conn.execute(
-                "UPDATE instances SET state = ?, sent_at = ?, county_outcome = ?,"
-                " attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                (SpoolState.SENT, iso(utc_now()), outcome.value, entry_id),
-            )
+            journal.mark_sent(self._conn, [(entry_id, outcome)], at=now_utc(), pending_only=False)
 
     def prune_sent(self, *, older_than: timedelta, now: datetime | None = None) -> tuple[int, int]:
         """Delete files of instances the county confirmed more than ``older_than`` ago;
         return (files, bytes). The journal rows stay, with the path emptied, so a
         re-send of the same bytes is still recognised as a duplicate."""
-        cutoff = iso((now or utc_now()) - older_than)
+        cutoff = iso((now or now_utc()) - older_than)
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id, path, size FROM instances WHERE state = ? AND path != '' AND sent_at <= ?",
@@ -523,35 +410,20 @@ class Spool:
 
     def mark_failed(self, entry_id: int, *, error: str, next_attempt_at: datetime) -> None:
         """Record a failed upload; the instance stays pending and is due again later."""
-        with self._lock, self._conn:
-            self._conn.execute(
-                "UPDATE instances SET attempts = attempts + 1, last_error = ?,"
-                " next_attempt_at = ? WHERE id = ? AND state = ?",
-                (error[:MAX_ERROR_CHARS], iso(next_attempt_at), entry_id, SpoolState.SPOOLED),
-            )
+        self.mark_failed_many([entry_id], error=error, next_attempt_at=next_attempt_at)
 
     def mark_sent_many(self, outcomes: Sequence[tuple[int, IngestOutcome]]) -> None:
         """``mark_sent`` for a whole bundle in one commit (one fsync, not one per
         instance). Rows already sent are left as they are, so a repeat is a no-op."""
-        now = iso(utc_now())
         with self._lock, self._conn:
-            self._conn.executemany(
-                "UPDATE instances SET state = ?, sent_at = ?, county_outcome = ?,"
-                " attempts = attempts + 1, last_error = NULL WHERE id = ? AND state = ?",
-                [(SpoolState.SENT, now, outcome.value, entry_id, SpoolState.SPOOLED)
-                 for entry_id, outcome in outcomes],
-            )
+            journal.mark_sent(self._conn, outcomes, at=now_utc())
 
     def mark_failed_many(self, entry_ids: Sequence[int], *, error: str,
                          next_attempt_at: datetime) -> None:
         """``mark_failed`` for every instance of a failed bundle, in one commit."""
         with self._lock, self._conn:
-            self._conn.executemany(
-                "UPDATE instances SET attempts = attempts + 1, last_error = ?,"
-                " next_attempt_at = ? WHERE id = ? AND state = ?",
-                [(error[:MAX_ERROR_CHARS], iso(next_attempt_at), entry_id, SpoolState.SPOOLED)
-                 for entry_id in entry_ids],
-            )
+            journal.mark_failed(self._conn, entry_ids, error=error,
+                                next_attempt_at=next_attempt_at)
 
     # --- studies (SCP, status page) -------------------------------------------------
     def knows_study(self, study_uid: str) -> bool:
@@ -575,7 +447,7 @@ class Spool:
         ``uploading`` as in ``completeness.list_studies``."""
         with self._lock:
             return completeness.list_studies(self._conn, since=since, policy=self.policy,
-                                             now=now or utc_now(), uploading=uploading)
+                                             now=now or now_utc(), uploading=uploading)
 
     def wait_for_new(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds until something new was stored."""
@@ -590,41 +462,4 @@ class Spool:
     def counts(self, *, now: datetime | None = None) -> SpoolCounts:
         """Pending and sent totals, and the age of the oldest pending instance."""
         with self._lock:
-            return journal_counts(self._conn, now=now or utc_now())
-
-
-def journal_counts(conn: sqlite3.Connection, *, now: datetime) -> SpoolCounts:
-    """Counts from an open journal connection (shared by ``Spool`` and ``read_counts``)."""
-    pending, pending_bytes, retrying, oldest = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(attempts > 0), 0),"
-        " MIN(received_at) FROM instances WHERE state = ?", (SpoolState.SPOOLED,)
-    ).fetchone()
-    (sent,) = conn.execute(
-        "SELECT COUNT(*) FROM instances WHERE state = ?", (SpoolState.SENT,)
-    ).fetchone()
-    error_row = conn.execute(
-        "SELECT last_error FROM instances WHERE state = ? AND last_error IS NOT NULL"
-        " ORDER BY next_attempt_at DESC LIMIT 1", (SpoolState.SPOOLED,)
-    ).fetchone()
-    age = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else None
-    return SpoolCounts(
-        pending=int(pending), pending_bytes=int(pending_bytes), retrying=int(retrying),
-        sent=int(sent), oldest_pending_received_at=oldest, oldest_pending_age_s=age,
-        last_error=error_row[0] if error_row else None,
-    )
-
-
-def read_counts(root: Path, *, now: datetime | None = None) -> SpoolCounts | None:
-    """Counts of the spool at ``root`` without opening it as a ``Spool``.
-
-    For `relay edge status` while the agent runs: no folder lock, no recovery (which
-    would delete the running agent's writes in progress). None if there is no journal.
-    """
-    path = root / JOURNAL_NAME
-    if not path.is_file():
-        return None
-    conn = sqlite3.connect(path, timeout=10.0)
-    try:
-        return journal_counts(conn, now=now or utc_now())
-    finally:
-        conn.close()
+            return journal.journal_counts(self._conn, now=now or now_utc())

@@ -66,6 +66,37 @@ class CountyState:
     arrivals: list[str] = field(default_factory=list)
     """SOP Instance UIDs in the order their bundle completed."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    hold_at_patch: int | None = None
+    """If set, the PATCH with this number (counted by ``patches_seen``) waits before
+    reading its body until ``release()``: a test then knows the edge has that chunk on
+    the wire and no later one, however loaded the machine is."""
+    patches_seen: int = 0
+    holding: threading.Event = field(default_factory=threading.Event)
+    """Set while a PATCH waits at the hold."""
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def hold(self, *, after: int) -> None:
+        """Hold the ``after``-th PATCH from now (1: the next one) until ``release()``;
+        a PATCH held before goes on."""
+        with self.lock:
+            previous = self.released
+            self.holding, self.released = threading.Event(), threading.Event()
+            self.hold_at_patch = self.patches_seen + after
+        previous.set()
+
+    def release(self) -> None:
+        with self.lock:
+            self.hold_at_patch = None
+        self.released.set()
+
+    def _gate(self) -> None:
+        with self.lock:
+            self.patches_seen += 1
+            held = self.patches_seen == self.hold_at_patch
+            holding, released = self.holding, self.released
+        if held:
+            holding.set()
+            released.wait(120)
 
     def sent_uids(self) -> list[str]:
         """SOP Instance UIDs the stand-in holds, in arrival order."""
@@ -189,6 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         bundle_id, _ = self._route()
+        self.state._gate()
         body = self._read_body()
         if self._refused(bundle_id, len(body)):
             return

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from relay.config import Settings
 from relay.dicom.status import StoreStatus
-from relay.edge.acceptor import (
+from relay.edge.pdu_codec import (
     A_ABORT,
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,

@@ -19,7 +19,8 @@ from relay.dicom.vocab import IngestOutcome, Priority
 from relay.edge.agent import study_policy
 from relay.edge.completeness import StudyPhase, StudyPolicy, parse_stat_rules
 from relay.edge.scp import start_scp, stop_scp
-from relay.edge.spool import Spool, utc_now
+from relay.edge.clock import now_utc as utc_now
+from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, ecg_dataset, part10_bytes
 from tests.edge.helpers import journal_rows
 

@@ -34,7 +34,7 @@ import pytest
 from bench.common import free_port, storescu_successes
 from bench.ct_series import write_ct_series
 from bench.edge_proc import EdgeProcess
-from relay.edge.acceptor import file_meta_prefix
+from relay.edge.pdu_codec import file_meta_prefix
 from relay.edge.slots import read_exactly
 from relay.edge.spool import Spool
 from tests.powerfs import PowerFS

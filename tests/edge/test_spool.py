@@ -178,7 +178,7 @@ def test_concurrent_stores_from_many_threads_are_all_journaled_once(spool: Spool
 
 
 def test_retention_deletes_only_files_the_county_confirmed_long_enough_ago(spool: Spool) -> None:
-    from relay.edge.spool import utc_now
+    from relay.edge.clock import now_utc as utc_now
 
     sent_old, sent_new, pending = (part10_bytes(ct_dataset()) for _ in range(3))
     old_ids = _ids()
