@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from relay.county.db.engine import session_scope
 from relay.county.db.models import OutboxEvent
 from relay.county.events.outbox import Topic, emit
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.events.publisher import EXCHANGE, PRUNE_BATCH, EventPublisher
 from relay.dicom.vocab import Priority
 from tests.county.test_index import index, ingest

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from relay.county.audit.checkpoint import Anchors, Checkpoint
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import AuditEvent
 
 log = logging.getLogger(__name__)

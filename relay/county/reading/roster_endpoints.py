@@ -18,7 +18,8 @@ from sqlalchemy import select
 from relay.county.audit.endpoints import audit
 from relay.county.audit.service import Action
 from relay.county.auth.deps import AdminDep, CountyDep, PrincipalDep, SessionDep
-from relay.county.auth.service import Principal, now_utc
+from relay.county.auth.service import Principal
+from relay.county.clock import now_utc
 from relay.county.db.models import DutyShift, User
 from relay.county.errors import Forbidden
 from relay.county.reading import roster

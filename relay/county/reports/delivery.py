@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import Report, ReportDelivery, Site, Study, User
 from relay.county.edges import technicians
 from relay.county.errors import NotFound, Unprocessable
