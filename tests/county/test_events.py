@@ -102,7 +102,7 @@ def test_a_study_read_signed_and_delivered_publishes_each_event_once(county, amq
 
 def test_an_automatic_assignment_is_published_once_though_its_task_runs_twice(county, amqp_url, listener):
     from relay.county.db.models import Study
-    from relay.county.worker import ASSIGN_TASK
+    from relay.county.jobs import ASSIGN_TASK
     from tests.county.test_assign import reader
     from tests.county.test_delivery import run_task
 
