@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from relay.county.context import County
 from relay.county.db.models import Patient, Report, ReportDelivery, Site, Study
+from relay.county.errors import NotFound
 from relay.county.ingest.service import Upload, ingest_instance
 from relay.county.jobs import enqueue_committed
 from relay.county.reports import objects
@@ -36,7 +37,9 @@ def attach_renderings(county: County, report_id: int) -> dict[str, str]:
                 set(RENDERINGS) <= set(json.loads(found.object_keys_json)):
             return {}
         study = session.get(Study, report.study_pk)
-        site = session.get(Site, study.site_id)
+        site = session.get(Site, study.site_id) if study is not None else None
+        if study is None or site is None:
+            raise NotFound(f"report {report_id}: its study or site is gone")
         header = _study_header(session, study)
         document = json.loads(report.document_json)
         sr = objects.build_sr(document=document, study=header, signature_b64=report.signature, key_id=report.key_id)
