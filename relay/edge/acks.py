@@ -17,7 +17,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from relay.config import Settings
-from relay.edge.durable import fsync_dir, make_dirs
+from relay.edge.durable import durable_db, fsync_dir, make_dirs
 from relay.edge.http import county_client
 
 log = logging.getLogger(__name__)
@@ -87,15 +86,8 @@ class AckJournal:
         if created:
             fsync_dir(root)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return durable_db(self.path)
 
     def record(self, *, delivery_id: int, username: str, display_name: str,
                at: datetime | None = None) -> Ack:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -45,3 +47,16 @@ def make_dirs(path: Path) -> None:
     for created in reversed(missing):
         created.mkdir(exist_ok=True)
         fsync_dir(created.parent)
+
+
+@contextlib.contextmanager
+def durable_db(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to the small SQLite file ``path`` whose every commit survives a power
+    cut (WAL, ``synchronous=FULL``), in autocommit mode; closed on leaving."""
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        yield conn
+    finally:
+        conn.close()

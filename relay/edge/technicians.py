@@ -17,7 +17,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from relay.config import Settings
-from relay.edge.durable import fsync_dir, make_dirs
+from relay.edge.durable import durable_db, fsync_dir, make_dirs
 from relay.edge.http import county_client
 
 log = logging.getLogger(__name__)
@@ -88,15 +87,8 @@ class TechnicianCache:
         if created:
             fsync_dir(root)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return durable_db(self.path)
 
     def etag(self) -> str | None:
         """The county's ETag of the list held here (None before the first fetch)."""

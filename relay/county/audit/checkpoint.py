@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config import Settings
+from relay.county import keyfile
 from relay.county.clock import now_utc
 from relay.county.db.models import AuditCheckpoint, AuditEvent
 from relay.county.db.upsert import insert_ignore
@@ -122,41 +122,16 @@ def sign(key: Ed25519PrivateKey, *, count: int, head_id: int, head_hash: str, at
 
 def load_key(path: Path, *, create: bool) -> Ed25519PrivateKey:
     """The checkpoint key from ``path``; with ``create``, a new one is made first if there is
-    none (mode 0600, written whole under a temporary name and linked into place, so two
-    workers starting together end up with the same key)."""
-    if create and not path.exists():
-        _create_key(path)
+    none (relay.county.keyfile: two workers starting together end up with the same key)."""
+    if create and not path.exists() and keyfile.create(path):
+        log.info("created the audit checkpoint key %s (key id %s)", path, key_id(keyfile.read(path).public_key()))
     try:
-        data = path.read_bytes()
+        key = keyfile.read(path)
     except FileNotFoundError:
         raise CheckpointKeyMissing(f"the audit checkpoint key {path} does not exist") from None
     if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("audit checkpoint key %s is readable by others than its owner; chmod 600 it", path)
-    key = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} is not an Ed25519 private key")
     return key
-
-
-def _create_key(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another writer made the key first: theirs is kept
-        log.info("created the audit checkpoint key %s (key id %s)", path,
-                 key_id(load_key(path, create=False).public_key()))
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
 
 
 # --- writing -----------------------------------------------------------------------------
