@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test install dev peers services ohif typecheck bench bench-peers clean
+.PHONY: run test install dev peers services ohif typecheck imports bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,11 +49,16 @@ services:
 run: install
 	$(BIN)/relay up --demo
 
-test: dev peers services ohif typecheck
+test: dev peers services ohif typecheck imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 typecheck: dev
 	$(BIN)/mypy --strict --ignore-missing-imports relay reader_portal
+
+# The layering (pyproject.toml's [tool.importlinter]): no import cycles, edge and county
+# independent, relay.dicom below both, the portal above the county.
+imports: dev
+	$(BIN)/lint-imports --no-cache
 
 # Orthanc is only a benchmark peer (bench/ingest.py), not needed by the tests.
 bench-peers: peers

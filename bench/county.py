@@ -128,7 +128,7 @@ def serve(county: County) -> Iterator[str]:
 def delete_queues(settings: Settings) -> None:
     import pika
 
-    from relay.county.worker import QUEUES, queue_name
+    from relay.county.jobs import QUEUES, queue_name
 
     conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:

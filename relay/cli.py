@@ -63,7 +63,8 @@ def cmd_county(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from relay.county.worker import QUEUES, register_tasks, start_audit_checkpoints, worker_argv
+    from relay.county.jobs import QUEUES
+    from relay.county.worker import register_tasks, start_audit_checkpoints, worker_argv
 
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip()) if args.queues else QUEUES
     try:

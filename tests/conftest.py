@@ -90,7 +90,7 @@ def county(settings: Settings) -> Iterator[County]:
 
 
 def _purge_queues(settings: Settings) -> None:
-    from relay.county.worker import QUEUES, queue_name
+    from relay.county.jobs import QUEUES, queue_name
 
     import pika
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from relay.config import Settings
 from relay.county.app import create_app
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.reports.alerts import alert_round
 from relay.dicom.vocab import Role
 from tests.browser import chromium, log_in, screenshot_path

@@ -24,6 +24,7 @@ from relay.county.edges.endpoints import router as edges_router
 from relay.county.auth.deps import AdminDep
 from relay.county.errors import NotFound, install_error_handler
 from relay.county.reading.endpoints import router as reading_router
+from relay.county.reports.critical_endpoints import router as critical_router
 from relay.county.reports.delivery_endpoints import router as deliveries_router
 from relay.county.reports.endpoints import reports_router
 from relay.county.reports.endpoints import router as signing_keys_router
@@ -104,6 +105,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(deliveries_router)
     app.include_router(worklist_router)
     app.include_router(reading_router)
+    app.include_router(critical_router)
     app.include_router(studies_router)
 
     _install_docs(app, county)

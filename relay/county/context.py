@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config import Settings
 from relay.county.db.engine import make_engine, make_sessionmaker
+from relay.county.jobs import make_celery
 from relay.county.storage import ObjectStore, open_store
 
 
@@ -41,8 +42,6 @@ class County:
 
     @cached_property
     def celery(self) -> Celery:
-        from relay.county.worker import make_celery
-
         return make_celery(self.settings)
 
     def close(self) -> None:

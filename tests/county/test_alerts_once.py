@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from relay.config import Settings
 from relay.county.app import create_app
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import OutboxEvent, ReportDelivery
 from relay.county.reports import alerts
 from relay.county.reports.alerts import alert_round

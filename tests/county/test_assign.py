@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from relay.config import Settings
 from relay.county.app import create_app
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.engine import session_scope
 from relay.county.db.models import Study, StudyTransition, User
 from relay.county.reading import service as reading
@@ -166,7 +166,7 @@ def test_an_administrator_puts_a_reader_on_duty_with_competences(county):
 def test_a_study_going_onto_the_queue_is_sent_to_the_assign_queue_once(county, amqp_url):
     import pika
 
-    from relay.county.worker import INDEX_TASK, queue_name
+    from relay.county.jobs import INDEX_TASK, queue_name
     from tests.county.test_delivery import run_task
 
     site, _ = make_site(county)

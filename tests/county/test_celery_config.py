@@ -6,8 +6,8 @@ import pytest
 
 from relay.cli import build_parser
 from relay.config import Settings
-from relay.county.worker import (ASSIGN_TASK, DELIVER_TASK, INDEX_TASK, RENDER_TASK, make_celery, queue_name,
-                                 worker_argv)
+from relay.county.jobs import ASSIGN_TASK, DELIVER_TASK, INDEX_TASK, RENDER_TASK, make_celery, queue_name
+from relay.county.worker import worker_argv
 
 KINDS = ("ingest", "render", "assign", "deliver")
 

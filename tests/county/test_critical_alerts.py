@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from relay.config import Settings
 from relay.county.app import create_app
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.engine import session_scope
 from relay.county.db.models import OutboxEvent, ReportDelivery, User
 from relay.county.reading import roster

@@ -7,7 +7,8 @@ from sqlalchemy import select
 
 from relay.county.app import create_app
 from relay.county.db.models import Report, Site, Study, StudyTransition
-from relay.county.worker import DELIVER_TASK, register_tasks
+from relay.county.jobs import DELIVER_TASK
+from relay.county.worker import register_tasks
 from relay.dicom import signing
 from relay.dicom.vocab import Role
 from tests.county.test_reading import queue_studies
@@ -95,7 +96,7 @@ def test_another_township_neither_sees_nor_fetches_the_report(county):
 def test_signing_queues_the_renderings_and_the_edge_gets_them_once_the_deliver_task_ran(county, amqp_url):
     import pika
 
-    from relay.county.worker import queue_name
+    from relay.county.jobs import queue_name
 
     with TestClient(create_app(county)) as client:
         signed_study(client, county, deliver=False)

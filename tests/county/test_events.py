@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from relay.county.db.engine import session_scope
 from relay.county.db.models import OutboxEvent
 from relay.county.events.outbox import Topic, emit
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.events.publisher import EXCHANGE, PRUNE_BATCH, EventPublisher
 from relay.dicom.vocab import Priority
 from tests.county.test_index import index, ingest
@@ -102,7 +102,7 @@ def test_a_study_read_signed_and_delivered_publishes_each_event_once(county, amq
 
 def test_an_automatic_assignment_is_published_once_though_its_task_runs_twice(county, amqp_url, listener):
     from relay.county.db.models import Study
-    from relay.county.worker import ASSIGN_TASK
+    from relay.county.jobs import ASSIGN_TASK
     from tests.county.test_assign import reader
     from tests.county.test_delivery import run_task
 

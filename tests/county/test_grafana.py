@@ -15,7 +15,7 @@ from relay.county.db.engine import session_scope
 from relay.county.edges.schemas import HeartbeatIn
 from relay.county.edges.service import record_heartbeat
 from relay.county.reading import service
-from relay.county.worker import enqueue_index
+from relay.county.jobs import enqueue_index
 from tests.county.test_reading import principal, queue_studies
 from tests.county.test_public_surface import scrape_text
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from relay.county.app import create_app
 from relay.county.context import County
 from relay.county.db.models import Instance, QuarantinedInstance, Site
-from relay.county.worker import queue_name
+from relay.county.jobs import queue_name
 from relay.dicom import wire
 from relay.dicom.keys import instance_key
 from tests.factories import make_dataset, encode, make_instance, make_site, sha256

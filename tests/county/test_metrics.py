@@ -22,7 +22,7 @@ from relay.county.ingest.service import Upload, ingest_instance
 from relay.county.metrics.collector import TAT_BUCKETS_S
 from relay.county.reading import service
 from relay.county.tat.service import STAGES
-from relay.county.worker import enqueue_index
+from relay.county.jobs import enqueue_index
 from relay.dicom import wire
 from relay.dicom.vocab import Priority, Role
 from tests.county.test_delivery import signed_study

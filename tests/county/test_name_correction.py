@@ -48,7 +48,7 @@ def test_the_same_name_everywhere_is_one_name(county):
 def test_the_report_of_the_corrected_study_goes_back_to_the_township_under_the_corrected_name(county, tmp_path):
     import pydicom
 
-    from relay.county.worker import DELIVER_TASK
+    from relay.county.jobs import DELIVER_TASK
     from tests.county.test_delivery import run_task
     from tests.county.test_report_objects import pdf_text
     from tests.county.test_reports import login

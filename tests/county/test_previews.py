@@ -65,7 +65,8 @@ def test_rendering_dead_lettered_at_its_cap_shows_cannot_render_until_an_admin_r
 
     from relay.county.app import create_app
     from relay.county.tasks import attempts
-    from relay.county.worker import INDEX_MAX_ATTEMPTS, RENDER_TASK
+    from relay.county.jobs import RENDER_TASK
+    from relay.county.worker import INDEX_MAX_ATTEMPTS
     from tests.county.test_delivery import run_task
     from tests.county.test_reports import login
 

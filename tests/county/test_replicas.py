@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from relay.config import Settings
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.context import County
 from relay.county.db.models import OutboxEvent, ReadingItem, Study, StudyTransition, User
 from relay.county.reading.assign import assign_round

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from relay.county.app import create_app
 from relay.county.db.models import Base, OutboxEvent, Report, Study
-from relay.county.worker import ASSIGN_TASK, DELIVER_TASK, INDEX_TASK, RENDER_TASK, QUEUES, ROUTES
+from relay.county.jobs import ASSIGN_TASK, DELIVER_TASK, INDEX_TASK, RENDER_TASK, QUEUES, ROUTES
 from tests.county.test_assign import reader
 from tests.county.test_delivery import run_task, signed_study
 from tests.county.test_index import index, ingest

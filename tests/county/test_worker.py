@@ -15,8 +15,8 @@ from bench.linkemu import LinkEmulator
 from relay.county.db.engine import session_scope
 from relay.county.db.models import ReadingItem, RenderResult, Study, StudyTransition, TaskAttempt
 from relay.county.tasks import attempts
-from relay.county.worker import (ASSIGN_TASK, DELIVER_TASK, INDEX_TASK, RENDER_TASK, ROUTES, enqueue_index,
-                                 enqueue_render, queue_name)
+from relay.county.jobs import (ASSIGN_TASK, DELIVER_TASK, INDEX_TASK, RENDER_TASK, ROUTES, enqueue_index,
+                               enqueue_render, queue_name)
 from relay.dicom.vocab import Role
 from tests.county.test_index import index, ingest
 from tests.factories import encode, make_dataset, make_site

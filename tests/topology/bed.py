@@ -239,7 +239,7 @@ def _delete_queues(amqp_url: str, prefix: str) -> None:
     import pika
 
     from relay.config import Settings
-    from relay.county.worker import QUEUES, queue_name
+    from relay.county.jobs import QUEUES, queue_name
 
     settings = Settings(queue_prefix=prefix)
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config import Settings
 from relay.county import keyfile
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import AuditCheckpoint, AuditEvent
 from relay.county.db.upsert import insert_ignore
 from relay.dicom.signing import key_id

@@ -17,15 +17,14 @@ from sqlalchemy import Select, select
 from relay.county.audit import atna
 from relay.county.audit.checkpoint import load_anchors
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep
-from relay.county.auth.service import Principal
 from relay.county.context import County
 from relay.county.db.models import AuditEvent
-from relay.county.audit.service import Action, Entry, append, verify
+from relay.county.audit.service import Action, Actor, Entry, append, verify
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
 
-def audit(county: County, request: Request, principal: Principal, action: Action, *,
+def audit(county: County, request: Request, principal: Actor, action: Action, *,
           object_type: str = "", object_id: str = "", detail: str = "") -> None:
     """Record that ``principal`` did ``action`` (from a route; its own transaction)."""
     source = request.client.host if request.client else ""

@@ -26,15 +26,16 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from relay.county.audit.checkpoint import Anchors, Checkpoint
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import AuditEvent
+from relay.dicom.vocab import Role
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,17 @@ class Action(enum.StrEnum):
     technician's username; the detail holds the technician's time)."""
     SITE_TECHNICIANS = "site.technicians"
     """A township's edge fetched its technicians' login hashes for its offline login cache."""
+
+
+class Actor(Protocol):
+    """Who did something, as the trail records it (relay.county.auth.service.Principal is one;
+    the trail does not import auth, which records logins into it)."""
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def role(self) -> Role: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from relay.county.auth import service, sessions
 from relay.county.context import County
 from relay.county.db.models import Site
-from relay.county.errors import Unauthorized
+from relay.county.errors import Forbidden, Unauthorized
+from relay.dicom.vocab import Role
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
@@ -82,9 +83,6 @@ SiteDep = Annotated[Site, Depends(get_site)]
 
 def get_admin(principal: PrincipalDep) -> service.Principal:
     """The caller, who must be an administrator."""
-    from relay.county.errors import Forbidden
-    from relay.dicom.vocab import Role
-
     if principal.role is not Role.ADMIN:
         raise Forbidden("administrators only")
     return principal

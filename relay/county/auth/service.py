@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
+from relay.county.clock import now_utc
 from relay.county.db.models import ApiToken, Site, User
 from relay.county.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from relay.dicom.vocab import Role
@@ -36,10 +37,6 @@ class Principal:
     username: str
     role: Role
     site_id: int | None
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 def _sha256(token: str) -> str:

@@ -24,7 +24,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import Principal, now_utc
+from relay.county.auth.service import Principal
+
+from relay.county.clock import now_utc
 from relay.county.db.models import PortalSession, User
 from relay.county.errors import Forbidden, Unauthorized
 from relay.dicom.vocab import Role

@@ -25,7 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep, SiteDep
 from relay.county.audit.endpoints import audit
 from relay.county.audit.service import Action
-from relay.county.auth.service import Principal, now_utc
+from relay.county.auth.service import Principal
+from relay.county.clock import now_utc
 from relay.county.context import County
 from relay.county.db.engine import session_scope
 from relay.county.db.models import Instance, Site, Study

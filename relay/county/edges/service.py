@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import EdgeHealth, Site
 from relay.county.db.upsert import insert_ignore
 from relay.county.edges.schemas import EdgeOut, HeartbeatIn

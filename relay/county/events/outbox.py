@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import OutboxEvent
 
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import BundleChunk, Site, UploadBundle
 from relay.county.db.upsert import insert_ignore
 from relay.county.errors import Conflict, NotFound, PayloadTooLarge, RelayError, Unprocessable

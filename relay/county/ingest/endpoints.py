@@ -12,14 +12,14 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from relay.county import jobs
 from relay.county.auth.deps import CountyDep, SiteDep
 from relay.county.context import County
 from relay.county.db.engine import session_scope
 from relay.county.db.models import Site
-from relay.county.errors import Unavailable, Unprocessable
+from relay.county.errors import Unprocessable
 from relay.county.ingest.body import read_body
 from relay.county.ingest.service import IngestResult, Upload, ingest_instance
-from relay.county.worker import enqueue_index
 from relay.dicom import wire
 from relay.dicom.vocab import Priority
 
@@ -48,14 +48,8 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def enqueue_committed(county: County, instance_ids: list[int]) -> None:
-    """Enqueue indexing of committed instances; a failure is a 503 so the edge sends again
-    (the resend is a duplicate whose indexing is enqueued again: nothing is lost)."""
-    for instance_id in instance_ids:
-        try:
-            enqueue_index(county.celery, county.settings, instance_id)
-        except Exception as exc:
-            log.error("enqueue failed instance_id=%d: %s", instance_id, type(exc).__name__)
-            raise Unavailable("work queue unavailable; instance held, send again") from exc
+    """Enqueue indexing of committed instances (503 if the queue refuses: the edge sends again)."""
+    jobs.enqueue_committed(county.celery, county.settings, instance_ids)
 
 
 def _ingest_committed(county: County, site: Site, upload: Upload) -> IngestResult:

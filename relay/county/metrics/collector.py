@@ -21,8 +21,11 @@ from sqlalchemy.orm import Session
 
 from relay.county.context import County
 from relay.county.db.models import EdgeHealth, Site
+from relay.county.edges.service import SILENT_AFTER, alarms
+from relay.county.jobs import QUEUES, queue_name
 from relay.county.metrics import repository
 from relay.county.metrics.repository import Counters
+from relay.county.tat.service import STAGES
 from relay.dicom.vocab import Priority
 
 log = logging.getLogger(__name__)
@@ -77,8 +80,6 @@ def _studies(counters: Counters) -> Iterator[GaugeMetricFamily]:
 
 
 def _edges(session: Session, spool_alarm_after: timedelta) -> Iterator[GaugeMetricFamily]:
-    from relay.county.edges.service import SILENT_AFTER, alarms
-
     now = datetime.now(UTC)
     families = {
         "spool": GaugeMetricFamily("relay_edge_spool_instances", "Instances waiting at the edge.", labels=["site"]),
@@ -151,8 +152,6 @@ def _stage_times(session: Session) -> Iterator[HistogramMetricFamily]:
     Not cumulative (studies leave the window): chart it with histogram_quantile() on the
     buckets as they are, not on rate(). Read from the studies of the window (the index on
     created_at): its cost follows a day's studies, not the history."""
-    from relay.county.tat.service import STAGES
-
     hist = HistogramMetricFamily("relay_tat_stage_seconds", "Stage durations of the studies that arrived "
                                  "in the last 24 hours (not cumulative).", labels=["stage", "priority"])
     by_priority = repository.stage_histograms(session, since=datetime.now(UTC) - RECENT_TAT, stages=STAGES,
@@ -179,8 +178,6 @@ def _queue_depths(county: County) -> Iterator[GaugeMetricFamily]:
 
 def _amqp_depths(url: str, county: County, gauge: GaugeMetricFamily) -> None:
     import pika
-
-    from relay.county.worker import QUEUES, queue_name
 
     conn = pika.BlockingConnection(pika.URLParameters(url))
     try:

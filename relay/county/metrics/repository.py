@@ -33,6 +33,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from relay.county.db.models import MetricCounter, MetricDelta, OutboxEvent, QuarantinedInstance, Study, TaskAttempt
+from relay.county.tat.repository import MILESTONES
 
 Counters = dict[str, dict[str, float]]
 """name -> labels -> value, as kept in ``metric_counters`` (labels encoded as in the model)."""
@@ -159,8 +160,6 @@ def stage_histogram_statement(dialect: str, *, stages: tuple[tuple[str, str, str
     every aggregate that reads it (PostgreSQL and SQLite do not flatten a subquery with an
     OFFSET), which computed it twelve times per stage. Built once per process: constructing
     its hundred columns took longer than running it."""
-    from relay.county.tat.repository import MILESTONES
-
     since = bindparam("since", type_=Study.created_at.type)
     durations = (select(Study.priority, *(_duration_s(dialect, MILESTONES[a], MILESTONES[b]).label(f"d{i}")
                                           for i, (_n, a, b) in enumerate(stages)))

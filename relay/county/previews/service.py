@@ -19,7 +19,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import Instance, RenderResult
 from relay.county.db.upsert import insert_ignore
 from relay.county.render.ecg import ecg_measurements, ecg_thumbnail

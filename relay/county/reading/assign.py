@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config import Settings
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import ReadingItem, Study
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic

@@ -29,7 +29,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import Principal, now_utc
+from relay.county.auth.service import Principal
+
+from relay.county.clock import now_utc
 from relay.county.db.models import DutyShift, User
 from relay.county.errors import BadRequest, NotFound
 from relay.dicom.vocab import Role

@@ -1,5 +1,6 @@
-"""Duty roster routes (值班表): its lines, this week's shifts, who is on duty now, and the
-critical results still waiting for the township (what the on-duty lead answers for).
+"""Duty roster routes (值班表): its lines, this week's shifts, who is on duty now. The
+critical results the on-duty lead answers for are under the same prefix, in
+relay.county.reports.critical_endpoints.
 
 Readers and administrators see the roster; only administrators change it. Times in and
 out are the county's local time (``Settings.timezone``); instants carry their offset.
@@ -18,11 +19,11 @@ from sqlalchemy import select
 from relay.county.audit.endpoints import audit
 from relay.county.audit.service import Action
 from relay.county.auth.deps import AdminDep, CountyDep, PrincipalDep, SessionDep
-from relay.county.auth.service import Principal, now_utc
+from relay.county.auth.service import Principal
+from relay.county.clock import now_utc
 from relay.county.db.models import DutyShift, User
 from relay.county.errors import Forbidden
 from relay.county.reading import roster
-from relay.county.reports import alerts
 from relay.dicom.vocab import Role
 
 router = APIRouter(prefix="/api/roster", tags=["roster"])
@@ -88,17 +89,6 @@ class OnDutyOut(BaseModel):
     by_switch: bool = Field(description="On duty by the manual switch (PATCH /api/users/{name}).")
     lead: bool = Field(description="On duty as the lead (值班组长): a lead roster line covers the moment.")
     shift: OccurrenceOut | None = Field(description="The roster line that covers the moment, if any.")
-
-
-class OpenCriticalOut(BaseModel):
-    delivery_id: int
-    study_instance_uid: str
-    site: str
-    signed_at: datetime = Field(description="When the report went to the township (its delivery was created).")
-    notified_at: datetime | None = Field(description="When the township's webhook accepted the alert.")
-    escalated_at: datetime | None
-    escalated_to: list[str] = Field(description="Usernames of the leads on duty then; empty with escalated_at "
-                                    "set: escalated with no lead on duty.")
 
 
 class ReaderOut(BaseModel):
@@ -199,35 +189,3 @@ def on_duty_now(_who: CountyStaffDep, session: SessionDep, county: CountyDep,
     return [OnDutyOut(username=d.user.username, display_name=d.user.display_name, competences=d.user.competences,
                       by_switch=d.by_switch, lead=d.lead, shift=_occurrence_out(d.shift, users) if d.shift else None)
             for d in found]
-
-
-@router.get("/critical", response_model=list[OpenCriticalOut])
-def open_critical(who: CountyStaffDep, session: SessionDep) -> list[OpenCriticalOut]:
-    """Critical results (危急值) nobody at the township acknowledged yet, with their escalation;
-    for administrators and readers who hold a lead line."""
-    if who.role is not Role.ADMIN and not roster.holds_lead_line(session=session, username=who.username):
-        raise Forbidden("open critical results are for administrators and the on-duty leads")
-    return [OpenCriticalOut(delivery_id=d.id, study_instance_uid=s.study_uid, site=site, signed_at=d.created_at,
-                            notified_at=d.critical_notified_at, escalated_at=d.escalated_at,
-                            escalated_to=[n for n in d.escalated_to.split(",") if n])
-            for d, s, site in alerts.open_critical(session=session)]
-
-
-class EscalationAlertOut(BaseModel):
-    delivery_id: int
-    study_instance_uid: str
-    site: str
-    escalated_at: datetime
-
-
-@router.get("/critical/alerts", response_model=list[EscalationAlertOut])
-def my_escalation_alerts(who: CountyStaffDep, session: SessionDep, county: CountyDep) -> list[EscalationAlertOut]:
-    """Escalated critical results (危急值) the township has not acknowledged that the caller must
-    be told of: to the lead(s) it went to and every lead on duty now (administrators when no
-    lead was on duty). Every portal page polls this and shows a banner with a sound and a
-    desktop notification; an empty list for everyone else. Identifiers only."""
-    found = alerts.escalations_for(session=session, username=who.username, admin=who.role is Role.ADMIN,
-                                   at=now_utc(), zone=ZoneInfo(county.settings.timezone))
-    return [EscalationAlertOut(delivery_id=d.id, study_instance_uid=s.study_uid, site=site,
-                               escalated_at=d.escalated_at)
-            for d, s, site in found if d.escalated_at is not None]

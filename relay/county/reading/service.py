@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import Principal, now_utc
+from relay.county.auth.service import Principal
+
+from relay.county.clock import now_utc
 from relay.county.db.models import ReadingItem, Study, User
 from relay.county.errors import Conflict, Forbidden, NotFound
 from relay.county.events import outbox

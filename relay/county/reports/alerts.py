@@ -33,7 +33,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from relay.config import Settings
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import Report, ReportDelivery, Site, Study, User
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import Report, ReportDelivery, Site, Study, User
 from relay.county.edges import technicians
 from relay.county.errors import NotFound, Unprocessable
@@ -164,59 +164,3 @@ def _event(study: Study, report: Report) -> dict[str, Any]:
 
 RENDERINGS = ("sr", "pdf", "encapsulated_pdf")
 """The objects built after signing, next to the signed document."""
-
-
-def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
-    """Build the SR, the printable PDF and the Encapsulated PDF of a signed report, store
-    them (the DICOM ones as instances of the study, visible through DICOMweb), and add
-    them to the delivery; return their keys. Returns {} at once when there is nothing to
-    do (no such signed report, or already attached); deterministic UIDs, bytes and keys
-    make a run interrupted halfway a harmless duplicate."""
-    from relay.county.ingest.endpoints import enqueue_committed
-    from relay.county.ingest.service import Upload, ingest_instance
-    from relay.county.reports import objects
-    from relay.dicom.vocab import Priority
-
-    with county.sessions() as session:
-        report = session.get(Report, report_id)
-        found = session.execute(select(ReportDelivery).where(ReportDelivery.report_pk == report_id)).scalar_one_or_none()
-        if report is None or report.status != "signed" or found is None or \
-                set(RENDERINGS) <= set(json.loads(found.object_keys_json)):
-            return {}
-        study = session.get(Study, report.study_pk)
-        site = session.get(Site, study.site_id)
-        header = _study_header(session, study)
-        document = json.loads(report.document_json)
-        sr = objects.build_sr(document=document, study=header, signature_b64=report.signature, key_id=report.key_id)
-        pdf = objects.build_pdf(document=document, study=header, key_id=report.key_id, signature_b64=report.signature)
-        encapsulated = objects.build_encapsulated_pdf(pdf=pdf, document=document, study=header)
-        pending, keys = [], {"pdf": put_object(county.store, object_key(study.study_uid, report.revision, "report.pdf"), pdf)}
-        for name, data in (("sr", sr), ("encapsulated_pdf", encapsulated)):
-            upload = Upload(data=data, claimed_sha256=hashlib.sha256(data).hexdigest(), priority=Priority.ROUTINE,
-                            calling_ae="COUNTY_REPORT", edge_received_at=None)
-            result = ingest_instance(session=session, store=county.store, site=site, upload=upload,
-                                     max_bytes=county.settings.max_instance_bytes)
-            keys[name] = put_object(county.store, object_key(study.study_uid, report.revision, f"{name}.dcm"), data)
-            pending += [result.instance_id] if result.instance_id is not None else []
-        # The instances are committed; their indexing is enqueued before the delivery is
-        # marked, so a failed enqueue makes the retry (which is not yet early) send it again.
-        enqueue_committed(county, pending)
-        add_objects(session=session, delivery=found, keys=keys)
-    return keys
-
-
-def _study_header(session: Session, study: Study) -> Any:
-    from relay.county.db.models import Patient
-    from relay.county.reports.objects import StudyHeader
-
-    patient = session.get(Patient, study.patient_pk)
-    site = session.get(Site, study.site_id)
-    # The study's own name: a corrected name on a later study must come back as corrected,
-    # not as the first name indexed for this patient ID.
-    name = study.patient_name or (patient.name if patient else "")
-    return StudyHeader(study_uid=study.study_uid, patient_name=name,
-                       patient_id=patient.patient_id if patient else "",
-                       birth_date=patient.birth_date if patient else "", sex=patient.sex if patient else "",
-                       accession_number=study.accession_number, study_date=study.study_date,
-                       study_time=study.study_time, institution=site.display_name if site else "",
-                       modality=study.modalities.replace("\\", "/"), study_description=study.description)

@@ -15,7 +15,7 @@ from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.db.models import Report, User
 from relay.county.errors import NotFound
 from relay.county.reports import delivery, keys, service, templates
-from relay.county.worker import enqueue_deliver
+from relay.county.jobs import enqueue_deliver
 from relay.dicom import body_parts, signing
 from relay.dicom.vocab import Role
 

@@ -13,7 +13,9 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import Principal, now_utc
+from relay.county.auth.service import Principal
+
+from relay.county.clock import now_utc
 from relay.county.db.models import SigningKey, User
 from relay.county.errors import BadRequest, Conflict, Forbidden, NotFound
 from relay.dicom import signing

@@ -16,7 +16,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import Principal, now_utc
+from relay.county.auth.service import Principal
+
+from relay.county.clock import now_utc
 from relay.county.db.models import Instance, ReadingItem, Report, Site, Study, User
 from relay.county.errors import BadRequest, Conflict, Forbidden, NotFound
 from relay.county.events import outbox

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from relay.county.auth.service import now_utc
+from relay.county.clock import now_utc
 from relay.county.db.models import Instance, Site
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
