@@ -2,7 +2,7 @@
 "use strict";
 const REFRESH_MS = 15000;
 function alarmTone(e) { return e.alarms.includes("silent") ? "red" : (e.alarms.length ? "amber" : ""); }
-function status(e) {
+function statusBadges(e) {
   if (!e.alarms.length) return [el("span", { class: "badge green" }, T.edge_ok)];
   return e.alarms.map((a) => el("span", { class: "badge " + (a === "silent" ? "red" : "amber"), "data-alarm": a }, T["alarm_" + a] || a));
 }
@@ -28,7 +28,7 @@ async function load() {
     const beat = e.last_heartbeat_at;
     tr.append(el("td", {}, el("span", { class: "site-name" }, e.display_name || e.site),
                          e.display_name && e.display_name !== e.site ? el("span", { class: "muted site-id" }, e.site) : null),
-              el("td", {}, ...status(e)),
+              el("td", {}, ...statusBadges(e)),
               el("td", { title: beat ? fmt(beat) : "" }, beat ? ago(beat) : el("span", { class: "muted" }, T.hb_never)),
               el("td", { class: "num" }, e.spool_instances === null ? "—" : `${e.spool_instances.toLocaleString(LOCALE)} ${T.instances_unit}`,
                  e.spool_bytes ? el("div", { class: "muted" }, bytes(e.spool_bytes)) : null),

@@ -9,7 +9,7 @@ const params = new URLSearchParams(location.search);
 const state = { range: params.get("range") || "7d", group: params.get("group") || "site",
                 from: params.get("from") || "", to: params.get("to") || "",
                 stage: params.get("stage") || "arrival_to_signature" };
-let siteNames = {};
+const siteNames = {};
 
 function windowIso() {
   if (state.range === "custom" && state.from) {

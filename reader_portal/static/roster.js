@@ -61,11 +61,11 @@ async function loadNow() {
   }));
 }
 
-const when = (iso) => iso ? `${localDate(new Date(iso))} ${hhmm(iso)}` : "–";
+const timeText = (iso) => iso ? `${localDate(new Date(iso))} ${hhmm(iso)}` : "–";
 function escalation(c) {
   if (!c.escalated_at) return el("span", {}, T.not_escalated);
-  if (!c.escalated_to.length) return el("span", { class: "no-lead" }, `${T.escalated_no_lead} ${when(c.escalated_at)}`);
-  return el("span", {}, `${T.escalated_to} ${c.escalated_to.join(", ")} ${when(c.escalated_at)}`);
+  if (!c.escalated_to.length) return el("span", { class: "no-lead" }, `${T.escalated_no_lead} ${timeText(c.escalated_at)}`);
+  return el("span", {}, `${T.escalated_to} ${c.escalated_to.join(", ")} ${timeText(c.escalated_at)}`);
 }
 async function loadCritical() {
   const list = await api("/api/roster/critical");
@@ -73,8 +73,8 @@ async function loadCritical() {
   if (!list.length) { box.replaceChildren(el("span", { class: "empty" }, T.critical_none)); return; }
   const head = el("tr", {}, ...[T.site, T.study_uid, T.signed_at, T.alerted_at, T.escalation].map((h) => el("th", {}, h)));
   box.replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, ...list.map((c) => {
-    const row = el("tr", {}, el("td", {}, c.site), el("td", {}, c.study_instance_uid), el("td", {}, when(c.signed_at)),
-                   el("td", {}, when(c.notified_at)), el("td", {}, escalation(c)));
+    const row = el("tr", {}, el("td", {}, c.site), el("td", {}, c.study_instance_uid), el("td", {}, timeText(c.signed_at)),
+                   el("td", {}, timeText(c.notified_at)), el("td", {}, escalation(c)));
     row.dataset.delivery = c.delivery_id;
     return row;
   }))));

@@ -2,6 +2,7 @@
 // start that opens the study for reading, then the viewer (viewer.js) and report (report.js).
 "use strict";
 const STUDY = PAGE.study;
+let main = null;  // the study's viewer (viewer.js)
 // ---------------------------------------------------------------- header, priors
 let study = { modality: "" };
 async function loadHeader() {

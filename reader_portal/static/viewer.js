@@ -340,7 +340,7 @@ function wireKeys() {
 }
 
 // ---------------------------------------------------------------- a prior beside the study
-let main = null, prior = null;
+let prior = null;  // the prior study beside it (study.js makes ``main``, the study's own viewer)
 const mainTemplate = $("pane-main").cloneNode(true);  // before anything fills it: the prior pane's shape
 function openPrior(p) {
   if (prior) { prior.pause(); if (prior.study === p.study_instance_uid) return; }
