@@ -10,7 +10,7 @@ const globals = require("globals");
 
 const ro = (names) => Object.fromEntries(names.map((n) => [n, "readonly"]));
 const PORTAL = ["T", "LOCALE", "ZONE", "USER", "PAGE", "$", "enc", "ApiError", "toLogin", "api", "el", "fmt",
-                "personName", "clock", "stamp", "duration", "dur", "showError", "poll"];
+                "personName", "clock", "stamp", "duration", "dur", "failure", "showError", "poll"];
 const ADMIN = ["bytes", "ago", "stageChart", "stackChart", "trendChart", "barChart", "STAGE_COLORS", "localToIso",
                "localDay", "apiWithTotal"];
 // The study page's three files call each other at run time (after all three have loaded).

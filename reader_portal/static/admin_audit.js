@@ -78,7 +78,7 @@ $("verify").addEventListener("click", async () => {
     box.dataset.ok = String(v.ok);
     for (const tr of document.querySelectorAll("#audit tr.tampered")) tr.classList.remove("tampered");
     if (!v.ok && v.first_bad_id) $("audit").querySelector(`tr[data-id="${v.first_bad_id}"]`)?.classList.add("tampered");
-  } catch (e) { box.className = "bad-box"; box.textContent = `${T.error}: ${e.message}`; }
+  } catch (e) { box.className = "bad-box"; box.textContent = failure(e); }
   finally { $("verify").disabled = false; }
 });
 search();

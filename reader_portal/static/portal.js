@@ -1,12 +1,12 @@
 // What every logged-in portal page shares (loaded first by _base.html). The page's strings
 // and facts come from the JSON blocks #portal-data and #page-data, never from inline code:
-//   api(url, {method, body, accept, headers}) -> parsed JSON | Blob (image/* accept) | null (204)
-//     sends the session cookie and, on unsafe methods, the X-CSRF-Token header from
-//     <meta name="csrf-token">; a plain object body goes as JSON; 401 goes to the login
-//     page; any other error throws ApiError(status, detail).
+//   api(url, {method, body, accept, headers, raw}) -> parsed JSON | Blob (image/* accept) |
+//     null (204) | the Response (raw); sends the session cookie and, on unsafe methods, the
+//     X-CSRF-Token header from <meta name="csrf-token">; a plain object body goes as JSON;
+//     401 goes to the login page; any other error throws ApiError(status, detail).
 //   el(tag, attrs, ...children), $(id), enc(), fmt(iso), personName(pn), clock(), stamp(node),
-//   dur(seconds), duration(seconds), showError(box, e), poll(ms, task, {hidden}), T (strings), LOCALE, ZONE,
-//   USER ({username, role, site_id}), PAGE (the page's own data).
+//   dur(seconds), duration(seconds), failure(e), showError(box, e), poll(ms, task, {hidden}),
+//   T (strings), LOCALE, ZONE, USER ({username, role, site_id}), PAGE (the page's own data).
 "use strict";
 
 function readJson(id) { const node = document.getElementById(id); return node ? JSON.parse(node.textContent) : {}; }
@@ -81,11 +81,13 @@ function dur(seconds) {
   if (s < 86400 * 2) return `${num(s / 3600)}${T.unit_h}`;
   return `${num(s / 86400)}${T.unit_d}`;
 }
+// What went wrong, as a page says it: "出错: …".
+function failure(e) { return `${T.error}: ${e && e.message ? e.message : e}`; }
 // A failed load, said in the page's error box (a 401 is already on its way to the login page).
 function showError(box, e) {
   if (e && e.status === 401) return;
   box.hidden = false;
-  box.textContent = `${T.error}: ${e && e.message ? e.message : e}`;
+  box.textContent = failure(e);
 }
 // Run ``task`` now and then ``ms`` after each run ends: one run at a time (a call to now()
 // during a run is answered as soon as it returns), paused while the tab is hidden and run at

@@ -79,8 +79,8 @@ async function save() {
   R.dirty = false;
   try {
     R.draft = await api(`/api/reports/${R.draft.id}`, { method: "PATCH", body });
-    setSaveState(`${T.saved} ${new Date().toLocaleTimeString(LOCALE, { timeZone: ZONE, hour12: false })}`);
-  } catch (e) { R.dirty = true; setSaveState(T.unsaved); notice(`${T.error}: ${e.message}`, "err"); throw e; }
+    setSaveState(`${T.saved} ${clock()}`);
+  } catch (e) { R.dirty = true; setSaveState(T.unsaved); notice(failure(e), "err"); throw e; }
   return R.draft;
 }
 function togglePreview() {
@@ -110,7 +110,7 @@ async function sign() {
     else if (e.status === 403 && /only readers/.test(e.message)) signMessage(T.only_readers_sign);
     else if (e.status === 403) signMessage(T.wrong_password);
     else if (e.status === 400 && /impression/.test(e.message)) signMessage(T.impression_empty);
-    else signMessage(`${T.error}: ${e.message}`);
+    else signMessage(failure(e));
   } finally { $("sign-confirm").disabled = false; }
 }
 async function createKeyAndSign() {
@@ -120,7 +120,7 @@ async function createKeyAndSign() {
     await api("/api/signing-keys", { method: "POST", body: { signing_password: password } });
     $("create-key").hidden = true;
     await sign();
-  } catch (e) { signMessage(e.status === 403 ? T.only_readers_sign : `${T.error}: ${e.message}`); }
+  } catch (e) { signMessage(e.status === 403 ? T.only_readers_sign : failure(e)); }
 }
 function wireReport() {
   for (const f of fields) $(f).addEventListener("input", changed);
@@ -137,11 +137,11 @@ function wireReport() {
     try {
       R.draft = await api(`/api/studies/${enc(STUDY)}/reports`, { method: "POST", body: {} });
       R.reports.push(R.draft); notice(""); renderReports(); $("findings").focus();
-    } catch (e) { notice(`${T.error}: ${e.message}`, "err"); }
+    } catch (e) { notice(failure(e), "err"); }
   });
   $("claim").addEventListener("click", async () => {
     try { await api(`/api/worklist/${enc(STUDY)}/claim`, { method: "POST" }); location.reload(); }
-    catch (e) { notice(`${T.error}: ${e.message}`, "err"); }
+    catch (e) { notice(failure(e), "err"); }
   });
   window.addEventListener("beforeunload", (e) => { if (R.dirty) { save(); e.preventDefault(); e.returnValue = T.leave_unsaved; } });
 }

@@ -81,9 +81,9 @@ async function loadCritical() {
 }
 
 function load() {
-  loadWeek().catch((e) => { $("week").textContent = `${T.error}: ${e.message}`; });
+  loadWeek().catch((e) => { $("week").textContent = failure(e); });
   loadNow().catch(() => {});
-  if (CAN_SEE_CRITICAL) loadCritical().catch((e) => { $("critical-list").textContent = `${T.error}: ${e.message}`; });
+  if (CAN_SEE_CRITICAL) loadCritical().catch((e) => { $("critical-list").textContent = failure(e); });
 }
 
 // The manual switch: on duty at any time, whatever the roster (PATCH /api/users/{name}).
@@ -93,7 +93,7 @@ function renderSwitches(readers) {
     box.dataset.user = r.username;
     box.addEventListener("change", async () => {
       try { await api(`/api/users/${enc(r.username)}`, { method: "PATCH", body: { on_duty: box.checked } }); load(); }
-      catch (e) { box.checked = !box.checked; $("f-msg").textContent = `${T.error}: ${e.message}`; }
+      catch (e) { box.checked = !box.checked; $("f-msg").textContent = failure(e); }
     });
     return el("label", {}, box, r.display_name || r.username);
   }));
@@ -127,12 +127,12 @@ async function wireForm() {
       $("f-msg").textContent = "";
       if (dated) weekStart = mondayOf(body.on_date);
       load();
-    } catch (err) { $("f-msg").textContent = `${T.error}: ${err.message}`; }
+    } catch (err) { $("f-msg").textContent = failure(err); }
   });
 }
 
 $("prev").addEventListener("click", () => { weekStart = addDays(weekStart, -7); load(); });
 $("next").addEventListener("click", () => { weekStart = addDays(weekStart, 7); load(); });
 $("this").addEventListener("click", () => { weekStart = mondayOf(TODAY); load(); });
-if (CAN_EDIT) wireForm().catch((e) => { $("f-msg").textContent = `${T.error}: ${e.message}`; });
+if (CAN_EDIT) wireForm().catch((e) => { $("f-msg").textContent = failure(e); });
 load();

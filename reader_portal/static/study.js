@@ -72,15 +72,15 @@ async function start() {
   catch (e) {
     R.canWrite = false;
     if (e.status === 409 || e.status === 403) { notice(T.not_holder, "warn"); $("claim").hidden = false; }
-    else notice(`${T.error}: ${e.message}`, "err");
+    else notice(failure(e), "err");
   }
-  await loadHeader().catch((e) => notice(`${T.error}: ${e.message}`, "err"));
+  await loadHeader().catch((e) => notice(failure(e), "err"));
   main = new Viewer($("pane-main"), STUDY, study, $("series-list"));
   main.activate();
   loadPriors();
-  main.loadSeries().catch((e) => { $("status").textContent = `${T.error}: ${e.message}`; });
+  main.loadSeries().catch((e) => { $("status").textContent = failure(e); });
   await loadTemplates().catch(() => {});
-  await loadReports().catch((e) => notice(`${T.error}: ${e.message}`, "err"));
+  await loadReports().catch((e) => notice(failure(e), "err"));
   if (!R.canWrite && R.reports.some((r) => r.status === "signed")) { notice(""); $("claim").hidden = true; }
 }
 start();

@@ -365,7 +365,7 @@ function openPrior(p) {
   prior.partner = main; main.partner = prior;
   close.addEventListener("click", closePrior);
   requestAnimationFrame(() => main.fit());
-  prior.loadSeries().catch((e) => { pane.querySelector("[data-v=status]").textContent = `${T.error}: ${e.message}`; });
+  prior.loadSeries().catch((e) => { pane.querySelector("[data-v=status]").textContent = failure(e); });
 }
 function closePrior() {
   if (!prior) return;
