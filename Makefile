@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test install dev peers services ohif typecheck imports bench bench-peers clean
+.PHONY: run test install dev peers services ohif typecheck imports lint-js bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,7 @@ services:
 run: install
 	$(BIN)/relay up --demo
 
-test: dev peers services ohif typecheck imports
+test: dev peers services ohif typecheck imports lint-js
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 typecheck: dev
@@ -60,6 +60,16 @@ typecheck: dev
 imports: dev
 	$(BIN)/lint-imports --no-cache
 
+# ESLint (pinned in package.json / package-lock.json, from the npm registry only) over the
+# portal's browser code in reader_portal/static; Node and npm are Debian's if missing.
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint-js: node_modules/.installed
+	npx --no-install eslint eslint.config.js reader_portal/static
+
 # Orthanc is only a benchmark peer (bench/ingest.py), not needed by the tests.
 bench-peers: peers
 	@dpkg -s orthanc >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc; }
@@ -68,4 +78,4 @@ bench: dev bench-peers
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache test-artifacts
+	rm -rf $(VENV) var .pytest_cache test-artifacts node_modules

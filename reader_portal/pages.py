@@ -8,10 +8,11 @@ A new page is a route like::
         require_role(who, Role.ADMIN)
         return render(request, "fleet.html", county=county, who=who, lang=lang, active="fleet")
 
-plus a template that extends ``_base.html`` and, for a link in the header, one
-``NavItem`` in ``NAV`` (and its label in reader_portal.i18n). The page reads its data
-through the JSON API with the shared ``api()`` helper; the server filters by role and
-site as for any API client.
+plus a template that extends ``_base.html``, its script in ``reader_portal/static/``
+(loaded with ``<script src>``, linted by ``make lint-js``) and, for a link in the header,
+one ``NavItem`` in ``NAV`` (and its label in reader_portal.i18n). The page reads its data
+through the JSON API with portal.js's shared ``api()`` helper; the server filters by role
+and site as for any API client.
 """
 
 from __future__ import annotations

@@ -424,3 +424,18 @@ def test_every_audit_action_has_a_label_in_both_languages():
 
     missing = [(lang, a.value) for lang, t in STRINGS.items() for a in Action if f"act_{a.value}" not in t]
     assert missing == []
+
+
+@pytest.mark.parametrize(("lang", "word"), [("zh-CN", "更新于 "), ("en", "Updated ")])
+def test_every_admin_page_says_when_it_was_updated_with_the_time_filled_in(server, county, lang, word):  # noqa: F811
+    password = make_user(county, "admin", Role.ADMIN)
+    with chromium() as browser:
+        page = browser.new_page(locale=lang, viewport={"width": 1440, "height": 1000})
+        page.set_default_timeout(WAIT_MS)
+        log_in(page, server, "admin", password, next_path=f"/portal/admin/edges?lang={lang}")
+        for path in ("tat", "edges", "workload"):
+            page.goto(f"{server}/portal/admin/{path}?lang={lang}")
+            page.wait_for_selector("body[data-loaded]")
+            updated = page.locator("#updated").inner_text()
+            assert updated.startswith(word) and "{" not in updated, (path, updated)
+            assert any(c.isdigit() for c in updated), (path, updated)

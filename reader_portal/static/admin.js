@@ -1,6 +1,6 @@
 // Charts and formatting for the administrator's pages: inline SVG, no library, nothing
-// fetched from outside the county. Loaded after _base.html's script, so T, LOCALE and
-// ZONE are defined. Every drawn mark carries its exact figure in data-* attributes and a
+// fetched from outside the county. Loaded after portal.js, so T, LOCALE,
+// ZONE and api() are defined. Every drawn mark carries its exact figure in data-* attributes and a
 // <title> tooltip, so what a person sees can be checked against the API's numbers.
 "use strict";
 
@@ -16,16 +16,6 @@ function svg(name, attrs = {}, ...children) {
 }
 function tip(text) { return svg("title", {}, text); }
 
-// A duration in seconds as people say it: 45秒, 12分钟, 2.5小时, 1.5天.
-function dur(seconds) {
-  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
-  const s = Math.abs(seconds);
-  const num = (v) => (v >= 10 ? Math.round(v) : Math.round(v * 10) / 10).toLocaleString(LOCALE);
-  if (s < 60) return `${Math.round(s)}${T.unit_s}`;
-  if (s < 3600) return `${num(s / 60)}${T.unit_min}`;
-  if (s < 86400 * 2) return `${num(s / 3600)}${T.unit_h}`;
-  return `${num(s / 86400)}${T.unit_d}`;
-}
 function bytes(n) {
   if (n === null || n === undefined) return "—";
   const units = ["B", "KB", "MB", "GB", "TB"];
@@ -212,18 +202,8 @@ function localDay(date = new Date()) {  // YYYY-MM-DD in ZONE
 }
 // A list and the X-Total-Count header that says how many there are beyond its limit.
 async function apiWithTotal(url) {
-  const r = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-  if (r.status === 401) { toLogin(); throw new ApiError(401, "login"); }
-  if (!r.ok) throw new ApiError(r.status, r.statusText);
+  const r = await api(url, { raw: true });
   const rows = await r.json();
   const total = Number(r.headers.get("X-Total-Count"));
   return { rows, total: Number.isFinite(total) && r.headers.has("X-Total-Count") ? total : rows.length };
-}
-function showError(box, e) {
-  if (e && e.status === 401) return;
-  box.hidden = false;
-  box.textContent = `${T.error}: ${e && e.message ? e.message : e}`;
-}
-function stamp(node) {
-  node.textContent = T.updated_at.replace("{t}", new Date().toLocaleTimeString(LOCALE, { timeZone: ZONE, hour12: false }));
 }

@@ -3,7 +3,7 @@
 // for (the lead it went to, any lead on duty now; admins when no lead was on duty), and
 // shows a banner; a result not seen before also beeps (Web Audio, no sound file) and raises a
 // desktop notification (the Notification API; permission is asked once, remembered).
-// Uses api(), el(), fmt(), enc() and T from _base.html.
+// Uses api(), el(), fmt(), enc(), poll() and T from portal.js.
 "use strict";
 (() => {
   const POLL_MS = 20000;
@@ -61,7 +61,7 @@
     banner.append(el("strong", {}, `⚠ ${T.critical_alert}`), list);
   }
 
-  async function poll() {
+  async function check() {
     try {
       const items = (await api("/api/roster/critical/alerts")) || [];
       draw(items);
@@ -70,9 +70,8 @@
       if (fresh.length) { beep(); notify(items.length); }
       banner.dataset.polls = String(Number(banner.dataset.polls || 0) + 1);
     } catch (_) { /* the next poll tries again */ }
-    setTimeout(poll, POLL_MS);
   }
   // A page that was silent gets its sound on the first click (browsers start audio suspended).
   document.addEventListener("click", () => { if (audio && audio.state === "suspended") audio.resume().catch(() => {}); });
-  poll();
+  poll(POLL_MS, check, { hidden: true });  // a lead with the portal in a background tab still hears it
 })();
