@@ -3,21 +3,7 @@ A-ASSOCIATE-RQ to release or abort, in its own thread, with pynetdicom's
 negotiation. The listening server is ``relay.edge.acceptor``; the bytes of PDUs and
 command sets are ``relay.edge.pdu_codec``'s.
 
-Why not pynetdicom's ``AE.start_server``, which the edge used first: a modality's
-C-STORE is stop-and-wait (the next instance goes only after the response to this
-one), so the edge's time per instance is the modality's throughput. pynetdicom's
-server passes every PDU between a socket thread and an association thread that poll
-each other with 1 ms sleeps (``DULServiceProvider._run_loop_delay``,
-``Association._run_reactor``) and decodes every command set into a pydicom Dataset:
-~5.5 ms per 512 KB CT instance with a handler that stores nothing, where DCMTK's
-storescp needs ~1-2 ms in all (bench/ingest.py). Those loops are pynetdicom's
-architecture, not a setting. So the edge keeps pynetdicom for everything that
-decides conformance -- A-ASSOCIATE-RQ/-AC/-RJ decoding and encoding, presentation
-context and SCP/SCU role negotiation (``negotiate_as_acceptor``), the SOP class and
-transfer syntax lists, and the SCU side (reports back to the township) -- and owns
-only the loop: PDUs read straight off the socket in the association's thread, PDVs
-reassembled, the dataset hashed as its fragments arrive, the small fixed-layout
-C-STORE/C-ECHO responses encoded directly.
+Why the loop is the edge's own and not pynetdicom's server: docs/design/edge-association-loop.md.
 
 What the loop does:
 
@@ -56,6 +42,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -111,6 +98,9 @@ from relay.edge.pdu_codec import (
 )
 
 log = logging.getLogger(__name__)
+
+REJECT_LINGER_S = 5.0
+"""Seconds to wait after an A-ASSOCIATE-RJ for the requestor to close first (ARTIM, PS3.8 9.2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +278,19 @@ class Association(threading.Thread):
         pdu = A_ASSOCIATE_RJ_PDU()
         pdu.from_primitive(primitive)
         self._send(pdu.encode())
+        self._close_when_peer_has_closed()
+
+    def _close_when_peer_has_closed(self) -> None:
+        """Wait (Sta13) for the requestor to close, then close: closing at once can make it
+        see a lost connection before it reads the rejection, and report an abort."""
+        deadline = time.monotonic() + REJECT_LINGER_S
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                if not self.sock.recv(4096):
+                    break
+        except OSError:
+            pass
         self._close()
 
     def _negotiate(self, body: bytearray) -> _Negotiated | None:
