@@ -192,11 +192,12 @@ def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
         encapsulated = objects.build_encapsulated_pdf(pdf=pdf, document=document, study=header)
         pending, keys = [], {"pdf": put_object(county.store, object_key(study.study_uid, report.revision, "report.pdf"), pdf)}
         for name, data in (("sr", sr), ("encapsulated_pdf", encapsulated)):
-            upload = Upload(data=data, claimed_sha256=hashlib.sha256(data).hexdigest(), priority=Priority.ROUTINE,
+            # Stored once, as an instance of the study; the delivery points at that object.
+            upload = Upload(data=data, claimed_sha256=None, priority=Priority.ROUTINE,
                             calling_ae="COUNTY_REPORT", edge_received_at=None)
             result = ingest_instance(session=session, store=county.store, site=site, upload=upload,
                                      max_bytes=county.settings.max_instance_bytes)
-            keys[name] = put_object(county.store, object_key(study.study_uid, report.revision, f"{name}.dcm"), data)
+            keys[name] = result.object_key
             pending += [result.instance_id] if result.instance_id is not None else []
         # The instances are committed; their indexing is enqueued before the delivery is
         # marked, so a failed enqueue makes the retry (which is not yet early) send it again.
