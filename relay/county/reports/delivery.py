@@ -174,7 +174,8 @@ def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
     make a run interrupted halfway a harmless duplicate."""
     from relay.county.ingest.endpoints import enqueue_committed
     from relay.county.ingest.service import Upload, ingest_instance
-    from relay.county.reports import objects
+    from relay.county.reports import pdf as pdf_rendering
+    from relay.county.reports import sr as sr_rendering
     from relay.dicom.vocab import Priority
 
     with county.sessions() as session:
@@ -187,9 +188,9 @@ def attach_renderings(county: Any, report_id: int) -> dict[str, str]:
         site = session.get(Site, study.site_id)
         header = _study_header(session, study)
         document = json.loads(report.document_json)
-        sr = objects.build_sr(document=document, study=header, signature_b64=report.signature, key_id=report.key_id)
-        pdf = objects.build_pdf(document=document, study=header, key_id=report.key_id, signature_b64=report.signature)
-        encapsulated = objects.build_encapsulated_pdf(pdf=pdf, document=document, study=header)
+        sr = sr_rendering.build_sr(document=document, study=header, signature_b64=report.signature, key_id=report.key_id)
+        pdf = pdf_rendering.build_pdf(document=document, study=header, key_id=report.key_id, signature_b64=report.signature)
+        encapsulated = pdf_rendering.build_encapsulated_pdf(pdf=pdf, document=document, study=header)
         pending, keys = [], {"pdf": put_object(county.store, object_key(study.study_uid, report.revision, "report.pdf"), pdf)}
         for name, data in (("sr", sr), ("encapsulated_pdf", encapsulated)):
             # Stored once, as an instance of the study; the delivery points at that object.
