@@ -155,3 +155,58 @@ def test_the_signed_sr_and_pdf_are_stored_once_as_instances_the_delivery_points_
         instance_keys = set(s.execute(select(Instance.object_key).where(Instance.calling_ae == "COUNTY_REPORT")).scalars())
     assert sorted(puts) == sorted({keys["pdf"], keys["sr"], keys["encapsulated_pdf"]})
     assert {keys["sr"], keys["encapsulated_pdf"]} == instance_keys
+
+
+def test_completing_a_bundle_hashes_each_instance_once(county):
+    from fastapi.testclient import TestClient
+
+    from relay.county.app import create_app
+    from relay.dicom import wire
+    from tests.county.test_bundles import auth, build, send
+    from tests.factories import make_instance
+
+    _, token = make_site(county)
+    data = make_instance()
+    spec, body = build([data], encoding="identity")
+    with TestClient(create_app(county)) as client:
+        send(client, token, spec, body)
+        with hashes_in_relay(data) as callers:
+            r = client.post(f"{wire.BUNDLES_PATH}/{spec['bundle_id']}/complete", headers=auth(token))
+    assert r.status_code == 200, r.text
+    assert callers == ["relay.dicom.bundle"]  # the frame's check; the proof is carried from there
+
+
+def test_a_stow_part_is_hashed_once(county):
+    from fastapi.testclient import TestClient
+
+    from relay.county.app import create_app
+    from tests.factories import make_instance
+
+    _, token = make_site(county)
+    data = make_instance()
+    boundary = "relay-test-boundary"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
+            + f"\r\n--{boundary}--\r\n".encode())
+    with TestClient(create_app(county)) as client, hashes_in_relay(data) as callers:
+        r = client.post("/dicomweb/studies", content=body, headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    assert r.status_code == 200, r.text
+    assert callers == ["relay.dicom.verified"]
+
+
+def test_one_ingest_and_its_indexing_parse_the_header_once(county, monkeypatch):
+    import pydicom
+
+    site_id, _ = make_site(county)
+    data = encode(make_dataset())
+    real = pydicom.dcmread
+    parses: list[int] = []
+
+    def counting(fp: Any, *args: Any, **kwargs: Any) -> Any:
+        parses.append(1)
+        return real(fp, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    _index(county, _ingest(county, data, site_id))
+    assert len(parses) == 1  # at ingest (routing UIDs by a direct walk, header kept as JSON)
