@@ -464,6 +464,33 @@ def bench_ingest(env: Env, slices: list[np.ndarray], count: int, concurrency: in
     return rate, uploaded
 
 
+def bench_ingest_index(env: Env, slices: list[np.ndarray], count: int) -> list[float]:
+    """Milliseconds per instance of the county's own work, ingest then index, in this process
+    (no HTTP, no queue, no render): the verify-once cost figure."""
+    seed = f"bench-cost-{RUN_ID}"
+    with env.county.sessions() as s:
+        site = s.execute(select(Site).where(Site.name == env.site_name)).scalar_one()
+        s.expunge(site)
+    costs, indexing = [], []
+    for i in range(count):
+        data = ct_instance(seed=seed, index=i, pixels=slices[i % len(slices)])
+        upload = Upload(data=data, claimed_sha256=hashlib.sha256(data).hexdigest(),
+                        priority=Priority.ROUTINE, calling_ae="BENCH", edge_received_at=None)
+        t0 = time.perf_counter()
+        with session_scope(env.county.sessions) as s:
+            result = ingest_instance(session=s, store=env.county.store, site=site, upload=upload,
+                                     max_bytes=env.county.settings.max_instance_bytes)
+        t1 = time.perf_counter()
+        with session_scope(env.county.sessions) as s:
+            index_instance(session=s, store=env.county.store, instance_id=result.instance_id)
+        costs.append((time.perf_counter() - t0) * 1000)
+        indexing.append((time.perf_counter() - t1) * 1000)
+    log(f"ingest + index in process, {count} x {len(data) // 1024} KiB: "
+        f"p50 {statistics.median(costs):.1f} ms per instance, p95 {pct(costs, 95):.1f} ms; "
+        f"of which indexing p50 {statistics.median(indexing):.1f} ms")
+    return costs
+
+
 # --- main ------------------------------------------------------------------------------------
 def setup_people(county: County, n_sites: int) -> tuple[list[int], list[str], str]:
     """``n_sites`` townships and a radiologist; returns site ids, names, first site's credential."""
@@ -521,17 +548,19 @@ def main() -> None:
                 qido = bench_qido(env, args.requests, seeded, args.explain) if "qido" in parts else []
                 render_api, render_peer = (bench_render(env, slices[:args.renders])[:2]
                                            if "render" in parts else ([], []))
+                cost = bench_ingest_index(env, slices, args.instances) if "ingest" in parts else []
                 one = bench_ingest(env, slices, args.instances, 1)[0] if "ingest" in parts else 0.0
                 two = bench_ingest(env, slices, args.instances, 2)[0] if "ingest" in parts else 0.0
         finally:
             county.close()
             delete_queues(settings)
             seaweed.stop()
-    report(args, qido, render_api, render_peer, one, two, time.perf_counter() - started)
+    report(args, qido, render_api, render_peer, one, two, time.perf_counter() - started, cost)
 
 
 def report(args: argparse.Namespace, qido: list[tuple[str, list[float], list[float], int]],
-           render_api: list[float], render_peer: list[float], one: float, two: float, took: float) -> None:
+           render_api: list[float], render_peer: list[float], one: float, two: float, took: float,
+           cost: list[float] | None = None) -> None:
     cmd = ".venv/bin/python -m bench.county" + (" --quick" if args.quick else f" --studies {args.studies}")
     cmd += "".join(f" --only {part}" for part in args.only or ())
     cmd += f" --requests {args.requests}" if not args.quick and args.requests != 200 else ""
@@ -553,6 +582,9 @@ def report(args: argparse.Namespace, qido: list[tuple[str, list[float], list[flo
         print(f"| ingest + index + render, {args.instances} CT instances (~512 KB), single-instance POST ×4 "
               f"threads, RabbitMQ | 1 worker process: {one:.1f} inst/s; 2: {two:.1f} inst/s | "
               f"1 worker process | {two / one:.2f}x |")
+    if cost:
+        print(f"| ingest + index in process (no HTTP, queue or render), {len(cost)} CT instances | "
+              f"p50 {statistics.median(cost):.1f} ms per instance, p95 {pct(cost, 95):.1f} ms | | |")
 
 
 def report_render(render_api: list[float], render_peer: list[float]) -> None:

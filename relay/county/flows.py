@@ -7,7 +7,6 @@ owns the whole path, so it lives here, above them all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from sqlalchemy import select
@@ -18,7 +17,8 @@ from relay.county.db.models import Patient, Report, ReportDelivery, Site, Study
 from relay.county.errors import NotFound
 from relay.county.ingest.service import Upload, ingest_instance
 from relay.county.jobs import enqueue_committed
-from relay.county.reports import objects
+from relay.county.reports import pdf as pdf_rendering
+from relay.county.reports import sr as sr_rendering
 from relay.county.reports.delivery import RENDERINGS, add_objects, object_key, put_object
 from relay.county.reports.objects import StudyHeader
 from relay.dicom.vocab import Priority
@@ -42,16 +42,17 @@ def attach_renderings(county: County, report_id: int) -> dict[str, str]:
             raise NotFound(f"report {report_id}: its study or site is gone")
         header = _study_header(session, study)
         document = json.loads(report.document_json)
-        sr = objects.build_sr(document=document, study=header, signature_b64=report.signature, key_id=report.key_id)
-        pdf = objects.build_pdf(document=document, study=header, key_id=report.key_id, signature_b64=report.signature)
-        encapsulated = objects.build_encapsulated_pdf(pdf=pdf, document=document, study=header)
+        sr = sr_rendering.build_sr(document=document, study=header, signature_b64=report.signature, key_id=report.key_id)
+        pdf = pdf_rendering.build_pdf(document=document, study=header, key_id=report.key_id, signature_b64=report.signature)
+        encapsulated = pdf_rendering.build_encapsulated_pdf(pdf=pdf, document=document, study=header)
         pending, keys = [], {"pdf": put_object(county.store, object_key(study.study_uid, report.revision, "report.pdf"), pdf)}
         for name, data in (("sr", sr), ("encapsulated_pdf", encapsulated)):
-            upload = Upload(data=data, claimed_sha256=hashlib.sha256(data).hexdigest(), priority=Priority.ROUTINE,
+            # Stored once, as an instance of the study; the delivery points at that object.
+            upload = Upload(data=data, claimed_sha256=None, priority=Priority.ROUTINE,
                             calling_ae="COUNTY_REPORT", edge_received_at=None)
             result = ingest_instance(session=session, store=county.store, site=site, upload=upload,
                                      max_bytes=county.settings.max_instance_bytes)
-            keys[name] = put_object(county.store, object_key(study.study_uid, report.revision, f"{name}.dcm"), data)
+            keys[name] = result.object_key
             pending += [result.instance_id] if result.instance_id is not None else []
         # The instances are committed; their indexing is enqueued before the delivery is
         # marked, so a failed enqueue makes the retry (which is not yet early) send it again.

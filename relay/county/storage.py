@@ -38,6 +38,8 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
+from relay.dicom.verified import VerifiedInstance
+
 log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -95,6 +97,11 @@ class ObjectStore(Protocol):
         already holds the same bytes this is a no-op; if it holds other bytes,
         ``ObjectConflict`` is raised and the held bytes are left as they were.
         """
+        ...
+
+    def put_verified(self, key: str, instance: VerifiedInstance) -> None:
+        """``put`` of an instance verified at the county's door: its SHA-256 is taken
+        as carried, not computed again."""
         ...
 
     def get(self, key: str) -> bytes:
@@ -205,8 +212,14 @@ class LocalFolderStore:
         return self.root.joinpath(*PurePosixPath(check_key(key)).parts)
 
     def put(self, key: str, data: bytes, *, sha256: str) -> None:
-        path = self._path(key)
         _check_digest(data, sha256)
+        self._put(key, data, sha256)
+
+    def put_verified(self, key: str, instance: VerifiedInstance) -> None:
+        self._put(key, instance.data, instance.sha256)
+
+    def _put(self, key: str, data: bytes, sha256: str) -> None:
+        path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
         try:
@@ -325,8 +338,14 @@ class S3Store:
                 raise ObjectStoreError(f"cannot create bucket {self.bucket}: {exc.code}") from exc
 
     def put(self, key: str, data: bytes, *, sha256: str) -> None:
-        check_key(key)
         _check_digest(data, sha256)
+        self._put(key, data, sha256)
+
+    def put_verified(self, key: str, instance: VerifiedInstance) -> None:
+        self._put(key, instance.data, instance.sha256)
+
+    def _put(self, key: str, data: bytes, sha256: str) -> None:
+        check_key(key)
         held = self._stat(key)
         if held is not None:
             self._check_same(key, data, sha256, held)

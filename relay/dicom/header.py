@@ -273,10 +273,20 @@ def _charset(ds: Dataset) -> str:
 
 def read_meta(data: bytes) -> InstanceMeta:
     """Parse the header (no pixel data) and decode the attributes the index needs."""
-    ds = _parse(data, specific_tags=None)
+    ds = parse_header(data)
     ds.decode()
+    return meta_of_dataset(ds, ids_from_dataset(ds))
+
+
+def parse_header(data: bytes) -> Dataset:
+    """The whole header (no pixel data) as a pydicom dataset; InvalidInstance if it is not one."""
+    return _parse(data, specific_tags=None)
+
+
+def meta_of_dataset(ds: Dataset, ids: InstanceIds) -> InstanceMeta:
+    """The attributes the index needs, from a decoded dataset (parsed, or from DICOM JSON)."""
     return InstanceMeta(
-        ids=ids_from_dataset(ds),
+        ids=ids,
         specific_character_set=_charset(ds),
         patient_name=_text(ds, "PatientName"),
         patient_id=_text(ds, "PatientID"),

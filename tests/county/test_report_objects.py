@@ -17,6 +17,8 @@ import pydicom
 import pytest
 
 from relay.county.reports import objects
+from relay.county.reports import pdf as pdf_rendering
+from relay.county.reports import sr as sr_rendering
 from relay.dicom import signing
 
 KEY_ID = "0123456789abcdef0123456789abcdef"
@@ -44,12 +46,12 @@ def tool(name: str) -> str:
 
 
 def sr_bytes(document: dict = DOCUMENT) -> bytes:
-    return objects.build_sr(document=document, study=STUDY, signature_b64=SIGNATURE, key_id=KEY_ID)
+    return sr_rendering.build_sr(document=document, study=STUDY, signature_b64=SIGNATURE, key_id=KEY_ID)
 
 
 @pytest.fixture(scope="module")
 def pdfs() -> dict[str, bytes]:
-    return {name: objects.build_pdf(document=doc, study=STUDY, key_id=KEY_ID)
+    return {name: pdf_rendering.build_pdf(document=doc, study=STUDY, key_id=KEY_ID)
             for name, doc in (("report", DOCUMENT), ("critical", CRITICAL), ("addendum", ADDENDUM))}
 
 
@@ -153,14 +155,14 @@ def test_uids_are_deterministic_and_differ_between_revisions_and_objects():
 
 def test_a_report_for_another_study_is_refused():
     with pytest.raises(ValueError, match="study_instance_uid"):
-        objects.build_sr(document={**DOCUMENT, "study_instance_uid": "2.25.9"}, study=STUDY,
+        sr_rendering.build_sr(document={**DOCUMENT, "study_instance_uid": "2.25.9"}, study=STUDY,
                          signature_b64=SIGNATURE, key_id=KEY_ID)
 
 
 @pytest.mark.parametrize(("pn", "shown"), [("Li^Na=李^娜", "李娜"), ("王^小明", "王小明"),
                                            ("Zhang^San", "Zhang San"), ("", "")])
 def test_patient_names_read_as_chinese_readers_write_them(pn, shown):
-    assert objects.display_name(pn) == shown
+    assert pdf_rendering.display_name(pn) == shown
 
 
 def test_the_pdf_text_is_the_report_text(pdfs, tmp_path):
@@ -191,12 +193,12 @@ def test_an_addendum_pdf_is_titled_as_such(pdfs, tmp_path):
 
 
 def test_the_pdf_is_the_same_bytes_on_rebuild(pdfs):
-    assert objects.build_pdf(document=DOCUMENT, study=STUDY, key_id=KEY_ID) == pdfs["report"]
+    assert pdf_rendering.build_pdf(document=DOCUMENT, study=STUDY, key_id=KEY_ID) == pdfs["report"]
 
 
 def test_the_encapsulated_pdf_round_trips_the_exact_pdf(pdfs, tmp_path):
     for pdf in (pdfs["report"], pdfs["report"] + b"\n"):  # odd and even lengths
-        data = objects.build_encapsulated_pdf(pdf=pdf, document=DOCUMENT, study=STUDY)
+        data = pdf_rendering.build_encapsulated_pdf(pdf=pdf, document=DOCUMENT, study=STUDY)
         ds = pydicom.dcmread(io.BytesIO(data))
         assert ds.SOPClassUID == objects.ENCAPSULATED_PDF
         assert ds.MIMETypeOfEncapsulatedDocument == "application/pdf"
@@ -219,7 +221,7 @@ def test_the_signed_document_is_unchanged_by_rendering():
 
 def test_a_long_report_breaks_lines_the_chinese_way_and_names_the_patient_on_every_page(tmp_path):
     findings = "左侧基底节区见类圆形高密度影，大小约3.2cm×2.8cm，CT值约65HU，周围见低密度水肿带。" * 40
-    pdf = objects.build_pdf(document={**DOCUMENT, "findings": findings}, study=STUDY, key_id=KEY_ID)
+    pdf = pdf_rendering.build_pdf(document={**DOCUMENT, "findings": findings}, study=STUDY, key_id=KEY_ID)
     path = tmp_path / "long.pdf"
     path.write_bytes(pdf)
     page2 = subprocess.run([tool("pdftotext"), "-f", "2", "-l", "2", str(path), "-"],
@@ -234,5 +236,5 @@ def test_the_reader_is_named_as_people_know_them_on_the_pdf_and_in_the_sr(tmp_pa
     document = {**DOCUMENT, "reader_name": "王建国"}
     sr = pydicom.dcmread(io.BytesIO(sr_bytes(document)))
     assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "王建国"
-    pdf = objects.build_pdf(document=document, study=STUDY)
+    pdf = pdf_rendering.build_pdf(document=document, study=STUDY)
     assert "王建国" in pdf_text(pdf, tmp_path)

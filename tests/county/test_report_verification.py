@@ -20,6 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.county.reports import objects
+from relay.county.reports import pdf as pdf_rendering
+from relay.county.reports import sr as sr_rendering
 from relay.county.reports.verification import verify_file
 from relay.dicom import signing
 from tests.county.test_report_objects import ADDENDUM, CRITICAL, DOCUMENT, STUDY
@@ -45,18 +47,18 @@ def signed(document: dict = CRITICAL) -> signing.SignedReport:
 
 def sr_file(path: Path, document: dict = CRITICAL) -> Path:
     report = signed(document)
-    path.write_bytes(objects.build_sr(document=document, study=STUDY, signature_b64=report.signature,
+    path.write_bytes(sr_rendering.build_sr(document=document, study=STUDY, signature_b64=report.signature,
                                       key_id=report.key_id))
     return path
 
 
 def pdf_bytes(document: dict = CRITICAL) -> bytes:
     report = signed(document)
-    return objects.build_pdf(document=document, study=STUDY, key_id=report.key_id, signature_b64=report.signature)
+    return pdf_rendering.build_pdf(document=document, study=STUDY, key_id=report.key_id, signature_b64=report.signature)
 
 
 def encapsulated_file(path: Path, document: dict = CRITICAL) -> Path:
-    path.write_bytes(objects.build_encapsulated_pdf(pdf=pdf_bytes(document), document=document, study=STUDY))
+    path.write_bytes(pdf_rendering.build_encapsulated_pdf(pdf=pdf_bytes(document), document=document, study=STUDY))
     return path
 
 
@@ -136,7 +138,7 @@ def test_a_pdf_whose_attached_document_changed_by_one_character_fails(tmp_path):
 
 
 def test_a_pdf_without_the_signed_document_does_not_verify(tmp_path):
-    (tmp_path / "plain.pdf").write_bytes(objects.build_pdf(document=CRITICAL, study=STUDY, key_id=KEY_ID))
+    (tmp_path / "plain.pdf").write_bytes(pdf_rendering.build_pdf(document=CRITICAL, study=STUDY, key_id=KEY_ID))
     assert "0 attachments named signed-report.json" in rejected(tmp_path / "plain.pdf")
 
 

@@ -89,9 +89,8 @@ def test_the_deliver_task_stores_the_renderings_once_under_their_keys(county):
     added = set(snapshot(county)[1]) - set(before)
     with county.sessions() as s:
         (study_uid,) = s.execute(select(Study.study_uid)).scalars()
-    assert {k for k in added if k.startswith("reports/")} == {
-        f"reports/{study_uid}/1/{name}" for name in ("report.pdf", "sr.dcm", "encapsulated_pdf.dcm")}
-    assert len(added) == 5  # and the SR and the Encapsulated PDF once each as instances of the study
+    assert {k for k in added if k.startswith("reports/")} == {f"reports/{study_uid}/1/report.pdf"}
+    assert len(added) == 3  # and the SR and the Encapsulated PDF once each, as instances of the study
 
 
 def test_the_assign_task_emits_study_assigned_once_with_the_reader_and_no_patient_data(county):

@@ -569,8 +569,9 @@ class MetricCounter(Base):
 
 
 class InstanceHeader(Base):
-    """An indexed instance's header as DICOM JSON (PS3.18 F.2, no pixel data), written by the
-    indexer so that WADO-RS metadata answers from the index instead of reading the object."""
+    """An instance's header as DICOM JSON (PS3.18 F.2, no pixel data), written at ingest (or
+    by the indexer when none was kept) so that indexing and WADO-RS metadata answer from the
+    index instead of reading the object."""
 
     __tablename__ = "instance_headers"
     instance_pk: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)

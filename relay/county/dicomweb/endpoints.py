@@ -8,7 +8,6 @@ unchanged (transfer syntax as received).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -34,7 +33,7 @@ from relay.county.dicomweb import json_model, multipart, qido, repository
 from relay.county.errors import NotFound, RelayError
 from relay.county.ingest.body import spool_body
 from relay.county.ingest.endpoints import enqueue_committed, spool_dir
-from relay.county.ingest.service import Upload, ingest_instance
+from relay.county.ingest.service import Upload, ingest_verified, verify_upload
 from relay.dicom.vocab import IngestOutcome, Priority, Role
 
 log = logging.getLogger(__name__)
@@ -270,19 +269,19 @@ def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Re
 
 
 def _stow_one(county: County, site: Site, data: bytes) -> tuple[IngestOutcome | None, str, str, int | None]:
-    """Ingest one STOW part: (outcome or None on failure, SOP class, SOP instance, id)."""
-    sha = hashlib.sha256(data).hexdigest()
-    upload = Upload(data=data, claimed_sha256=sha, priority=Priority.ROUTINE, calling_ae="STOW-RS",
+    """Ingest one STOW part: (outcome or None on failure, SOP class, SOP instance, id).
+    The part is hashed and its UIDs read once, here (no digest is claimed over STOW-RS)."""
+    upload = Upload(data=data, claimed_sha256=None, priority=Priority.ROUTINE, calling_ae="STOW-RS",
                     edge_received_at=None)
     try:
+        instance = verify_upload(upload, max_bytes=county.settings.max_instance_bytes)
         with session_scope(county.sessions) as session:
-            result = ingest_instance(session=session, store=county.store, site=site, upload=upload,
-                                     max_bytes=county.settings.max_instance_bytes)
+            result = ingest_verified(session=session, store=county.store, site=site, upload=upload,
+                                     instance=instance)
     except RelayError as exc:
         log.info("STOW-RS part refused site=%s: %s", site.name, exc.detail)
         return None, "", "", None
-    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    return result.outcome, str(ds.SOPClassUID), result.sop_uid, result.instance_id
+    return result.outcome, instance.ids.sop_class_uid, result.sop_uid, result.instance_id
 
 
 def _stow(county: County, site: Site, parts: Iterable[tuple[str, bytes]], base: str) -> tuple[int, dict[str, Any]]:

@@ -24,7 +24,7 @@ from relay.county.clock import now_utc
 from relay.county.db.models import BundleChunk, Site, UploadBundle
 from relay.county.db.upsert import insert_ignore
 from relay.county.errors import Conflict, NotFound, PayloadTooLarge, RelayError, Unprocessable
-from relay.county.ingest.service import Upload, ingest_instance
+from relay.county.ingest.service import Upload, ingest_verified, verify_upload
 from relay.county.storage import ObjectStore
 from relay.dicom.bundle import BundleError, FrameHeader, iter_frames
 from relay.dicom.vocab import Priority
@@ -184,7 +184,9 @@ def _ingest_frames(*, session: Session, store: ObjectStore, site: Site, bundle: 
         upload = Upload(data=data, claimed_sha256=header.sha256, priority=Priority(header.priority),
                         calling_ae=header.calling_ae, edge_received_at=_time(header.received_at),
                         late=header.late)
-        result = ingest_instance(session=session, store=store, site=site, upload=upload, max_bytes=max_bytes)
+        # iter_frames has just checked the frame's SHA-256: the proof is carried, not recomputed.
+        instance = verify_upload(upload, max_bytes=max_bytes, digest_checked=True)
+        result = ingest_verified(session=session, store=store, site=site, upload=upload, instance=instance)
         results.append({"sop_uid": result.sop_uid, "sha256": result.sha256, "outcome": result.outcome.value})
         if result.instance_id is not None:
             pending.append(result.instance_id)

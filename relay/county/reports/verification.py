@@ -28,7 +28,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from relay.county.reports import attachment, objects
+from relay.county.reports import attachment, objects, sr
 from relay.dicom.signing import KeySet, PublishedKey, SignatureError, SignedReport, verify
 
 
@@ -160,7 +160,7 @@ def check_sr(ds: Dataset, document: dict[str, Any]) -> None:
     _same("SR's Verification DateTime", observers[0].get("VerificationDateTime", ""),
           at.strftime("%Y%m%d%H%M%S") + at.strftime("%z"))
     signed_json = str(next(i for i in ds.ContentSequence if _is_signed_document(i)).TextValue)
-    expected = _tree([objects._content(document, signed_json, objects.predecessor_of(document))])
+    expected = _tree([sr._content(document, signed_json, sr.predecessor_of(document))])
     found = _tree([ds])
     for have, want in zip(found, expected):
         if have != want:

@@ -118,3 +118,9 @@ def put_header(session: Session, *, instance_pk: int, header: str | None) -> Non
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.execute(insert(InstanceHeader).values(instance_pk=instance_pk, header_json=header)
                     .on_conflict_do_nothing(index_elements=["instance_pk"]))
+
+
+def header_of(session: Session, instance_pk: int) -> str | None:
+    """The instance's kept header JSON, None if none was kept."""
+    return session.execute(select(InstanceHeader.header_json)
+                           .where(InstanceHeader.instance_pk == instance_pk)).scalar_one_or_none()

@@ -20,8 +20,8 @@ from relay.county.events import outbox
 from relay.county.events.outbox import Topic
 from relay.county.storage import ObjectStore
 from relay.county.studies import identity, repository
-from relay.dicom.header import InstanceMeta, InvalidInstance, read_meta
-from relay.dicom.json_header import header_json
+from relay.dicom.header import InstanceIds, InstanceMeta, InvalidInstance
+from relay.dicom.json_header import meta_from_json, read_header
 from relay.dicom.sop import is_document
 from relay.dicom.vocab import Priority, StudyState
 
@@ -47,8 +47,7 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
     if inst.indexed_at is not None:
         session.rollback()
         return IndexResult(instance_id, inst.study_uid, True, False)
-    data = store.get(inst.object_key)
-    meta = _read(data, inst)
+    meta, header = _read(session, store, inst)
     site = session.get(Site, inst.site_id)
     assert site is not None
     now = now_utc()
@@ -70,7 +69,7 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
     else:
         queued = _existing_study(session, inst, study_pk, priority, now, event)
     inst.series_pk, inst.instance_number, inst.indexed_at = series_pk, meta.instance_number if meta else None, now
-    repository.put_header(session, instance_pk=inst.id, header=header_json(data))
+    repository.put_header(session, instance_pk=inst.id, header=header)
     session.flush()
     modalities = "\\".join(repository.study_modalities(session, study_pk))
     repository.touch_study(session, study_pk=study_pk, modalities=modalities, at=now)
@@ -108,13 +107,26 @@ def _existing_study(session: Session, inst: Instance, study_pk: int, priority: P
     return False
 
 
-def _read(data: bytes, inst: Instance) -> InstanceMeta | None:
-    """Decoded header of the stored object; None if it cannot be decoded (still indexed)."""
+def _read(session: Session, store: ObjectStore, inst: Instance) -> tuple[InstanceMeta | None, str | None]:
+    """The decoded header, and its DICOM JSON when it still has to be kept.
+
+    From the header kept at ingest when there is one (no store read, no parse of the
+    object); else (an instance ingested before headers were kept, or one whose header
+    could not be made) one read and one parse of the stored object. Meta None if the
+    header cannot be decoded (the instance is still indexed)."""
+    ids = InstanceIds(sop_class_uid=inst.sop_class_uid, sop_uid=inst.sop_uid, study_uid=inst.study_uid,
+                      series_uid=inst.series_uid, transfer_syntax_uid=inst.transfer_syntax_uid)
+    kept = repository.header_of(session, inst.id)
+    if kept is not None:
+        try:
+            return meta_from_json(kept, ids), None
+        except InvalidInstance as exc:
+            log.warning("kept header unreadable sop=%s: %s; reading the object", inst.sop_uid, exc)
     try:
-        return read_meta(data)
+        return read_header(store.get(inst.object_key))
     except InvalidInstance as exc:
         log.warning("cannot decode header sop=%s key=%s: %s", inst.sop_uid, inst.object_key, exc)
-        return None
+        return None, None
 
 
 def _patient_values(meta: InstanceMeta | None, site: Site, study_uid: str) -> dict[str, object]:
