@@ -56,7 +56,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings) -> Celery:
-    """The Celery app with the settings production depends on (see ARCHITECTURE.md)."""
+    """The Celery app with the settings production depends on (see docs/ARCHITECTURE.md)."""
     app = Celery("relay", broker=settings.resolved_broker_url, set_as_current=False)
     names = {kind: queue_name(settings, kind) for kind in QUEUES}
     ingest = names["ingest"]

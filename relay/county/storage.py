@@ -6,7 +6,7 @@ One interface, two implementations:
   client. A put returns when the server has acknowledged the object; that
   acknowledgement is only as durable as the server's settings: MinIO needs
   ``MINIO_DRIVE_SYNC=on`` in production, without it MinIO fsyncs only metadata
-  and an acknowledged object can be lost on power failure (ARCHITECTURE.md,
+  and an acknowledged object can be lost on power failure (docs/ARCHITECTURE.md,
   "Durability settings production depends on").
 * ``LocalFolderStore`` is the embedded default of ``relay up`` on one machine: a
   folder, written with temp file + fsync + link + directory fsync.

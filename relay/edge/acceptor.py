@@ -3,7 +3,7 @@ association (``relay.edge.association``); connections beyond ``max_associations`
 are refused by ``relay.edge.overflow`` without a thread.
 
 Why the edge owns this loop instead of pynetdicom's ``AE.start_server``, and what an
-association does, is in ``relay.edge.association``'s docstring.
+association does: docs/design/edge-association-loop.md.
 """
 
 from __future__ import annotations

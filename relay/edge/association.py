@@ -3,35 +3,13 @@ A-ASSOCIATE-RQ to release or abort, in its own thread, with pynetdicom's
 negotiation. The listening server is ``relay.edge.acceptor``; the bytes of PDUs and
 command sets are ``relay.edge.pdu_codec``'s.
 
-Why the loop is the edge's own and not pynetdicom's server: docs/design/edge-association-loop.md.
-
-What the loop does:
-
-* A-ASSOCIATE-RQ -> the allow-list (A-ASSOCIATE-RJ "calling AE not recognised"), the
-  association limit (-RJ transient, local limit), the application context, then
-  A-ASSOCIATE-AC with one transfer syntax per accepted context in the edge's order
-  of preference and both maximum PDU lengths honoured. Asynchronous operations and
-  user identity requests get no reply item, which the standard defines as one
-  operation at a time and no identity response.
-* P-DATA-TF: command and dataset fragments over any number of PDUs and PDVs; the
-  command set (always Implicit VR Little Endian) is decoded here.
-* C-STORE-RQ -> the store handler -> C-STORE-RSP; C-ECHO-RQ -> C-ECHO-RSP; any other
-  command aborts (no other service is negotiated).
-* A-RELEASE-RQ -> A-RELEASE-RP; A-ABORT closes; anything malformed or unexpected ->
-  A-ABORT (service provider). Timeouts: the ACSE timeout until the A-ASSOCIATE-RQ
-  (and the TLS handshake), the network timeout while idle between messages, and the
-  DIMSE timeout in the middle of one (a command whose dataset, or a message whose
-  next fragment, does not come).
-* Limits: at most ``max_associations`` connections have a thread; the others are
-  answered A-ASSOCIATE-RJ by ``relay.edge.overflow`` without one. A P-DATA-TF PDU
-  longer than the maximum the edge advertised in its A-ASSOCIATE-AC is aborted at
-  its header, before any of it is read.
-
-The Part 10 bytes handed to the handler are preamble + file meta + the dataset as
-received, with the file meta pynetdicom's ``Event.encoded_dataset()`` writes (same
-elements and implementation UID; a test compares them), so a spool's SHA-256
-identity of an instance is unchanged from the pynetdicom-server edge: a modality
-re-sending an instance stored before an upgrade is a duplicate, not a conflict.
+The loop reads PDUs straight off the socket, reassembles the PDVs, decodes the command
+set, hands each C-STORE's Part 10 bytes (with the file meta pynetdicom's
+``Event.encoded_dataset()`` writes, so SHA-256 identities match) to the store handler
+and answers when it returns; anything malformed or unexpected is an A-ABORT. The allow
+list, the association limit, the ACSE/network/DIMSE timeouts and the maximum PDU are
+enforced here. Why the loop is the edge's own, and each step in detail:
+docs/design/edge-association-loop.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """How far each bundle's upload has got, kept by one owner.
 
-A bundle's progress used to be written in two places by the forwarder (a dict of
-offsets beside a set of announced ids in memory, and the outbox's ``uploaded`` column)
-and read back from a third (the spool journal, per instance). ``BundleProgress`` is
-now the only writer of the first two and says what each is for:
+``BundleProgress`` is the only writer of a bundle's progress, which has three uses:
 
 * the offset the county confirmed *during this run*, trusted for resuming until a
   failure casts doubt on it (then the county is asked again: a cut may have lost

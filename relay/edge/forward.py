@@ -1,29 +1,14 @@
 """The edge forwarder: bundle uploads to the county that fill the pipe and survive cuts.
 
-Spooled instances are packed into bundles (``relay.edge.outbox``; wire format and
-protocol in ``relay.dicom.wire``): one priority per bundle, most urgent first, then
-oldest first, capped in raw bytes and instance count. Each bundle is uploaded in
-chunks by one of ``forward_streams`` streams (threads, one HTTP connection each):
-
-* create (POST, idempotent) -> PATCH chunks from the county's offset -> complete;
-  after a cut or a timeout the stream asks the county how much it holds (GET) and
-  resumes there, so a cut re-sends at most one chunk;
-* between chunks a stream yields its bundle if something more urgent is waiting
-  (STAT waits behind at most one chunk of routine bytes) or if the routine window
-  closed; the yielded bundle resumes later from its offset;
-* every chunk byte passes one site-wide ``TokenBucket`` (the bandwidth cap);
-  the HTTP steps themselves are ``relay.edge.bundle_client``'s;
-* once all its bytes are held, a bundle's completion (the county verifies and
-  ingests it, seconds for 32 MiB) runs on a completer thread while the stream starts
-  its next bundle; near the end of what is pending, bundles shrink to a share per
-  stream, so the tail of a study also uses every stream;
-* instances are marked sent only on a 200 to complete that lists their outcomes; a
-  422 there (the county could not verify the bytes) drops the bundle, and its
-  instances are packed again from the spool;
-* every other failure is retried with capped exponential backoff and jitter,
-  forever: an acknowledged instance is never given up (it alarms in the log instead).
-  Failures that concern the link pause every stream, so an outage costs one request
-  per backoff step.
+Spooled instances of ready studies are packed into bundles (``relay.edge.outbox``),
+one priority each, most urgent then oldest first, and uploaded in chunks by
+``forward_streams`` threads (create, PATCH from the county's offset, complete; the HTTP
+steps are ``relay.edge.bundle_client``'s, the offsets ``relay.edge.bundle_progress``'s).
+A stream yields its bundle between chunks to something more urgent; every chunk byte
+passes one site-wide ``TokenBucket``; completions run on a completer thread. Instances
+are marked sent only on a 200 to complete that lists their outcomes; a 422 there drops
+the bundle to be packed again; every other failure is retried with capped backoff,
+forever. The details and why: docs/design/edge-bundles.md.
 
 Log lines carry bundle ids, byte counts and timings; never patient data.
 """

@@ -1,34 +1,12 @@
 """The edge's outbox: encoded bundles waiting to be uploaded, and what each one holds.
 
-A bundle (format in ``relay.dicom.wire``) is built once from spooled instances,
-written durably to ``<spool>/outbox/<bundle_id>.bundle`` and recorded here, so that
-after a restart the *same* bundle (same id, same bytes) resumes from the offset the
-county already holds instead of starting over.
-
-Bookkeeping lives in its own SQLite file, ``<spool>/outbox.sqlite3``, not in the
-spool's journal: the journal's schema belongs to the spool (and its migrations), and
-nothing here needs a transaction spanning both files, because the two files say
-different things:
-
-* the **spool journal** is the only truth about whether an instance is at the county
-  (``state = 'sent'``); an instance leaves the pending set only there;
-* the **outbox** only says "this pending instance is already packed in bundle X",
-  so that it is not packed twice while X is on its way.
-
-Every crash point is then safe:
-
-1. Build: the file is written to ``<id>.part``, fsynced, renamed, the folder fsynced,
-   and only then the rows are committed. A crash before the commit leaves a file
-   without rows; ``Outbox`` deletes it on open and the instances are packed again.
-2. Completion: the edge marks the instances sent in the journal *first*, then drops
-   the bundle here. A crash in between leaves a bundle whose instances are already
-   sent; on restart it is posted again, the county answers ``complete`` with the same
-   results (idempotent), the journal update is a no-op, and the bundle is dropped.
-3. A row whose file is gone (disk trouble, a person deleting files) is dropped on
-   open: its instances are still pending in the journal and are packed again. The
-   county's staged chunks of the lost id are orphaned there, never ingested.
-4. Losing ``outbox.sqlite3`` altogether costs bandwidth, never an instance: everything
-   pending is packed again and the county answers ``duplicate`` for what it had.
+A bundle is built once from spooled instances, written durably to
+``<spool>/outbox/<bundle_id>.bundle`` (``.part``, fsync, rename, folder fsync) and only
+then recorded in ``<spool>/outbox.sqlite3``, so that after a restart the same bundle
+(same id, same bytes) resumes where the county is. The outbox only says "this pending
+instance is packed in bundle X"; whether an instance is at the county is the spool
+journal's alone, marked before the bundle is dropped here. So a crash at any point, or
+losing this file, costs bandwidth, never an instance: docs/design/edge-bundles.md.
 
 Thread-safe: one connection under a lock; bundle files are written outside it.
 """

@@ -1,7 +1,7 @@
 """The edge's DICOM SCP: accept C-STORE from township modalities into the spool.
 
-The protocol is ``relay.edge.acceptor`` (why not pynetdicom's server: see
-``relay.edge.association``); this module is what the edge does with it. The
+The protocol is ``relay.edge.acceptor`` (why not pynetdicom's server:
+docs/design/edge-association-loop.md); this module is what the edge does with it. The
 allow-list refuses a calling AE (or address) with A-ASSOCIATE-RJ "calling AE title
 not recognised". ``handle_store`` checks the disk watermark (0xA700 before writing
 anything), reads the routing UIDs, hands the bytes as received to ``Spool.store``

@@ -1,26 +1,17 @@
 """Spool files made ahead of time, so that an acknowledged C-STORE costs one data flush.
 
-On ext4 (and most journaling file systems) making a *new* file durable costs a journal
-commit: the inode, its block allocation and the folder entry, on top of the data. On
-this kind of disk that is ~2.0 ms for a 512 KB instance with its folder, against
-~0.6 ms to overwrite blocks a file already owns and ``fdatasync`` them (a
-microbenchmark of the two in one run; end to end, ``bench.slots_ab`` and the README). So a background thread keeps a pool of *slots*: files of ``slot_bytes``
-zeros, fsynced, renamed into ``slots/`` and the folder fsynced, before any store may
-use one. A store then writes the instance at offset 0 of a free slot and calls
-``fdatasync``: the file's size and blocks do not change, so only data is flushed.
+Making a new file durable costs a file-system journal commit (inode, blocks, folder
+entry) on top of the data; overwriting blocks a file already owns flushes only data.
+So a background thread keeps a pool of *slots*: files of ``slot_bytes`` zeros,
+fsynced, renamed into ``slots/`` with the folder fsynced. A store writes the instance
+at offset 0 of a free slot and ``fdatasync``s it; the journal row records the exact
+size, and readers read that many bytes. A slot is used once; an instance larger than a
+slot, or arriving when the pool is empty, takes the ordinary path (a new file).
 
-A slot is used once. Its journal row records the instance's exact size; readers read
-that many bytes (the rest of the file is zeros). Retention deletes it like any other
-spool file, and the pool makes new ones. Instances larger than a slot, or arriving
-when the pool is empty, take the ordinary path (a new file, fsync, folder fsync).
-
-Crash rules (tests/edge/test_power_loss.py cuts power under both paths):
-
-* ``*.tmp`` files are slots whose creation did not finish: deleted on open.
-* A slot file without a journal row is free, whatever it holds: either never used, or
-  written by a store that died before its journal commit (never acknowledged). Its
-  bytes are never read, since only a journal row makes a file forwardable.
-* A slot of the wrong size is deleted (it cannot have been made by this pool).
+Crash rules (tests/edge/test_power_loss.py cuts power under both paths): ``*.tmp``
+files (unfinished slots) and slots of the wrong size are deleted on open; a slot
+without a journal row is free, whatever it holds, since only a journal row makes a
+file forwardable. Why, with figures from when it was made: docs/design/edge-spool.md.
 """
 
 from __future__ import annotations

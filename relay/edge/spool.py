@@ -1,48 +1,20 @@
 """The edge's durable spool: instance files on disk plus a SQLite journal.
 
-An instance is acknowledged to the modality (C-STORE Success) only after
-``Spool.store`` has returned, and ``store`` returns only after
-
-1. the bytes are written and flushed, either
-   a. into a *slot*, a file made and made durable ahead of time (``relay.edge.slots``):
-      ``pwrite`` + ``fdatasync``, one data flush, when the spool has a slot pool and
-      the instance fits; or
-   b. to ``objects/<sha256[:2]>/<sop_uid>.<sha256>.dcm``, fsynced, and that directory
-      fsynced (the file's name itself is durable);
-2. the journal row is committed (WAL, ``synchronous=FULL``: the commit is on disk).
-
-No temp file and rename: a half-written file under its final name is harmless,
-because only a journal row makes a file forwardable and the row is committed after
-the fsyncs (recovery below deletes it). Writing in place saves a rename and, on
-ext4, a second journal commit per instance (bench/ingest.py).
+``Spool.store`` returns, and so the modality gets C-STORE Success, only after the
+bytes are flushed (into a slot made ahead of time, ``relay.edge.slots``: ``pwrite`` +
+``fdatasync``; or to a new file under ``objects/``, fsynced with its folder) and the
+journal row is committed (``relay.edge.journal``: WAL, ``synchronous=FULL``).
 
 The journal is the single source of truth: a file is forwardable if and only if it
-has a journal row. Recovery on open follows from that:
-
-* ``tmp/`` is emptied (spools written by earlier versions, which wrote there first).
-* A file under ``objects/`` without a journal row is deleted (and logged). The
-  process died while writing it or before the commit, so the modality never got
-  Success for it and will resend it (or its operator sees the failure). Adopting
-  it would mean forwarding something the edge never took responsibility for,
-  without the priority, calling AE and receive time that only the journal holds.
-* A pending journal row whose file is missing is logged as an error; it is kept,
-  and the forwarder keeps failing (and alarming) on it rather than forgetting it.
-
-Layout under the spool root::
-
-    spool.lock          exclusive flock: one agent per spool
-    journal.sqlite3     the journal (plus -wal / -shm): instances (relay.edge.journal),
-                        and studies (relay.edge.completeness: quiet period, STAT,
-                        additions)
-    tmp/                unused; emptied on open (older versions wrote there first)
-    objects/00..ff/     one file per (SOP Instance UID, SHA-256)
-    slots/              files made ahead of time; a used one holds one instance in its
-                        first ``size`` bytes (the journal row says which and how many)
+has a journal row. Hence no temp file and rename, and recovery on open: a file
+without a row is deleted (it was never acknowledged), a pending row without its file
+is kept and alarms, ``tmp/`` (written by earlier versions) is emptied. The layout
+under the spool root and the reasoning: docs/design/edge-spool.md.
 
 Thread-safe: the SCP calls ``store`` from association threads while the forwarder
 reads batches. One SQLite connection guarded by a lock; file writes run outside the
-lock so associations write in parallel, with a per-file claim so two associations
-storing the same bytes at once cannot race on one path.
+lock, with a per-file claim so two associations storing the same bytes at once cannot
+race on one path.
 """
 
 from __future__ import annotations
@@ -310,7 +282,7 @@ class Spool:
         is written and fsynced on a writer thread while the caller parses and checks
         the dataset; then the caller calls ``commit`` (journal row: the instance is the
         edge's) or ``discard`` (file removed: refused, never acknowledged). The overlap
-        matters where pydicom parses (implicit VR, big endian, deflated: ~0.4 ms) and for
+        matters where pydicom parses (implicit VR, big endian, deflated) and for
         a study's first instance, whose header is decoded for the page.
         """
         sha256 = sha256 or hashlib.sha256(data).hexdigest()

@@ -5,7 +5,7 @@ JSON form. Appending reads the chain's end and inserts after it; a unique
 ``prev_hash`` makes a concurrent second writer fail and retry, so the chain never
 forks whichever replica writes. Details carry identifiers, never patient data.
 
-Retention: audit rows are kept for at least RETENTION_MIN (6 months, the issue's floor)
+Retention: audit rows are kept for at least RETENTION_MIN (6 months, the required minimum)
 and in fact forever: nothing in the relay deletes them (no prune task, no cascade), and
 the database refuses UPDATE, DELETE and (PostgreSQL) TRUNCATE on the table (triggers of
 migrations 0008 and 0028, SQLite too). A county that must archive older years exports

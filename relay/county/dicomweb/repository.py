@@ -51,15 +51,10 @@ def _match(column: Any, value: str) -> Any:
 NAME_FANOUT = 1500
 """Most patients a PatientName search gathers the studies of before ordering them.
 
-A page of studies is found two ways: walk the studies newest first and keep those
-whose patient's name matches (quick when many patients match: the page fills early),
-or gather the studies of the matching patients and order just those (quick when few
-match). PostgreSQL's planner, which assumes matches spread evenly and pages on disk,
-chooses between the two by an estimate that varies with each ANALYZE: with 100k
-studies it has walked for a surname of 1 % (40-114 ms, against ~5 ms gathering).
-So the repository decides, after counting the matching patients up to this many
-(1-4 ms). Measured at 100k studies and 60k patients, the two ways cost the same near
-1,300 matching patients; the crossing grows with the square root of the studies."""
+Up to this many matching patients, gathering their studies and ordering those is
+quicker; beyond it, walking the studies newest first fills the page sooner. The
+repository counts the matches and decides, rather than PostgreSQL's planner, whose
+estimate varies with each ANALYZE (measurements: docs/design/qido-name-search.md)."""
 
 
 def _name_match(value: str) -> Any:

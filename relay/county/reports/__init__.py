@@ -1,1 +1,2 @@
-"""Reports: signing keys now; drafts, templates, signing, addenda and delivery next (issue 5)."""
+"""Reports: templates, drafts, signing (keys, verification), addenda, critical results
+(危急值) and the delivery of signed reports back to the township."""
