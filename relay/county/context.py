@@ -20,7 +20,7 @@ from relay.county.storage import ObjectStore, open_store
 
 
 class County:
-    """CountySettings plus lazily opened engine, session factory, object store and Celery app."""
+    """Settings plus lazily opened engine, session factory, object store and Celery app."""
 
     def __init__(self, settings: CountySettings) -> None:
         self.settings = settings

@@ -35,7 +35,7 @@ class EventPublisher:
 
     def __init__(self, amqp_url: str, sessions: sessionmaker[Session], *,
                  retention_hours: float = DEFAULT_RETENTION_HOURS) -> None:
-        """``retention_hours``: CountySettings.outbox_retention_hours (negative: keep every event)."""
+        """``retention_hours``: Settings.outbox_retention_hours (negative: keep every event)."""
         self.amqp_url = amqp_url
         self.sessions = sessions
         self.retention = timedelta(hours=retention_hours) if retention_hours >= 0 else None
