@@ -13,7 +13,7 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from relay.config import Settings
+from relay.config import CountySettings
 from relay.county.db.engine import make_engine, make_sessionmaker
 from relay.county.jobs import make_celery
 from relay.county.storage import ObjectStore, open_store
@@ -22,7 +22,7 @@ from relay.county.storage import ObjectStore, open_store
 class County:
     """Settings plus lazily opened engine, session factory, object store and Celery app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: CountySettings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
 

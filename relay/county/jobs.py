@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from relay.config import Settings
+from relay.config import CountySettings
 from relay.county.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,12 @@ EMBEDDED_POLL_S = 0.1
 which with prefetch 1 made every indexing task wait up to a second)."""
 
 
-def queue_name(settings: Settings, kind: str) -> str:
+def queue_name(settings: CountySettings, kind: str) -> str:
     """Name of one of the county's queues: ``<prefix>.<kind>`` (ingest, render, ...)."""
     return f"{settings.queue_prefix}.{kind}"
 
 
-def _transport_options(settings: Settings) -> dict[str, Any]:
+def _transport_options(settings: CountySettings) -> dict[str, Any]:
     if settings.broker_url:
         # Publisher confirms: a publish returns only once RabbitMQ has taken the message,
         # so a broker restart cannot make an acknowledged upload's task vanish.
@@ -55,7 +55,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "polling_interval": EMBEDDED_POLL_S}
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: CountySettings) -> Celery:
     """The Celery app with the settings production depends on (see docs/ARCHITECTURE.md)."""
     app = Celery("relay", broker=settings.resolved_broker_url, set_as_current=False)
     names = {kind: queue_name(settings, kind) for kind in QUEUES}
@@ -86,22 +86,22 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_index(app: Celery, settings: Settings, instance_id: int) -> None:
+def enqueue_index(app: Celery, settings: CountySettings, instance_id: int) -> None:
     """Ask a worker to index an instance. Call only after the row is committed."""
     app.send_task(INDEX_TASK, args=[instance_id], queue=queue_name(settings, "ingest"))
 
 
-def enqueue_render(app: Celery, settings: Settings, instance_id: int) -> None:
+def enqueue_render(app: Celery, settings: CountySettings, instance_id: int) -> None:
     """Ask a render worker for an instance's thumbnail or ECG numbers (after indexing)."""
     app.send_task(RENDER_TASK, args=[instance_id], queue=queue_name(settings, "render"))
 
 
-def enqueue_assign(app: Celery, settings: Settings, study_id: int) -> None:
+def enqueue_assign(app: Celery, settings: CountySettings, study_id: int) -> None:
     """Ask for a reader for a study that went onto the reading queue (after that commit)."""
     app.send_task(ASSIGN_TASK, args=[study_id], queue=queue_name(settings, "assign"))
 
 
-def enqueue_deliver(app: Celery, settings: Settings, report_id: int) -> None:
+def enqueue_deliver(app: Celery, settings: CountySettings, report_id: int) -> None:
     """Ask for a signed report's SR and PDF to be built and attached (after the sign commit)."""
     app.send_task(DELIVER_TASK, args=[report_id], queue=queue_name(settings, "deliver"))
 
@@ -111,7 +111,7 @@ ENQUEUE = {INDEX_TASK: enqueue_index, RENDER_TASK: enqueue_render, ASSIGN_TASK: 
 """How to send each task again (the administrator's dead-letter retry)."""
 
 
-def enqueue_committed(app: Celery, settings: Settings, instance_ids: Iterable[int]) -> None:
+def enqueue_committed(app: Celery, settings: CountySettings, instance_ids: Iterable[int]) -> None:
     """Enqueue indexing of committed instances; a failure is a 503 so the edge sends again
     (the resend is a duplicate whose indexing is enqueued again: nothing is lost)."""
     for instance_id in instance_ids:

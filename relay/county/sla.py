@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from relay.config import Settings
+from relay.config import CountySettings
 from relay.dicom.vocab import Priority
 
 
@@ -39,7 +39,7 @@ class SlaPolicy:
     overrides: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SlaPolicy:
+    def from_settings(cls, settings: CountySettings) -> SlaPolicy:
         return cls(stat=settings.sla_stat_minutes, urgent=settings.sla_urgent_minutes,
                    routine=settings.sla_routine_minutes, overrides=settings.sla_override_minutes)
 

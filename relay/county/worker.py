@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, Task, signals
 from sqlalchemy.orm import Session
 
-from relay.config import Settings
+from relay.config import CountySettings
 from relay.county.audit.checkpoint import run_checkpoints
 from relay.county.context import County
 from relay.county.db.engine import session_scope
@@ -125,7 +125,7 @@ def register_tasks(app: Celery, county: County) -> None:
                  (time.perf_counter() - started) * 1000)
 
 
-def start_audit_checkpoints(settings: Settings, county: County) -> None:
+def start_audit_checkpoints(settings: CountySettings, county: County) -> None:
     """Sign audit checkpoints every RELAY_AUDIT_CHECKPOINT_MINUTES in the worker's main process
     once its pool is up. Every worker runs the round; the round's unique key in
     ``audit_checkpoints`` lets exactly one of them write it."""
@@ -139,7 +139,7 @@ def start_audit_checkpoints(settings: Settings, county: County) -> None:
     signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)
 
 
-def _enqueue_assign_or_wait(app: Celery, settings: Settings, study_pk: int) -> None:
+def _enqueue_assign_or_wait(app: Celery, settings: CountySettings, study_pk: int) -> None:
     """Enqueue the study's assignment; if the broker refuses, the periodic round assigns it."""
     try:
         enqueue_assign(app, settings, study_pk)
@@ -158,7 +158,7 @@ def _note_failure(county: County, name: str, key: str, exc: Exception) -> None:
         log.debug("could not record failure of %s", key)
 
 
-def worker_argv(settings: Settings, *, concurrency: int, loglevel: str,
+def worker_argv(settings: CountySettings, *, concurrency: int, loglevel: str,
                 queues: tuple[str, ...] = QUEUES) -> list[str]:
     """Arguments for ``app.worker_main``: the chosen queues, no gossip/mingle chatter, and a
     node name unique on the host (it carries the pid): two workers with one name cannot both

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from relay.config import Settings
+from relay.config import EdgeSettings
 from relay.edge.durable import durable_db, fsync_dir, make_dirs
 from relay.edge.http import county_client
 
@@ -161,7 +161,7 @@ def deliver_pending(client: httpx.Client, journal: AckJournal) -> int:
     return done
 
 
-def run_delivery(settings: Settings, journal: AckJournal, stop: threading.Event) -> None:
+def run_delivery(settings: EdgeSettings, journal: AckJournal, stop: threading.Event) -> None:
     """Deliver pending acknowledgements until ``stop``: at once when one is recorded, else
     every ``edge_ack_retry_s``."""
     with county_client(settings, timeout=30.0) as client:
@@ -183,7 +183,7 @@ def _wait(stop: threading.Event, wake: threading.Event, seconds: float) -> None:
         wake.wait(min(STOP_POLL_S, left))
 
 
-def start_delivery(settings: Settings, journal: AckJournal, stop: threading.Event) -> threading.Thread:
+def start_delivery(settings: EdgeSettings, journal: AckJournal, stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=run_delivery, args=(settings, journal, stop), name="acks", daemon=True)
     thread.start()
     return thread

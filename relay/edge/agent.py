@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from relay.config import Settings
+from relay.config import EdgeSettings
 from relay.edge.acks import AckJournal, start_delivery
 from relay.edge.admission import Alarms, disk_state
 from relay.edge.completeness import StudyPolicy, list_studies, policy_from
@@ -42,7 +42,7 @@ SIGNAL_POLL_S = 0.5
 thread next executes bytecode, so an untimed wait could sleep through it forever."""
 
 
-def study_policy(settings: Settings) -> StudyPolicy:
+def study_policy(settings: EdgeSettings) -> StudyPolicy:
     """The completeness and STAT policy from the settings (validated here, at start)."""
     return policy_from(quiet_s=settings.edge_study_quiet_s,
                        stat_quiet_s=settings.edge_study_stat_quiet_s,
@@ -50,7 +50,7 @@ def study_policy(settings: Settings) -> StudyPolicy:
                        stat_rules=settings.edge_stat_rules)
 
 
-def run_edge(settings: Settings, *, stop: threading.Event) -> None:
+def run_edge(settings: EdgeSettings, *, stop: threading.Event) -> None:
     """Receive, spool and forward until ``stop`` is set, then shut down cleanly:
     the page, the forwarder, then the SCP (running C-STOREs are answered), the spool."""
     with contextlib.ExitStack() as stack:
@@ -92,7 +92,7 @@ PRUNE_EVERY_S = 600.0
 """Seconds between retention sweeps of the spool (files confirmed long enough ago)."""
 
 
-def _prune(spool: Spool, settings: Settings) -> None:
+def _prune(spool: Spool, settings: EdgeSettings) -> None:
     if settings.edge_retention_hours < 0:
         return
     try:
@@ -104,7 +104,7 @@ def _prune(spool: Spool, settings: Settings) -> None:
         log.info("spool retention: removed %d confirmed files, %d bytes", files, freed)
 
 
-def _start_page(stack: contextlib.ExitStack, *, settings: Settings, spool: Spool,
+def _start_page(stack: contextlib.ExitStack, *, settings: EdgeSettings, spool: Spool,
                 alarms: Alarms, technicians: TechnicianCache, acks: AckJournal) -> None:
     """Start the technician's page unless disabled (port -1)."""
     if settings.edge_status_port < 0:
@@ -139,7 +139,7 @@ _EMPTY_COUNTS: dict[str, Any] = {
 }
 
 
-def edge_status(settings: Settings) -> dict[str, Any]:
+def edge_status(settings: EdgeSettings) -> dict[str, Any]:
     """Spool depth, disk, and today's studies (UIDs, states; no patient data), read
     from the journal. ``journal`` is ``"missing"`` before the agent first ran."""
     counts = read_counts(settings.edge_spool_dir)
@@ -158,14 +158,14 @@ def edge_status(settings: Settings) -> dict[str, Any]:
     return status
 
 
-def _page_url(settings: Settings) -> str | None:
+def _page_url(settings: EdgeSettings) -> str | None:
     if settings.edge_status_port < 0:
         return None
     scheme = "https" if settings.edge_status_tls_cert else "http"
     return f"{scheme}://{settings.edge_status_host}:{settings.edge_status_port}/"
 
 
-def _disk(settings: Settings) -> dict[str, Any]:
+def _disk(settings: EdgeSettings) -> dict[str, Any]:
     """Free space of the spool's disk and whether it is below the watermark (alarm)."""
     folder = settings.edge_spool_dir
     while not folder.exists() and folder != folder.parent:
@@ -178,7 +178,7 @@ def _disk(settings: Settings) -> dict[str, Any]:
             "disk_alarm": "below watermark: C-STORE refused with 0xA700" if low else None}
 
 
-def _studies_today(settings: Settings) -> list[dict[str, Any]]:
+def _studies_today(settings: EdgeSettings) -> list[dict[str, Any]]:
     from relay.edge.status_page import start_of_today
 
     zone = ZoneInfo(settings.timezone)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from relay.config import Settings
+from relay.config import EdgeSettings
 from relay.dicom.vocab import IngestOutcome
 from relay.edge.bundle_client import BundleClient, Interrupted, Progress, Rejected, UploadError
 from relay.edge.bundle_progress import BundleProgress
@@ -84,7 +84,7 @@ class Forwarder:
     """Sends what the spool holds, forever, in priority order, over ``forward_streams``
     streams. Run ``run(stop)`` in a thread; it returns soon after ``stop`` is set."""
 
-    def __init__(self, *, spool: Spool, settings: Settings, outbox: Outbox | None = None,
+    def __init__(self, *, spool: Spool, settings: EdgeSettings, outbox: Outbox | None = None,
                  bucket: TokenBucket | None = None, rng: random.Random | None = None) -> None:
         self.spool, self.settings = spool, settings
         self._owns_outbox = outbox is None
@@ -399,7 +399,7 @@ class Forwarder:
             self._s.link_failures = 0
 
 
-def start_forwarder(*, spool: Spool, settings: Settings, stop: threading.Event,
+def start_forwarder(*, spool: Spool, settings: EdgeSettings, stop: threading.Event,
                     **forwarder_args: Any) -> threading.Thread:
     """Run a ``Forwarder`` in a daemon thread named ``relay-forwarder``."""
     forwarder = Forwarder(spool=spool, settings=settings, **forwarder_args)

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 import relay
-from relay.config import Settings
+from relay.config import EdgeSettings
 from relay.edge.clock import now_utc
 from relay.edge.http import county_client
 from relay.edge.durable import make_dirs
@@ -52,7 +52,7 @@ class GoodputMeter:
         return rate
 
 
-def sent_bytes(settings: Settings) -> int:
+def sent_bytes(settings: EdgeSettings) -> int:
     """Total bytes of instances the county has confirmed (0 before the first run)."""
     path = settings.edge_spool_dir / JOURNAL_NAME
     if not path.is_file():
@@ -65,7 +65,7 @@ def sent_bytes(settings: Settings) -> int:
         conn.close()
 
 
-def build_heartbeat(settings: Settings, meter: GoodputMeter) -> dict[str, Any]:
+def build_heartbeat(settings: EdgeSettings, meter: GoodputMeter) -> dict[str, Any]:
     """The heartbeat body (relay.county.edges.schemas.HeartbeatIn)."""
     counts = read_counts(settings.edge_spool_dir)
     make_dirs(settings.edge_spool_dir)
@@ -130,7 +130,7 @@ def send_heartbeat(client: httpx.Client, body: dict[str, Any], *, spool_dir: Pat
     return offset
 
 
-def run_heartbeat(settings: Settings, stop: threading.Event) -> None:
+def run_heartbeat(settings: EdgeSettings, stop: threading.Event) -> None:
     """Beat every ``edge_heartbeat_s`` until ``stop``; a failed beat is simply the next one."""
     meter = GoodputMeter()
     with county_client(settings, timeout=30.0) as client:
@@ -142,7 +142,7 @@ def run_heartbeat(settings: Settings, stop: threading.Event) -> None:
             stop.wait(min(settings.edge_heartbeat_s, RETRY_AFTER_FAILURE_S) if failed else settings.edge_heartbeat_s)
 
 
-def start_heartbeat(settings: Settings, stop: threading.Event) -> threading.Thread:
+def start_heartbeat(settings: EdgeSettings, stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=run_heartbeat, args=(settings, stop), name="heartbeat", daemon=True)
     thread.start()
     return thread

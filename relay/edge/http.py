@@ -6,10 +6,10 @@ import ssl
 
 import httpx
 
-from relay.config import Settings
+from relay.config import EdgeSettings
 
 
-def county_client(settings: Settings, *, timeout: float | None = None) -> httpx.Client:
+def county_client(settings: EdgeSettings, *, timeout: float | None = None) -> httpx.Client:
     """An httpx client for ``settings.county_url``.
 
     HTTPS is verified against the system's CAs, or against ``edge_county_ca_file`` when

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from relay.config import Settings
+from relay.config import EdgeSettings
 from relay.edge.durable import fsync_dir, make_dirs
 from relay.edge.forward import retry_delay
 from relay.edge.http import county_client
@@ -143,7 +143,7 @@ class _Round:
     """One pickup round's context."""
 
     client: httpx.Client
-    settings: Settings
+    settings: EdgeSettings
     destinations: list[Destination]
     state: ReportState
     rng: random.Random
@@ -171,7 +171,7 @@ def list_pending(client: httpx.Client) -> list[dict[str, Any]]:
     return [item for item in items if isinstance(item, dict) and "delivery_id" in item]
 
 
-def deliver_round(client: httpx.Client, settings: Settings, destinations: list[Destination], *,
+def deliver_round(client: httpx.Client, settings: EdgeSettings, destinations: list[Destination], *,
                   state: ReportState | None = None, rng: random.Random | None = None) -> int:
     """One round: learn the pending reports, then advance every unfinished delivery by
     the steps that are due. Returns how many were confirmed delivered this round.
@@ -248,7 +248,7 @@ def _why(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_pickup(settings: Settings, stop: threading.Event) -> None:
+def run_pickup(settings: EdgeSettings, stop: threading.Event) -> None:
     """Deliver reports every ``edge_report_poll_s`` until ``stop``; each step that fails
     waits its own backoff."""
     destinations = parse_destinations(settings.edge_report_destinations)
@@ -262,14 +262,14 @@ def run_pickup(settings: Settings, stop: threading.Event) -> None:
             stop.wait(settings.edge_report_poll_s)
 
 
-def start_pickup(settings: Settings, stop: threading.Event) -> threading.Thread:
+def start_pickup(settings: EdgeSettings, stop: threading.Event) -> threading.Thread:
     parse_destinations(settings.edge_report_destinations)  # a bad setting fails at start
     thread = threading.Thread(target=run_pickup, args=(settings, stop), name="reports", daemon=True)
     thread.start()
     return thread
 
 
-def local_reports(settings: Settings) -> list[dict[str, Any]]:
+def local_reports(settings: EdgeSettings) -> list[dict[str, Any]]:
     """Reports fetched to this edge, newest first (for the technician's page)."""
     folder = settings.edge_spool_dir / "reports"
     if not folder.is_dir():

@@ -38,7 +38,7 @@ from pydicom.uid import (
 )
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 
-from relay.config import Settings
+from relay.config import EdgeSettings
 from relay.dicom.header import InstanceIds, InvalidInstance, read_ids
 from relay.dicom.status import StoreStatus
 from relay.dicom.vocab import Priority
@@ -173,7 +173,7 @@ def preferred_transfer_syntaxes() -> list[UID]:
     return [ts for ts in head if ts in known] + [ts for ts in known if ts not in head]
 
 
-def acceptor_policy(settings: Settings) -> AcceptorPolicy:
+def acceptor_policy(settings: EdgeSettings) -> AcceptorPolicy:
     """Verification plus every storage SOP class pynetdicom knows (images, 12-lead and
     general ECG waveforms, SR, ...), each with every transfer syntax, so that
     compressed instances are accepted and kept exactly as sent."""
@@ -189,7 +189,7 @@ def acceptor_policy(settings: Settings) -> AcceptorPolicy:
     )
 
 
-def start_scp(settings: Settings, spool: Spool, *,
+def start_scp(settings: EdgeSettings, spool: Spool, *,
               alarms: Alarms | None = None) -> StoreServer:
     """Start listening at ``settings.edge_host:edge_port`` in background threads.
 
@@ -215,7 +215,7 @@ def start_scp(settings: Settings, spool: Spool, *,
     )
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
+def tls_context(settings: EdgeSettings) -> ssl.SSLContext | None:
     """The server TLS context for DICOM TLS, or None for plain DICOM (the default)."""
     if settings.edge_tls_cert is None:
         return None

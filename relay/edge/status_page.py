@@ -1,7 +1,7 @@
 """The technician's local status page: today's studies, their state, the spool, alarms,
 the reports back from the county and their acknowledgement.
 
-Served by the edge process on ``Settings.edge_status_host:edge_status_port`` (loopback
+Served by the edge process on ``EdgeSettings.edge_status_host:edge_status_port`` (loopback
 by default, HTTPS with ``edge_status_tls_cert``). Chinese by default, English with
 ``?lang=en``. Every route needs a technician's login (their county account for this
 site, cached at the edge: relay.edge.technicians); the Host allow-list, the headers and
@@ -33,7 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from relay.config import Settings
+from relay.config import EdgeSettings
 from relay.edge import page_security as security
 from relay.edge.acks import Ack, AckJournal
 from relay.edge.admission import Alarms, disk_state
@@ -84,7 +84,7 @@ class PageDeps:
     acks: AckJournal
     sessions: security.Sessions
     allowed_hosts: frozenset[str]
-    settings: Settings | None = None
+    settings: EdgeSettings | None = None
     """For the reports section (the reports fetched to this edge)."""
 
 
@@ -298,7 +298,7 @@ class StatusPage:
     agent passes the ones its background loops use."""
 
     def __init__(self, *, spool: Spool, alarms: Alarms, host: str, port: int,
-                 timezone: str, settings: Settings | None = None,
+                 timezone: str, settings: EdgeSettings | None = None,
                  technicians: TechnicianCache | None = None, acks: AckJournal | None = None) -> None:
         tls = settings is not None and settings.edge_status_tls_cert is not None
         allowed_setting = settings.edge_status_allowed_hosts if settings else ""

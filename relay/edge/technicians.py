@@ -25,7 +25,7 @@ import httpx
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from relay.config import Settings
+from relay.config import EdgeSettings
 from relay.edge.durable import durable_db, fsync_dir, make_dirs
 from relay.edge.http import county_client
 
@@ -173,7 +173,7 @@ def sync_once(client: httpx.Client, cache: TechnicianCache) -> bool:
     return True
 
 
-def run_sync(settings: Settings, cache: TechnicianCache, stop: threading.Event) -> None:
+def run_sync(settings: EdgeSettings, cache: TechnicianCache, stop: threading.Event) -> None:
     """Fetch every ``edge_technicians_poll_s`` until ``stop``; a failure keeps the cache."""
     with county_client(settings, timeout=30.0) as client:
         while not stop.is_set():
@@ -186,7 +186,7 @@ def run_sync(settings: Settings, cache: TechnicianCache, stop: threading.Event) 
             stop.wait(wait)
 
 
-def start_sync(settings: Settings, cache: TechnicianCache, stop: threading.Event) -> threading.Thread:
+def start_sync(settings: EdgeSettings, cache: TechnicianCache, stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=run_sync, args=(settings, cache, stop), name="technicians", daemon=True)
     thread.start()
     return thread

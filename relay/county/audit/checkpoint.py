@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from relay.config import Settings
+from relay.config import CountySettings
 from relay.county import keyfile
 from relay.county.clock import now_utc
 from relay.county.db.models import AuditCheckpoint, AuditEvent
@@ -152,7 +152,7 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
-def write_checkpoint(*, settings: Settings, sessions: sessionmaker[Session],
+def write_checkpoint(*, settings: CountySettings, sessions: sessionmaker[Session],
                      now: datetime | None = None) -> Checkpoint | None:
     """Sign the chain's current head and keep it, if this round has no checkpoint yet and the
     chain grew since the last one; None when nothing was written (another writer had the
@@ -181,7 +181,7 @@ def write_checkpoint(*, settings: Settings, sessions: sessionmaker[Session],
     return checkpoint
 
 
-def run_checkpoints(settings: Settings, sessions: sessionmaker[Session], stop: threading.Event) -> None:
+def run_checkpoints(settings: CountySettings, sessions: sessionmaker[Session], stop: threading.Event) -> None:
     """Write a checkpoint at every round until ``stop`` (the worker's main process)."""
     interval = settings.audit_checkpoint_minutes * 60
     while not stop.is_set():
@@ -228,7 +228,7 @@ def read_file(path: Path) -> tuple[list[Checkpoint], list[str]]:
     return out, problems
 
 
-def load_anchors(*, settings: Settings, session: Session, files: Sequence[Path] | None = None) -> Anchors:
+def load_anchors(*, settings: CountySettings, session: Session, files: Sequence[Path] | None = None) -> Anchors:
     """The checkpoints to verify against: those of ``files`` (e.g. an edge's copy) if given,
     else the database's and the checkpoint folder's; and the public half of the county's key."""
     anchors = Anchors()

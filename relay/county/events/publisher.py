@@ -11,7 +11,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy.orm import Session, sessionmaker
 
-from relay.config import Settings
+from relay.config import CountySettings
 from relay.county.events import outbox
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ housekeeping, so rare; a round that found a full batch is followed by another at
 PRUNE_BATCH = 1000
 """Published events deleted per transaction: a backlog (say, the first round after an
 upgrade) goes in short transactions, between which events keep being published."""
-DEFAULT_RETENTION_HOURS: float = Settings.model_fields["outbox_retention_hours"].default
+DEFAULT_RETENTION_HOURS: float = CountySettings.model_fields["outbox_retention_hours"].default
 
 
 class EventPublisher:

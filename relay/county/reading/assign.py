@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from relay.config import Settings
+from relay.config import CountySettings
 from relay.county.clock import now_utc
 from relay.county.db.models import ReadingItem, Study
 from relay.county.events import outbox
@@ -96,7 +96,7 @@ def _give(session: Session, item: ReadingItem, study: Study, reader: Reader, now
     reader.load += 1
 
 
-def _limit(settings: Settings, study: Study) -> float:
+def _limit(settings: CountySettings, study: Study) -> float:
     """Minutes an assigned study may stay unopened before it goes to another reader."""
     return settings.reassign_stat_minutes if study.priority == "stat" else settings.reassign_minutes
 
@@ -106,7 +106,7 @@ def assigned_event(study_uid: str, reader: str, *, actor: str) -> dict[str, str]
     return {"study_instance_uid": study_uid, "reader": reader, "actor": actor}
 
 
-def _reassign_stale(session: Session, readers: list[Reader], settings: Settings, now: datetime) -> int:
+def _reassign_stale(session: Session, readers: list[Reader], settings: CountySettings, now: datetime) -> int:
     moved = 0
     stmt = (select(ReadingItem, Study).join(Study, Study.id == ReadingItem.study_pk)
             .where(Study.state == StudyState.ASSIGNED.value, ReadingItem.assigned_at.is_not(None)))
@@ -125,7 +125,7 @@ def _reassign_stale(session: Session, readers: list[Reader], settings: Settings,
     return moved
 
 
-def assign_round(*, session: Session, settings: Settings, now: datetime | None = None) -> tuple[int, int]:
+def assign_round(*, session: Session, settings: CountySettings, now: datetime | None = None) -> tuple[int, int]:
     """One round; returns (assigned, reassigned)."""
     now = now or now_utc()
     readers = on_duty_readers(session, at=now, zone=ZoneInfo(settings.timezone))
@@ -150,7 +150,7 @@ def assign_round(*, session: Session, settings: Settings, now: datetime | None =
     return assigned, reassigned
 
 
-def assign_study(*, session: Session, settings: Settings, study_id: int,
+def assign_study(*, session: Session, settings: CountySettings, study_id: int,
                  now: datetime | None = None) -> str | None:
     """Give one queued, unassigned study to a reader by the round's rules; return the
     reader's username, or None (already assigned, not queued, locked by a round, or
@@ -171,7 +171,7 @@ def assign_study(*, session: Session, settings: Settings, study_id: int,
     return reader.username
 
 
-def run_assignment(settings: Settings, sessions: sessionmaker[Session], stop: threading.Event) -> None:
+def run_assignment(settings: CountySettings, sessions: sessionmaker[Session], stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             with sessions() as session:

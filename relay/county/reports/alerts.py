@@ -32,7 +32,7 @@ import httpx
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
-from relay.config import Settings
+from relay.config import CountySettings
 from relay.county.clock import now_utc
 from relay.county.db.models import Report, ReportDelivery, Site, Study, User
 from relay.county.events import outbox
@@ -139,7 +139,7 @@ class _Send:
     site: str = ""
 
 
-def _due(session: Session, settings: Settings, now: datetime) -> list[_Send]:
+def _due(session: Session, settings: CountySettings, now: datetime) -> list[_Send]:
     """The sends due in this round, oldest delivery first; the read transaction is ended."""
     due = now - timedelta(minutes=settings.critical_escalate_minutes)
     leads: list[User] | None = None
@@ -208,7 +208,7 @@ def _send(session: Session, send: _Send, post: Post, now: datetime) -> bool:
     return True
 
 
-def alert_round(*, session: Session, settings: Settings, post: Post = http_post,
+def alert_round(*, session: Session, settings: CountySettings, post: Post = http_post,
                 now: datetime | None = None) -> tuple[int, int]:
     """One round; returns (notified, escalated) by this round. Safe to run in many processes
     at once: each send is claimed first, so exactly one round sends it."""
@@ -221,7 +221,7 @@ def alert_round(*, session: Session, settings: Settings, post: Post = http_post,
     return done[Alert.RESULT], done[Alert.ESCALATED]
 
 
-def run_alerts(settings: Settings, sessions: sessionmaker[Session], stop: threading.Event) -> None:
+def run_alerts(settings: CountySettings, sessions: sessionmaker[Session], stop: threading.Event) -> None:
     """Alert rounds until ``stop``; a failing round is logged and the next one tries again."""
     while not stop.is_set():
         try:

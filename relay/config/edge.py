@@ -1,197 +1,16 @@
-"""Settings for every relay process, read once in the entry point and passed down.
-
-Values come from environment variables prefixed ``RELAY_`` and, optionally, from a
-TOML file named by ``RELAY_CONFIG``. Every field says its unit, default and why.
-No other module reads ``os.environ``.
-"""
+"""The edge's settings: DICOM SCP, spool, completeness, technician page, forwarding."""
 
 from __future__ import annotations
 
-import math
-import os
-import re
 from pathlib import Path
-from typing import Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import Field
 
-from relay.dicom.vocab import Priority
+from relay.config.common import CommonSettings
 
 
-class Settings(BaseSettings):
-    """All configuration of the edge, the county API and the workers."""
-
-    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
-
-    # --- shared -----------------------------------------------------------------
-    data_dir: Path = Field(
-        Path("./var"),
-        description="Folder for all embedded-default state (SQLite files, local object "
-        "folder, edge spool, embedded broker). Default ./var, so that `relay users "
-        "create` run in the same directory sees the database `relay up` uses.",
-    )
-    log_level: str = Field("INFO", description="Python log level name.")
-    timezone: str = Field(
-        "Asia/Shanghai",
-        description="Zone in which times are shown; everything is stored in UTC.",
-    )
-
-    # --- county backing services (one URL each) ----------------------------------
-    database_url: str | None = Field(
-        None,
-        description="SQLAlchemy URL of the index, e.g. postgresql+psycopg://relay@db/relay. "
-        "Default: SQLite file <data_dir>/county.db (one machine only).",
-    )
-    broker_url: str | None = Field(
-        None,
-        description="Celery broker, e.g. amqp://guest:guest@127.0.0.1:5672/%2F. Default: "
-        "kombu's filesystem transport under <data_dir>/broker (one machine only).",
-    )
-    store_url: str | None = Field(
-        None,
-        description="Object store: s3://ACCESS:SECRET@HOST:PORT/BUCKET (add ?secure=1 for "
-        "HTTPS) for MinIO/S3, or file:///path. Default: file://<data_dir>/objects.",
-    )
-    queue_prefix: str = Field(
-        "relay",
-        description="Prefix of the Celery queue names, so that two deployments (or two "
-        "test runs) can share one broker without taking each other's tasks.",
-    )
-
-    # --- reading SLA -------------------------------------------------------------
-    sla_stat_minutes: float = Field(
-        30.0, description="Minutes from arrival at the county to a signed report for a STAT study.")
-    sla_urgent_minutes: float = Field(
-        120.0, description="Minutes from arrival to a signed report for an urgent study.")
-    sla_routine_minutes: float = Field(
-        1440.0, description="Minutes from arrival to a signed report for a routine study (a day).")
-    sla_overrides: str = Field(
-        "", description="Per-modality SLA minutes that replace the priority's, comma separated "
-        "'MODALITY:priority=minutes', e.g. 'ECG:stat=10,CT:urgent=60'. Default empty: every "
-        "modality has its priority's minutes. Why: a STAT ECG is read in minutes while a STAT MR "
-        "takes longer, so one number per priority misstates one of them. A study of several "
-        "modalities gets the shortest that applies. Checked at start (see parse_sla_overrides).")
-
-    @field_validator("sla_overrides")
-    @classmethod
-    def _valid_sla_overrides(cls, value: str) -> str:
-        parse_sla_overrides(value)
-        return value
-
-    @property
-    def sla_override_minutes(self) -> dict[tuple[str, str], float]:
-        """(modality, priority) -> minutes, parsed from ``sla_overrides``."""
-        return parse_sla_overrides(self.sla_overrides)
-
-    edge_spool_alarm_minutes: float = Field(
-        60.0, description="Minutes an instance may wait unsent in an edge's spool before the fleet "
-        "view raises an alarm for that edge (a healthy edge forwards within minutes; an hour "
-        "means a link or county problem a person should look at).")
-
-    reassign_stat_minutes: float = Field(
-        5.0, description="Minutes an assigned STAT study may stay unopened before it goes to another reader.")
-    reassign_minutes: float = Field(
-        30.0, description="Minutes an assigned urgent or routine study may stay unopened before reassignment.")
-
-    # --- critical results (危急值) -------------------------------------------------
-    critical_webhook_url: str | None = Field(
-        None, description="URL that receives a JSON POST when a critical report is signed (e.g. an "
-        "SMS or WeChat gateway of the township). Identifiers only, no patient data. Default none.")
-    critical_escalation_url: str | None = Field(
-        None, description="URL that receives a JSON POST when nobody at the township acknowledged a "
-        "critical report in time: the county's on-duty lead. The payload names the leads (值班组长) the duty "
-        "roster has on duty then (``leads``), or says ``note: no lead on duty``. Default none (the event is "
-        "still emitted).")
-    critical_escalate_minutes: float = Field(
-        15.0, description="Minutes a critical report may stay unacknowledged before it is escalated.")
-    outbox_retention_hours: float = Field(
-        168.0,
-        description="Hours a domain event stays in the county's outbox after it was published "
-        "to RabbitMQ (then the worker's event publisher deletes it, in small batches). Default "
-        "7 days: room for an integration to look back at what it was sent, while the table "
-        "does not grow forever. Unpublished events are never deleted. Negative keeps them all.",
-    )
-
-    # --- audit checkpoints (the signed anchors of the audit chain) ----------------------
-    audit_checkpoint_key_file: Path | None = Field(
-        None, description="The county's Ed25519 key that signs audit checkpoints (PEM). Created "
-        "with mode 0600 by the first worker that writes a checkpoint; `relay audit verify` reads "
-        "it to check the signatures. Keep it OUTSIDE the database's reach (another disk or "
-        "account than the DBA's): whoever holds it can re-anchor a rewritten chain. Default "
-        "<data_dir>/audit/checkpoint-key.pem.")
-    audit_checkpoint_dir: Path | None = Field(
-        None, description="Folder where the worker appends every checkpoint it signs, one JSON "
-        "line each, to audit-checkpoints.jsonl (choose a place the database's administrators "
-        "cannot rewrite: another machine's share, a WORM mount). Edges keep their own copies "
-        "from their heartbeat answers. Default <data_dir>/audit.")
-    audit_checkpoint_minutes: float = Field(
-        5.0, gt=0, description="Minutes between checkpoints, default 5: the newest events a cut "
-        "can remove unseen are at most this old. One worker writes per round whatever the "
-        "number of workers; a round without new events writes none.")
-
-    # --- county HTTP -------------------------------------------------------------
-    county_host: str = Field("127.0.0.1", description="Address the county API binds.")
-    county_port: int = Field(8000, description="TCP port of the county API.")
-    token_ttl_hours: float = Field(
-        12.0,
-        description="Lifetime of a bearer token from /api/auth/token, in hours: one "
-        "reading shift, so a token left on a shared reading-room PC does not live on.",
-    )
-    session_idle_minutes: float = Field(
-        60.0,
-        description="Minutes without a request after which a portal page session (cookie) ends: "
-        "a reading-room PC left alone logs itself out. Default 60.",
-    )
-    session_absolute_hours: float = Field(
-        12.0,
-        description="Hours after login at which a portal page session ends whatever the activity: "
-        "one reading shift, like a bearer token. Default 12.",
-    )
-    session_cookie_secure: bool | None = Field(
-        None,
-        description="Mark the portal session cookie Secure. Default (unset): Secure exactly when "
-        "the request came over HTTPS (behind a proxy, run uvicorn with --proxy-headers).",
-    )
-    login_max_failures: int = Field(
-        5, description="Wrong passwords in a row after which a login is locked (guessing defence).")
-    login_lockout_minutes: float = Field(
-        15.0, description="Minutes a login stays locked after too many wrong passwords.")
-    max_instance_bytes: int = Field(
-        2 * 1024**3,
-        description="Largest single DICOM instance the ingest endpoint accepts, in bytes "
-        "(default 2 GiB); larger bodies get 413 instead of exhausting memory.",
-    )
-    county_keyset_key_file: Path | None = Field(
-        None,
-        description="PEM file of the county's key-set key, which signs the key set that "
-        "`relay keys export` writes (townships pin its fingerprint, `relay keys fingerprint`). "
-        "Kept outside the database, made on first use with mode 0600. Default: "
-        "<data_dir>/county-keyset-key.pem; in production a place the database's "
-        "administrators cannot write.",
-    )
-    county_keyset_pin: str | None = Field(
-        None,
-        description="At a township: the fingerprint (sha256:…) of the county's key-set key, "
-        "pinned once, against which `relay verify-report --keys KEYSET` checks the key set; "
-        "`--pin` overrides it.",
-    )
-    metrics_token: str | None = Field(
-        None,
-        description="Bearer token Prometheus must send to scrape /metrics (Authorization: Bearer "
-        "<token>; prometheus.yml authorization.credentials_file). Default (unset): /metrics "
-        "answers 404, so nothing about the county's traffic is readable without it.",
-    )
-    api_docs: bool = Field(
-        True,
-        description="Serve /docs and /openapi.json, to logged-in administrators only (bearer token "
-        "or portal session). False: both answer 404. Default True.",
-    )
+class EdgeSettings(CommonSettings):
+    """Configuration of one township edge."""
 
     # --- edge --------------------------------------------------------------------
     edge_host: str = Field("127.0.0.1", description="Address the edge DICOM SCP binds.")
@@ -449,94 +268,15 @@ class Settings(BaseSettings):
         "go. Default none: routine goes any time.",
     )
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = os.environ.get("RELAY_CONFIG")
-        if toml_path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
-        return tuple(sources)
+    # --- at the township: the county's key set -------------------------------------
+    county_keyset_pin: str | None = Field(
+        None,
+        description="At a township: the fingerprint (sha256:…) of the county's key-set key, "
+        "pinned once, against which `relay verify-report --keys KEYSET` checks the key set; "
+        "`--pin` overrides it.",
+    )
 
     # --- derived values ------------------------------------------------------------
     @property
-    def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'county.db').resolve()}"
-
-    @property
-    def resolved_broker_url(self) -> str:
-        return self.broker_url or "filesystem://"
-
-    @property
-    def broker_folder(self) -> Path:
-        """Folder of the embedded filesystem broker (used only when broker_url is unset)."""
-        return (self.data_dir / "broker").resolve()
-
-    @property
-    def resolved_store_url(self) -> str:
-        if self.store_url:
-            return self.store_url
-        return f"file://{(self.data_dir / 'objects').resolve()}"
-
-    @property
-    def resolved_keyset_key_file(self) -> Path:
-        return (self.county_keyset_key_file or self.data_dir / "county-keyset-key.pem").resolve()
-
-    @property
     def edge_spool_dir(self) -> Path:
         return (self.data_dir / "edge").resolve()
-
-    @property
-    def audit_checkpoint_key_path(self) -> Path:
-        return (self.audit_checkpoint_key_file or self.data_dir / "audit" / "checkpoint-key.pem").resolve()
-
-    @property
-    def audit_checkpoint_folder(self) -> Path:
-        return (self.audit_checkpoint_dir or self.data_dir / "audit").resolve()
-
-    @property
-    def county_base_url(self) -> str:
-        return f"http://{self.county_host}:{self.county_port}"
-
-
-_MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
-
-
-def parse_sla_overrides(text: str) -> dict[tuple[str, str], float]:
-    """'ECG:stat=10,CT:urgent=60' -> {("ECG", "stat"): 10.0, ("CT", "urgent"): 60.0}.
-
-    Modalities are DICOM codes (case-insensitive), priorities stat/urgent/routine, minutes
-    a positive number. Anything else raises ValueError naming the entry, so a typo stops
-    the start instead of silently keeping the default deadline."""
-    out: dict[tuple[str, str], float] = {}
-    priorities = [p.value for p in Priority]
-    for raw in (part.strip() for part in text.split(",")):
-        if not raw:
-            continue
-        modality, _, rest = raw.partition(":")
-        priority, _, number = rest.partition("=")
-        key = (modality.strip().upper(), priority.strip().lower())
-        try:
-            minutes = float(number)
-        except ValueError:
-            minutes = math.nan
-        if not _MODALITY.match(key[0]) or key[1] not in priorities or not 0 < minutes < math.inf:
-            raise ValueError(f"RELAY_SLA_OVERRIDES entry {raw!r} is not MODALITY:priority=minutes with "
-                             f"priority one of {'/'.join(priorities)} and minutes > 0, e.g. 'ECG:stat=10'")
-        if key in out:
-            raise ValueError(f"RELAY_SLA_OVERRIDES gives {key[0]}:{key[1]} twice")
-        out[key] = minutes
-    return out
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings once, in an entry point."""
-    return Settings(**overrides)
