@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 
-from relay.edge.outbox import Outbox
+from relay.edge.bundle_outbox import Outbox
 
 
 class BundleProgress:

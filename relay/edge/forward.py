@@ -1,6 +1,6 @@
 """The edge forwarder: bundle uploads to the county that fill the pipe and survive cuts.
 
-Spooled instances are packed into bundles (``relay.edge.outbox``; wire format and
+Spooled instances are packed into bundles (``relay.edge.bundle_outbox``; wire format and
 protocol in ``relay.dicom.wire``): one priority per bundle, most urgent first, then
 oldest first, capped in raw bytes and instance count. Each bundle is uploaded in
 chunks by one of ``forward_streams`` streams (threads, one HTTP connection each):
@@ -44,7 +44,7 @@ from relay.dicom.vocab import IngestOutcome
 from relay.edge.bundle_client import BundleClient, Interrupted, Progress, Rejected, UploadError
 from relay.edge.bundle_progress import BundleProgress
 from relay.edge.http import county_client
-from relay.edge.outbox import Bundle, Outbox
+from relay.edge.bundle_outbox import Bundle, Outbox
 from relay.edge.clock import now_utc
 from relay.edge.ratelimit import RoutineWindow, TokenBucket, may_send
 from relay.edge.spool import Spool, SpoolEntry

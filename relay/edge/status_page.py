@@ -37,7 +37,7 @@ from relay.config import Settings
 from relay.edge import page_security as security
 from relay.edge.acks import Ack, AckJournal
 from relay.edge.admission import Alarms, disk_state
-from relay.edge.outbox import uploaded_bytes
+from relay.edge.bundle_outbox import uploaded_bytes
 from relay.edge.page_text import TEXT, plain_reason
 from relay.edge.reports import local_reports
 from relay.edge.technicians import LoginRefused, TechnicianCache

@@ -7,7 +7,7 @@ from __future__ import annotations
 from relay.dicom.header import read_ids
 from relay.dicom.vocab import Priority
 from relay.edge.bundle_progress import BundleProgress
-from relay.edge.outbox import Outbox, uploaded_bytes
+from relay.edge.bundle_outbox import Outbox, uploaded_bytes
 from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, part10_bytes
 

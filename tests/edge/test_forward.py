@@ -16,7 +16,7 @@ from relay.dicom.bundle import decode_bundle
 from relay.dicom.header import read_ids
 from relay.dicom.vocab import Priority
 from relay.edge.forward import Forwarder, pack, retry_delay
-from relay.edge.outbox import Outbox
+from relay.edge.bundle_outbox import Outbox
 from relay.edge.ratelimit import RoutineWindow, TokenBucket
 from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, part10_bytes

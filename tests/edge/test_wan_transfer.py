@@ -22,7 +22,7 @@ from relay.dicom.header import read_ids
 from relay.dicom.vocab import Priority
 from relay.edge.completeness import StudyPhase
 from relay.edge.forward import Forwarder
-from relay.edge.outbox import Outbox, uploaded_bytes
+from relay.edge.bundle_outbox import Outbox, uploaded_bytes
 from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, part10_bytes
 from tests.edge.helpers import wait_until
