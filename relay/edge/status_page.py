@@ -39,7 +39,7 @@ from relay.edge.acks import Ack, AckJournal
 from relay.edge.admission import Alarms, disk_state
 from relay.edge.bundle_outbox import uploaded_bytes
 from relay.edge.page_text import TEXT, plain_reason
-from relay.edge.reports import local_reports
+from relay.edge.report_pickup import local_reports
 from relay.edge.technicians import LoginRefused, TechnicianCache
 from relay.edge.completeness import StudyPhase, StudyRow
 from relay.edge.spool import Spool, SpoolCounts
