@@ -23,7 +23,7 @@ from relay.county.db.models import Instance, ReadingItem, Report, Site, Study, U
 from relay.county.errors import BadRequest, Conflict, Forbidden, NotFound
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
-from relay.county.reports import delivery, keys, templates
+from relay.county.reports import delivery, signing_keys, templates
 from relay.county.storage import ObjectStore
 from relay.county.studies.repository import add_transition, study_regions
 from relay.dicom import signing
@@ -149,11 +149,11 @@ def _display_name(session: Session, user_id: int) -> str:
 def sign(*, session: Session, principal: Principal, report_id: int, signing_password: str,
          store: ObjectStore) -> Report:
     """Sign a draft with the reader's key; the study becomes ``signed``. Only readers sign."""
-    keys.require_signer(principal)
+    signing_keys.require_signer(principal)
     report = _own_draft(session, principal, report_id)
     if not report.impression.strip():
         raise BadRequest("诊断意见 (impression) is empty")
-    key = keys.current_key(session=session, user_id=principal.user_id)
+    key = signing_keys.current_key(session=session, user_id=principal.user_id)
     if key is None:
         raise Conflict("make a signing key first (POST /api/signing-keys): you have none that is "
                        "valid now (never made, revoked or ended)")
