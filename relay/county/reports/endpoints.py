@@ -14,7 +14,7 @@ from relay.county.audit.service import Action
 from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.db.models import Report, User
 from relay.county.errors import NotFound
-from relay.county.reports import delivery, service, signing_keys, templates
+from relay.county.reports import delivery, report_templates, service, signing_keys
 from relay.county.jobs import enqueue_deliver
 from relay.dicom import body_parts, signing
 from relay.dicom.vocab import Role
@@ -151,7 +151,7 @@ def list_templates(
     if study_uid:
         found = service.ranked_templates(session=session, principal=principal, study_uid=study_uid)
     else:
-        found = templates.ranked(modalities=modality, regions=body_parts.region_set([body_part]))
+        found = report_templates.ranked(modalities=modality, regions=body_parts.region_set([body_part]))
     return [TemplateOut(key=t.key, name=t.name, modalities=list(t.modalities), regions=list(t.regions),
                         findings=t.findings, impression=t.impression, advice=t.advice) for t in found]
 

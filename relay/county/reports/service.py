@@ -23,7 +23,7 @@ from relay.county.db.models import Instance, ReadingItem, Report, Site, Study, U
 from relay.county.errors import BadRequest, Conflict, Forbidden, NotFound
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
-from relay.county.reports import delivery, signing_keys, templates
+from relay.county.reports import delivery, report_templates, signing_keys
 from relay.county.storage import ObjectStore
 from relay.county.studies.repository import add_transition, study_regions
 from relay.dicom import signing
@@ -47,13 +47,13 @@ def study_by_pk(session: Session, study_pk: int) -> Study:
     return study
 
 
-def ranked_templates(*, session: Session, principal: Principal, study_uid: str) -> list[templates.Template]:
+def ranked_templates(*, session: Session, principal: Principal, study_uid: str) -> list[report_templates.Template]:
     """The templates for one study, those of its modality and body region first."""
     study = session.execute(select(Study).where(Study.study_uid == study_uid)).scalar_one_or_none()
     if study is None or (principal.role is Role.TECHNICIAN and study.site_id != principal.site_id):
         raise NotFound(f"no study {study_uid}")
     regions = study_regions(session, [study.id]).get(study.id, frozenset())
-    return templates.ranked(modalities=study.modalities, regions=regions)
+    return report_templates.ranked(modalities=study.modalities, regions=regions)
 
 
 def _require_holder(principal: Principal, item: ReadingItem) -> None:
@@ -83,7 +83,7 @@ def create_draft(*, session: Session, principal: Principal, study_uid: str,
         if draft.author_user_id != principal.user_id:
             raise Conflict("another reader is writing an addendum to this study")
         return draft
-    template = templates.get(template_key) if template_key else None
+    template = report_templates.get(template_key) if template_key else None
     if template_key and template is None:
         raise BadRequest(f"no template {template_key!r}")
     now = now_utc()
@@ -115,7 +115,7 @@ def update_draft(*, session: Session, principal: Principal, report_id: int, chan
     report = _own_draft(session, principal, report_id)
     chosen = changes.get("template")
     if chosen is not None:
-        if chosen and templates.get(chosen) is None:
+        if chosen and report_templates.get(chosen) is None:
             raise BadRequest(f"no template {chosen!r}")
         report.template = chosen
     for field in EDITABLE:
