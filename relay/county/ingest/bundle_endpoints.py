@@ -76,7 +76,7 @@ def _open(county: County, site: Site, body: BundleIn) -> BundleOut:
 
 
 @router.post("", response_model=BundleOut)
-async def open_bundle(body: BundleIn, site: SiteDep, county: CountyDep) -> BundleOut:
+async def post_bundle(body: BundleIn, site: SiteDep, county: CountyDep) -> BundleOut:
     """Open a bundle, or learn how much of it the county already holds."""
     return await run_in_threadpool(_open, county, site, body)
 
