@@ -17,7 +17,7 @@ from relay.county.errors import NotFound
 from relay.county.reports import delivery, report_templates, service, signing_keys
 from relay.county.jobs import enqueue_deliver
 from relay.dicom import body_parts, signing
-from relay.dicom.vocab import Role
+from relay.dicom.vocab import ReportStatus, Role
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/signing-keys", tags=["reports"])
@@ -164,7 +164,7 @@ def study_reports(study_uid: str, principal: PrincipalDep, session: SessionDep) 
         raise NotFound(f"no study {study_uid}")
     reports = service.reports_of(session, study.id)
     if principal.role is Role.TECHNICIAN:
-        reports = [r for r in reports if r.status == "signed"]
+        reports = [r for r in reports if r.status == ReportStatus.SIGNED]
     return [_report_out(r) for r in reports]
 
 

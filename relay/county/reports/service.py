@@ -27,7 +27,7 @@ from relay.county.reports import delivery, report_templates, signing_keys
 from relay.county.storage import ObjectStore
 from relay.county.studies.repository import add_transition, study_regions
 from relay.dicom import signing
-from relay.dicom.vocab import Role, StudyState
+from relay.dicom.vocab import ReportStatus, Role, StudyState
 
 EDITABLE = ("findings", "impression", "advice", "critical")
 
@@ -75,10 +75,10 @@ def create_draft(*, session: Session, principal: Principal, study_uid: str,
         raise Forbidden("only readers write reports")
     study, item = study_and_item(session, study_uid)
     existing = reports_of(session, study.id)
-    signed_before = any(r.status == "signed" for r in existing)
+    signed_before = any(r.status == ReportStatus.SIGNED for r in existing)
     if not signed_before:
         _require_holder(principal, item)
-    draft = next((r for r in existing if r.status == "draft"), None)
+    draft = next((r for r in existing if r.status == ReportStatus.DRAFT), None)
     if draft is not None:
         if draft.author_user_id != principal.user_id:
             raise Conflict("another reader is writing an addendum to this study")
@@ -88,7 +88,7 @@ def create_draft(*, session: Session, principal: Principal, study_uid: str,
         raise BadRequest(f"no template {template_key!r}")
     now = now_utc()
     report = Report(study_pk=study.id, revision=len(existing) + 1,
-                    kind="addendum" if signed_before else "report", status="draft",
+                    kind="addendum" if signed_before else "report", status=ReportStatus.DRAFT.value,
                     author_user_id=principal.user_id, template=template_key or "",
                     findings=template.findings if template else "",
                     impression=template.impression if template else "",
@@ -105,7 +105,7 @@ def _own_draft(session: Session, principal: Principal, report_id: int) -> Report
         raise NotFound(f"no report {report_id}")
     if report.author_user_id != principal.user_id:
         raise Forbidden("only the author edits or signs a draft")
-    if report.status != "draft":
+    if report.status != ReportStatus.DRAFT:
         raise Conflict("a signed report never changes; write an addendum")
     return report
 
@@ -165,7 +165,7 @@ def sign(*, session: Session, principal: Principal, report_id: int, signing_pass
     assert study is not None
     now = now_utc()
     signed = signing.sign(_document(session, report, study, principal, now.isoformat()), private)
-    report.status, report.signed_at, report.updated_at = "signed", now, now
+    report.status, report.signed_at, report.updated_at = ReportStatus.SIGNED.value, now, now
     report.key_id, report.signature = signed.key_id, signed.signature
     report.document_json = json.dumps(signed.document, ensure_ascii=False)
     _mark_signed(session, study, report, principal, now)
@@ -189,6 +189,6 @@ def _mark_signed(session: Session, study: Study, report: Report, principal: Prin
 
 def signed_report(report: Report) -> signing.SignedReport:
     """The report as a verifiable file (what `relay verify-report` reads)."""
-    if report.status != "signed":
+    if report.status != ReportStatus.SIGNED:
         raise Conflict("the report is not signed yet")
     return signing.SignedReport(json.loads(report.document_json), report.key_id, report.signature)
