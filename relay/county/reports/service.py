@@ -27,7 +27,7 @@ from relay.county.reports import delivery, report_templates, signing_keys
 from relay.county.storage import ObjectStore
 from relay.county.studies.repository import add_transition, study_regions
 from relay.dicom import signing
-from relay.dicom.vocab import ReportStatus, Role, StudyState
+from relay.dicom.vocab import ReportKind, ReportStatus, Role, StudyState
 
 EDITABLE = ("findings", "impression", "advice", "critical")
 
@@ -88,7 +88,7 @@ def create_draft(*, session: Session, principal: Principal, study_uid: str,
         raise BadRequest(f"no template {template_key!r}")
     now = now_utc()
     report = Report(study_pk=study.id, revision=len(existing) + 1,
-                    kind="addendum" if signed_before else "report", status=ReportStatus.DRAFT.value,
+                    kind=(ReportKind.ADDENDUM if signed_before else ReportKind.REPORT).value, status=ReportStatus.DRAFT.value,
                     author_user_id=principal.user_id, template=template_key or "",
                     findings=template.findings if template else "",
                     impression=template.impression if template else "",
@@ -176,7 +176,7 @@ def sign(*, session: Session, principal: Principal, report_id: int, signing_pass
 
 
 def _mark_signed(session: Session, study: Study, report: Report, principal: Principal, now: Any) -> None:
-    if report.kind == "report":
+    if report.kind == ReportKind.REPORT:
         study.state, study.updated_at = StudyState.SIGNED.value, now
     add_transition(session, study_pk=study.id, state=StudyState.SIGNED, at=now, actor=principal.username,
                    detail=f"{report.kind} revision {report.revision}")
