@@ -40,7 +40,7 @@ from datetime import timedelta
 from typing import Any
 
 from relay.config import Settings
-from relay.dicom.vocab import IngestOutcome
+from relay.dicom.vocab import BundleState, IngestOutcome
 from relay.edge.bundle_client import BundleClient, Interrupted, Progress, Rejected, UploadError
 from relay.edge.bundle_progress import BundleProgress
 from relay.edge.http import county_client
@@ -262,7 +262,7 @@ class Forwarder:
             self._s.started.setdefault(bundle.bundle_id, time.perf_counter())
         try:
             progress = self._resume_point(bundle, client)
-            if progress.state == "complete" and progress.results is not None:
+            if progress.state == BundleState.COMPLETE and progress.results is not None:
                 self._finish(bundle, progress.results, client)
             elif self._send_chunks(bundle, client, stop, progress.received):
                 self._completing.acquire()  # bounded: at most forward_streams at once
@@ -297,7 +297,7 @@ class Forwarder:
     def _resume_point(self, bundle: Bundle, client: BundleClient) -> Progress:
         offset, announced = self.progress.resume_point(bundle.bundle_id)
         if offset is not None:
-            return Progress(received=offset, state="open", results=None)
+            return Progress(received=offset, state=BundleState.OPEN.value, results=None)
         progress = client.progress(bundle) if announced else client.create(bundle)
         self.progress.announced(bundle.bundle_id)
         log.info("bundle %s id=%s received=%d of bytes=%d state=%s",

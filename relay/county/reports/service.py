@@ -88,7 +88,8 @@ def create_draft(*, session: Session, principal: Principal, study_uid: str,
         raise BadRequest(f"no template {template_key!r}")
     now = now_utc()
     report = Report(study_pk=study.id, revision=len(existing) + 1,
-                    kind=(ReportKind.ADDENDUM if signed_before else ReportKind.REPORT).value, status=ReportStatus.DRAFT.value,
+                    kind=(ReportKind.ADDENDUM if signed_before else ReportKind.REPORT).value,
+                    status=ReportStatus.DRAFT.value,
                     author_user_id=principal.user_id, template=template_key or "",
                     findings=template.findings if template else "",
                     impression=template.impression if template else "",
