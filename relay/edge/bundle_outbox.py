@@ -19,7 +19,7 @@ Every crash point is then safe:
 
 1. Build: the file is written to ``<id>.part``, fsynced, renamed, the folder fsynced,
    and only then the rows are committed. A crash before the commit leaves a file
-   without rows; ``Outbox`` deletes it on open and the instances are packed again.
+   without rows; ``BundleOutbox`` deletes it on open and the instances are packed again.
 2. Completion: the edge marks the instances sent in the journal *first*, then drops
    the bundle here. A crash in between leaves a bundle whose instances are already
    sent; on restart it is posted again, the county answers ``complete`` with the same
@@ -149,7 +149,7 @@ def read_verified(entry: SpoolEntry) -> bytes:
     return data
 
 
-class Outbox:
+class BundleOutbox:
     """Bundles built from the spool at ``root`` and not yet completed at the county."""
 
     def __init__(self, root: Path) -> None:

@@ -44,7 +44,7 @@ from relay.dicom.vocab import BundleState, IngestOutcome
 from relay.edge.bundle_client import BundleClient, Interrupted, Progress, Rejected, UploadError
 from relay.edge.bundle_progress import BundleProgress
 from relay.edge.http import county_client
-from relay.edge.bundle_outbox import Bundle, Outbox
+from relay.edge.bundle_outbox import Bundle, BundleOutbox
 from relay.edge.clock import now_utc
 from relay.edge.ratelimit import RoutineWindow, TokenBucket, may_send
 from relay.edge.spool import Spool, SpoolEntry
@@ -99,11 +99,11 @@ class Forwarder:
     """Sends what the spool holds, forever, in priority order, over ``forward_streams``
     streams. Run ``run(stop)`` in a thread; it returns soon after ``stop`` is set."""
 
-    def __init__(self, *, spool: Spool, settings: Settings, outbox: Outbox | None = None,
+    def __init__(self, *, spool: Spool, settings: Settings, outbox: BundleOutbox | None = None,
                  bucket: TokenBucket | None = None, rng: random.Random | None = None) -> None:
         self.spool, self.settings = spool, settings
         self._owns_outbox = outbox is None
-        self.outbox = outbox or Outbox(spool.root)
+        self.outbox = outbox or BundleOutbox(spool.root)
         self.progress = BundleProgress(self.outbox)
         self.bucket = bucket or TokenBucket(settings.forward_rate_limit_bps)
         self.window = RoutineWindow.parse(settings.forward_routine_window,
