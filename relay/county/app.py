@@ -29,7 +29,7 @@ from relay.county.reports.delivery_endpoints import router as deliveries_router
 from relay.county.reports.endpoints import reports_router
 from relay.county.reports.endpoints import router as signing_keys_router
 from relay.county.studies.endpoints import router as studies_router
-from relay.county.tasks.endpoints import router as dead_letters_router
+from relay.county.dead_letters.endpoints import router as dead_letters_router
 from relay.county.tat.endpoints import router as tat_router
 from relay.county.ingest.bundle_endpoints import router as bundle_router
 from relay.county.ingest.endpoints import router as ingest_router

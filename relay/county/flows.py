@@ -21,7 +21,7 @@ from relay.county.reports import pdf as pdf_rendering
 from relay.county.reports import sr as sr_rendering
 from relay.county.reports.delivery import RENDERINGS, add_objects, object_key, put_object
 from relay.county.reports.objects import StudyHeader
-from relay.dicom.vocab import Priority
+from relay.dicom.vocab import Priority, ReportStatus
 
 
 def attach_renderings(county: County, report_id: int) -> dict[str, str]:
@@ -33,7 +33,7 @@ def attach_renderings(county: County, report_id: int) -> dict[str, str]:
     with county.sessions() as session:
         report = session.get(Report, report_id)
         found = session.execute(select(ReportDelivery).where(ReportDelivery.report_pk == report_id)).scalar_one_or_none()
-        if report is None or report.status != "signed" or found is None or \
+        if report is None or report.status != ReportStatus.SIGNED or found is None or \
                 set(RENDERINGS) <= set(json.loads(found.object_keys_json)):
             return {}
         study = session.get(Study, report.study_pk)

@@ -27,7 +27,7 @@ from relay.county.previews.service import record_given_up, render_instance
 from relay.county.reading.assign import assign_study
 from relay.county.reports.delivery import mark_ready
 from relay.county.studies.service import index_instance
-from relay.county.tasks import attempts
+from relay.county.dead_letters import attempts
 
 log = logging.getLogger(__name__)
 

@@ -75,3 +75,30 @@ class Role(enum.StrEnum):
     """County radiologist or ECG reader (诊断医师)."""
     TECHNICIAN = "technician"
     """Township technician (技师), bound to one site."""
+
+
+class ReportStatus(enum.StrEnum):
+    """Where one report revision is: still edited, or signed and fixed."""
+
+    DRAFT = "draft"
+    """Being written by its reader; nobody else sees it, it can still change."""
+    SIGNED = "signed"
+    """Signed by its reader: fixed, delivered to the township, corrected only by an addendum."""
+
+
+class ReportKind(enum.StrEnum):
+    """What a report revision is to the study; it travels in the signed document."""
+
+    REPORT = "report"
+    """The study's first report."""
+    ADDENDUM = "addendum"
+    """A later revision (补充报告) that corrects or completes a signed report."""
+
+
+class BundleState(enum.StrEnum):
+    """Where an upload bundle is at the county (``relay.dicom.wire``, steps 1 to 3)."""
+
+    OPEN = "open"
+    """Opened by the edge; the county holds some of its bytes and takes more chunks."""
+    COMPLETE = "complete"
+    """Every byte held and every instance ingested; the results are final."""

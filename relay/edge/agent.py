@@ -21,8 +21,8 @@ from relay.edge.acks import AckJournal, start_delivery
 from relay.edge.admission import Alarms, disk_state
 from relay.edge.completeness import StudyPolicy, list_studies, policy_from
 from relay.edge.heartbeat import start_heartbeat
-from relay.edge.outbox import uploaded_bytes
-from relay.edge.reports import start_pickup
+from relay.edge.bundle_outbox import uploaded_bytes
+from relay.edge.report_pickup import start_pickup
 from relay.edge.forward import start_forwarder
 from relay.edge.scp import start_scp, stop_scp
 from relay.edge.clock import now_utc

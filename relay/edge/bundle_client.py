@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from relay.dicom import wire
-from relay.edge.outbox import Bundle
+from relay.edge.bundle_outbox import Bundle
 from relay.edge.ratelimit import TokenBucket
 
 BLOCK_BYTES = 64 * 1024

@@ -7,7 +7,7 @@
   the last chunk's answer, never its bytes);
 * whether the bundle was announced during this run (then a resume asks for progress,
   otherwise it announces, which is idempotent);
-* the same confirmed offset, durably, in the outbox (``Outbox.note_progress``): only
+* the same confirmed offset, durably, in the outbox (``BundleOutbox.note_progress``): only
   for the technician's "sending n%", never for resuming, since after a restart the
   county's answer is the truth.
 
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import threading
 
-from relay.edge.outbox import Outbox
+from relay.edge.bundle_outbox import BundleOutbox
 
 
 class BundleProgress:
     """Thread-safe; shared by every upload stream of one forwarder."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: BundleOutbox) -> None:
         self._outbox = outbox
         self._lock = threading.Lock()
         self._announced: set[str] = set()
@@ -57,7 +57,7 @@ class BundleProgress:
                 self._announced.discard(bundle_id)
 
     def forget(self, bundle_id: str) -> None:
-        """The bundle is done or dropped (its outbox row goes with ``Outbox.drop``)."""
+        """The bundle is done or dropped (its outbox row goes with ``BundleOutbox.drop``)."""
         with self._lock:
             self._confirmed.pop(bundle_id, None)
             self._announced.discard(bundle_id)

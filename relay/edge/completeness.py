@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from relay.dicom.header import InvalidInstance, read_meta
 from relay.dicom.vocab import Priority
 from relay.edge.clock import iso
+from relay.edge.journal import SpoolState
 
 STUDIES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -207,8 +208,8 @@ def escalate(conn: sqlite3.Connection, *, study_uid: str, priority: Priority,
         (priority.value, priority.rank, reason, study_uid, priority.rank))
     conn.execute(
         "UPDATE instances SET priority = ?, priority_rank = ?"
-        " WHERE study_uid = ? AND state = 'spooled' AND priority_rank > ?",
-        (priority.value, priority.rank, study_uid, priority.rank))
+        " WHERE study_uid = ? AND state = ? AND priority_rank > ?",
+        (priority.value, priority.rank, study_uid, SpoolState.SPOOLED, priority.rank))
     return cur.rowcount > 0 or study_known(conn, study_uid)
 
 
@@ -250,15 +251,15 @@ def is_ready(row: sqlite3.Row, policy: StudyPolicy, now: datetime) -> bool:
 
 _STUDY_QUERY = """
 SELECT s.*,
-  (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid AND i.state = 'sent') AS sent,
-  (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid AND i.state = 'spooled')
+  (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid AND i.state = ?) AS sent,
+  (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid AND i.state = ?)
       AS pending,
   (SELECT COALESCE(SUM(i.size), 0) FROM instances i WHERE i.study_uid = s.study_uid
-      AND i.state = 'sent') AS sent_bytes,
+      AND i.state = ?) AS sent_bytes,
   (SELECT COALESCE(SUM(i.size), 0) FROM instances i WHERE i.study_uid = s.study_uid)
       AS total_bytes,
   (SELECT i.last_error FROM instances i WHERE i.study_uid = s.study_uid
-      AND i.state = 'spooled' AND i.last_error IS NOT NULL
+      AND i.state = ? AND i.last_error IS NOT NULL
       ORDER BY i.next_attempt_at DESC LIMIT 1) AS last_error
 FROM studies s WHERE s.first_at >= ? ORDER BY s.priority_rank, s.first_at DESC LIMIT ?
 """
@@ -270,7 +271,8 @@ def list_studies(conn: sqlite3.Connection, *, since: datetime, policy: StudyPoli
     """Studies first seen at or after ``since``, STAT first, newest first.
     ``uploading``: spool entry id -> bytes already at the county of an instance whose
     bundle is still on its way (``outbox.uploaded_bytes``), for "sending n%"."""
-    rows = conn.execute(_STUDY_QUERY, (iso(since), limit)).fetchall()
+    rows = conn.execute(_STUDY_QUERY, (SpoolState.SENT, SpoolState.SPOOLED, SpoolState.SENT,
+                                       SpoolState.SPOOLED, iso(since), limit)).fetchall()
     in_flight: dict[str, int] = {}
     if uploading:
         ids = list(uploading)
@@ -278,8 +280,8 @@ def list_studies(conn: sqlite3.Connection, *, since: datetime, policy: StudyPoli
             chunk = ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
             for entry_id, study_uid in conn.execute(
-                    f"SELECT id, study_uid FROM instances WHERE state = 'spooled'"
-                    f" AND id IN ({marks})", chunk):
+                    f"SELECT id, study_uid FROM instances WHERE state = ?"
+                    f" AND id IN ({marks})", (SpoolState.SPOOLED, *chunk)):
                 in_flight[study_uid] = in_flight.get(study_uid, 0) + uploading[int(entry_id)]
     return [_study_row(row, policy=policy, now=now, in_flight=in_flight.get(row["study_uid"], 0))
             for row in rows]

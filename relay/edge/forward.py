@@ -1,6 +1,6 @@
 """The edge forwarder: bundle uploads to the county that fill the pipe and survive cuts.
 
-Spooled instances of ready studies are packed into bundles (``relay.edge.outbox``),
+Spooled instances of ready studies are packed into bundles (``relay.edge.bundle_outbox``),
 one priority each, most urgent then oldest first, and uploaded in chunks by
 ``forward_streams`` threads (create, PATCH from the county's offset, complete; the HTTP
 steps are ``relay.edge.bundle_client``'s, the offsets ``relay.edge.bundle_progress``'s).
@@ -25,11 +25,11 @@ from datetime import timedelta
 from typing import Any
 
 from relay.config import EdgeSettings
-from relay.dicom.vocab import IngestOutcome
+from relay.dicom.vocab import BundleState, IngestOutcome
 from relay.edge.bundle_client import BundleClient, Interrupted, Progress, Rejected, UploadError
 from relay.edge.bundle_progress import BundleProgress
 from relay.edge.http import county_client
-from relay.edge.outbox import Bundle, Outbox
+from relay.edge.bundle_outbox import Bundle, BundleOutbox
 from relay.edge.clock import now_utc
 from relay.edge.ratelimit import RoutineWindow, TokenBucket, may_send
 from relay.edge.spool import Spool, SpoolEntry
@@ -84,11 +84,11 @@ class Forwarder:
     """Sends what the spool holds, forever, in priority order, over ``forward_streams``
     streams. Run ``run(stop)`` in a thread; it returns soon after ``stop`` is set."""
 
-    def __init__(self, *, spool: Spool, settings: EdgeSettings, outbox: Outbox | None = None,
+    def __init__(self, *, spool: Spool, settings: EdgeSettings, outbox: BundleOutbox | None = None,
                  bucket: TokenBucket | None = None, rng: random.Random | None = None) -> None:
         self.spool, self.settings = spool, settings
         self._owns_outbox = outbox is None
-        self.outbox = outbox or Outbox(spool.root)
+        self.outbox = outbox or BundleOutbox(spool.root)
         self.progress = BundleProgress(self.outbox)
         self.bucket = bucket or TokenBucket(settings.forward_rate_limit_bps)
         self.window = RoutineWindow.parse(settings.forward_routine_window,
@@ -247,7 +247,7 @@ class Forwarder:
             self._s.started.setdefault(bundle.bundle_id, time.perf_counter())
         try:
             progress = self._resume_point(bundle, client)
-            if progress.state == "complete" and progress.results is not None:
+            if progress.state == BundleState.COMPLETE and progress.results is not None:
                 self._finish(bundle, progress.results, client)
             elif self._send_chunks(bundle, client, stop, progress.received):
                 self._completing.acquire()  # bounded: at most forward_streams at once
@@ -282,7 +282,7 @@ class Forwarder:
     def _resume_point(self, bundle: Bundle, client: BundleClient) -> Progress:
         offset, announced = self.progress.resume_point(bundle.bundle_id)
         if offset is not None:
-            return Progress(received=offset, state="open", results=None)
+            return Progress(received=offset, state=BundleState.OPEN.value, results=None)
         progress = client.progress(bundle) if announced else client.create(bundle)
         self.progress.announced(bundle.bundle_id)
         log.info("bundle %s id=%s received=%d of bytes=%d state=%s",

@@ -24,6 +24,7 @@ from relay.config import EdgeSettings
 from relay.edge.clock import now_utc
 from relay.edge.http import county_client
 from relay.edge.durable import make_dirs
+from relay.edge.journal import SpoolState
 from relay.edge.spool import JOURNAL_NAME, read_counts
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def sent_bytes(settings: EdgeSettings) -> int:
         return 0
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
     try:
-        row = conn.execute("SELECT COALESCE(SUM(size), 0) FROM instances WHERE state = 'sent'").fetchone()
+        row = conn.execute("SELECT COALESCE(SUM(size), 0) FROM instances WHERE state = ?",
+                           (SpoolState.SENT,)).fetchone()
         return int(row[0])
     finally:
         conn.close()

@@ -88,10 +88,6 @@ class _Claim:
     users: int = 0
 
 
-utc_now = now_utc
-"""Kept for importers of ``relay.edge.spool.utc_now``; the clock is ``relay.edge.clock``."""
-
-
 class PendingStore:
     """One store between ``Spool.begin_store`` and ``commit``/``discard`` (exactly one
     of them, from the thread that began it); holds the claim on the file's path."""

@@ -35,11 +35,11 @@ from starlette.concurrency import run_in_threadpool
 
 from relay.config import EdgeSettings
 from relay.edge import page_security as security
-from relay.edge.acks import Ack, AckJournal
+from relay.edge.acks import Ack, AckJournal, AckState
 from relay.edge.admission import Alarms, disk_state
-from relay.edge.outbox import uploaded_bytes
+from relay.edge.bundle_outbox import uploaded_bytes
 from relay.edge.page_text import TEXT, plain_reason
-from relay.edge.reports import local_reports
+from relay.edge.report_pickup import local_reports
 from relay.edge.technicians import LoginRefused, TechnicianCache
 from relay.edge.completeness import StudyPhase, StudyRow
 from relay.edge.spool import Spool, SpoolCounts
@@ -154,7 +154,7 @@ def _report_view(item: dict[str, Any], deps: PageDeps, names: dict[str, str], ac
     folder = report_folder(deps, int(item["delivery_id"]))
     signed = datetime.fromisoformat(item["signed_at"]).astimezone(deps.zone).strftime("%m-%d %H:%M")
     # ack.json: acknowledged by an edge from before the journal, which told the county at once.
-    state = ack.state.value if ack else ("confirmed" if (folder / "ack.json").exists() else None)
+    state = ack.state.value if ack else (AckState.CONFIRMED.value if (folder / "ack.json").exists() else None)
     return {"id": item["delivery_id"], "kind": item["kind"], "critical": item["critical"],
             "reader": item["reader"], "signed": signed, "name": names.get(item["study_instance_uid"], ""),
             "study": item["study_instance_uid"], "pdf": (folder / "pdf.pdf").exists(), "ack": state,

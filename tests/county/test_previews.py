@@ -64,7 +64,7 @@ def test_rendering_dead_lettered_at_its_cap_shows_cannot_render_until_an_admin_r
     from fastapi.testclient import TestClient
 
     from relay.county.app import create_app
-    from relay.county.tasks import attempts
+    from relay.county.dead_letters import attempts
     from relay.county.jobs import RENDER_TASK
     from relay.county.worker import INDEX_MAX_ATTEMPTS
     from tests.county.test_delivery import run_task

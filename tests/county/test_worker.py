@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from bench.linkemu import LinkEmulator
 from relay.county.db.engine import session_scope
 from relay.county.db.models import ReadingItem, RenderResult, Study, StudyTransition, TaskAttempt
-from relay.county.tasks import attempts
+from relay.county.dead_letters import attempts
 from relay.county.jobs import (ASSIGN_TASK, DELIVER_TASK, INDEX_TASK, RENDER_TASK, ROUTES, enqueue_index,
                                enqueue_render, queue_name)
 from relay.dicom.vocab import Role

@@ -7,16 +7,16 @@ from __future__ import annotations
 from relay.dicom.header import read_ids
 from relay.dicom.vocab import Priority
 from relay.edge.bundle_progress import BundleProgress
-from relay.edge.outbox import Outbox, uploaded_bytes
+from relay.edge.bundle_outbox import BundleOutbox, uploaded_bytes
 from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, part10_bytes
 
 
-def _one_bundle(spool: Spool) -> tuple[Outbox, str, int]:
+def _one_bundle(spool: Spool) -> tuple[BundleOutbox, str, int]:
     data = part10_bytes(ct_dataset(seed=1))
     stored = spool.store(data, ids=read_ids(data), priority=Priority.ROUTINE,
                          calling_ae="CT1", peer="127.0.0.1:1")
-    outbox = Outbox(spool.root)
+    outbox = BundleOutbox(spool.root)
     bundle, _ = outbox.build(spool.next_batch(5), priority=Priority.ROUTINE,
                              encoding="identity")
     assert bundle is not None

@@ -19,7 +19,7 @@ from relay.dicom.vocab import IngestOutcome, Priority
 from relay.edge.agent import study_policy
 from relay.edge.completeness import StudyPhase, StudyPolicy, parse_stat_rules
 from relay.edge.scp import start_scp, stop_scp
-from relay.edge.clock import now_utc as utc_now
+from relay.edge.clock import now_utc
 from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, ecg_dataset, part10_bytes
 from tests.edge.helpers import journal_rows
@@ -41,7 +41,7 @@ def _store(spool: Spool, study: str, *, priority: Priority = Priority.ROUTINE,
 
 
 def _after(seconds: float) -> datetime:
-    return utc_now() + timedelta(seconds=seconds)
+    return now_utc() + timedelta(seconds=seconds)
 
 
 def test_a_study_is_not_ready_until_quiet(gated: Spool) -> None:
@@ -86,7 +86,7 @@ def test_an_instance_after_the_study_was_forwarded_is_a_late_addition(gated: Spo
 
     assert (late.entry_id, late.late) == (late_id, True)
     assert [row["late"] for row in journal_rows(gated.root)] == [0, 1]
-    [row] = gated.studies(since=utc_now() - timedelta(hours=1))
+    [row] = gated.studies(since=now_utc() - timedelta(hours=1))
     assert (row.instance_count, row.late_count) == (2, 1)
 
 
@@ -105,7 +105,7 @@ def test_the_technician_can_mark_a_study_stat(gated: Spool) -> None:
 
     assert gated.mark_study_stat(study)
     assert not gated.mark_study_stat(generate_uid())  # unknown study
-    [row] = gated.studies(since=utc_now() - timedelta(hours=1))
+    [row] = gated.studies(since=now_utc() - timedelta(hours=1))
     assert (row.priority, row.stat_reason) == (Priority.STAT, "technician")
     assert len(gated.next_batch(10, now=_after(6))) == 1
 
@@ -113,7 +113,7 @@ def test_the_technician_can_mark_a_study_stat(gated: Spool) -> None:
 def test_study_phases_follow_the_instances(gated: Spool) -> None:
     study = generate_uid()
     ids = [_store(gated, study, seed=n) for n in range(4)]
-    since = utc_now() - timedelta(hours=1)
+    since = now_utc() - timedelta(hours=1)
     assert gated.studies(since=since)[0].phase is StudyPhase.RECEIVING
     assert gated.studies(since=since, now=_after(61))[0].phase is StudyPhase.WAITING
     gated.mark_sent(ids[0], outcome=IngestOutcome.STORED)
@@ -138,7 +138,7 @@ def test_a_stat_rule_on_modality_makes_an_ecg_stat(edge_settings: Settings) -> N
             assoc.release()
         finally:
             stop_scp(server, grace_s=1.0)
-        [row] = spool.studies(since=utc_now() - timedelta(hours=1))
+        [row] = spool.studies(since=now_utc() - timedelta(hours=1))
     assert (row.priority, row.stat_reason, row.modality) == (
         Priority.STAT, "rule:modality=ECG", "ECG")
 

@@ -16,7 +16,7 @@ from relay.dicom.bundle import decode_bundle
 from relay.dicom.header import read_ids
 from relay.dicom.vocab import Priority
 from relay.edge.forward import Forwarder, pack, retry_delay
-from relay.edge.outbox import Outbox
+from relay.edge.bundle_outbox import BundleOutbox
 from relay.edge.ratelimit import RoutineWindow, TokenBucket
 from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, part10_bytes
@@ -178,7 +178,7 @@ def test_an_unusable_spool_file_is_kept_pending_and_the_rest_goes(
 
 def test_outbox_drops_unrecorded_files_and_keeps_recorded_bundles(spool: Spool) -> None:
     spool_instance(spool)
-    outbox = Outbox(spool.root)
+    outbox = BundleOutbox(spool.root)
     bundle, unusable = outbox.build(spool.next_batch(5), priority=Priority.ROUTINE,
                                     encoding="zstd")
     outbox.close()
@@ -186,7 +186,7 @@ def test_outbox_drops_unrecorded_files_and_keeps_recorded_bundles(spool: Spool) 
     (spool.root / "outbox" / "stray.bundle").write_bytes(b"x")  # built, never recorded
     (spool.root / "outbox" / "half.part").write_bytes(b"x")
 
-    reopened = Outbox(spool.root)
+    reopened = BundleOutbox(spool.root)
     assert [b.bundle_id for b in reopened.bundles()] == [bundle.bundle_id]
     assert reopened.bundles()[0].sha256 == bundle.sha256
     assert sorted(p.name for p in (spool.root / "outbox").iterdir()) == [

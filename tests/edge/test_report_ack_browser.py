@@ -20,7 +20,7 @@ from relay.county.reports.verification import verify_file
 from relay.edge.acks import AckJournal, start_delivery
 from relay.edge.admission import Alarms
 from relay.edge.http import county_client
-from relay.edge.reports import deliver_round
+from relay.edge.report_pickup import deliver_round
 from relay.edge.spool import Spool
 from relay.edge.status_page import StatusPage
 from relay.edge.technicians import TechnicianCache, sync_once

@@ -16,7 +16,7 @@ import pytest
 from relay.config import Settings
 from relay.edge.http import county_client
 from relay.edge.report_state import ReportState
-from relay.edge.reports import deliver_round, local_reports, parse_destinations, start_pickup
+from relay.edge.report_pickup import deliver_round, local_reports, parse_destinations, start_pickup
 from tests.edge.helpers import wait_until
 from tests.edge.standin_reports import StandInReports
 from tests.processes import base_env

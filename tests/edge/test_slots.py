@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import Priority
-from relay.edge.outbox import read_verified
+from relay.edge.bundle_outbox import read_verified
 from relay.edge.slots import SLOTS_DIR, SlotPool
 from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, part10_bytes

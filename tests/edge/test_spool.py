@@ -13,13 +13,13 @@ from pydicom.uid import generate_uid
 
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import IngestOutcome, Priority
+from relay.edge.clock import now_utc
 from relay.edge.spool import (
     TMP_DIR,
     Spool,
     SpoolLocked,
     StoreOutcome,
     read_counts,
-    utc_now,
 )
 from tests.edge.factories import ct_dataset, part10_bytes
 from tests.edge.helpers import journal_rows
@@ -128,10 +128,10 @@ def test_next_batch_gives_stat_before_routine_then_oldest_first(spool: Spool) ->
 def test_next_batch_leaves_out_instances_not_yet_due(spool: Spool) -> None:
     waiting = _store(spool, b"w", _ids(), Priority.STAT)
     due = _store(spool, b"d", _ids())
-    spool.mark_failed(waiting, error="HTTP 503", next_attempt_at=utc_now() + timedelta(hours=1))
+    spool.mark_failed(waiting, error="HTTP 503", next_attempt_at=now_utc() + timedelta(hours=1))
 
     assert [e.entry_id for e in spool.next_batch(10)] == [due]
-    later = utc_now() + timedelta(hours=2)
+    later = now_utc() + timedelta(hours=2)
     assert [e.entry_id for e in spool.next_batch(10, now=later)] == [waiting, due]
 
 
@@ -139,7 +139,7 @@ def test_mark_sent_and_mark_failed_are_journaled_and_counted(spool: Spool) -> No
     sent = _store(spool, b"x" * 10, _ids())
     failing = _store(spool, b"y" * 20, _ids())
     spool.mark_sent(sent, outcome=IngestOutcome.STORED)
-    spool.mark_failed(failing, error="HTTP 422 sha256 mismatch", next_attempt_at=utc_now())
+    spool.mark_failed(failing, error="HTTP 422 sha256 mismatch", next_attempt_at=now_utc())
 
     rows = {r["id"]: r for r in journal_rows(spool.root)}
     assert rows[sent]["state"] == "sent" and rows[sent]["county_outcome"] == "stored"
@@ -149,7 +149,7 @@ def test_mark_sent_and_mark_failed_are_journaled_and_counted(spool: Spool) -> No
     assert (counts.pending, counts.pending_bytes, counts.retrying, counts.sent) == (1, 20, 1, 1)
     assert counts.last_error == "HTTP 422 sha256 mismatch"
     assert counts.oldest_pending_age_s is not None and counts.oldest_pending_age_s >= 0
-    now = utc_now()
+    now = now_utc()
     assert read_counts(spool.root, now=now) == spool.counts(now=now)  # no lock needed
 
 
@@ -178,15 +178,13 @@ def test_concurrent_stores_from_many_threads_are_all_journaled_once(spool: Spool
 
 
 def test_retention_deletes_only_files_the_county_confirmed_long_enough_ago(spool: Spool) -> None:
-    from relay.edge.clock import now_utc as utc_now
-
     sent_old, sent_new, pending = (part10_bytes(ct_dataset()) for _ in range(3))
     old_ids = _ids()
     old_id, new_id = _store(spool, sent_old, old_ids), _store(spool, sent_new, _ids())
     _store(spool, pending, _ids())
     spool.mark_sent(old_id, outcome=IngestOutcome.STORED)
     spool.mark_sent(new_id, outcome=IngestOutcome.STORED)
-    later = utc_now() + timedelta(hours=73)
+    later = now_utc() + timedelta(hours=73)
     files, freed = spool.prune_sent(older_than=timedelta(hours=72), now=later)
     assert (files, freed) == (2, len(sent_old) + len(sent_new))
     assert len(list((spool.root / "objects").glob("*/*.dcm"))) == 1  # the unsent one stays

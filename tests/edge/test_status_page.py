@@ -15,7 +15,7 @@ import pytest
 from bench.common import SAMPLES
 from relay.dicom.vocab import Priority
 from relay.edge.admission import Alarms
-from relay.edge.spool import utc_now
+from relay.edge.clock import now_utc
 from relay.edge.status_page import StatusPage, display_name
 from tests.edge.conftest import RunningScp
 from tests.edge.techpage import cached_technician, form_token, logged_in
@@ -62,17 +62,17 @@ def test_english_on_request(page: httpx.Client) -> None:
 def test_the_stat_button_needs_the_csrf_token_and_escalates(
     page: httpx.Client, scp: RunningScp
 ) -> None:
-    [study] = scp.spool.studies(since=utc_now() - timedelta(hours=1))
+    [study] = scp.spool.studies(since=now_utc() - timedelta(hours=1))
     url = f"/studies/{study.study_uid}/stat"
 
     refused = page.post(url, data={"csrf": "forged", "lang": "zh"})
     assert refused.status_code == 403
-    assert scp.spool.studies(since=utc_now() - timedelta(hours=1))[0].priority is Priority.ROUTINE
+    assert scp.spool.studies(since=now_utc() - timedelta(hours=1))[0].priority is Priority.ROUTINE
 
     token = form_token(page.get("/").text)
     marked = page.post(url, data={"csrf": token, "lang": "en"})
     assert marked.status_code == 303
-    [after] = scp.spool.studies(since=utc_now() - timedelta(hours=1))
+    [after] = scp.spool.studies(since=now_utc() - timedelta(hours=1))
     assert (after.priority, after.stat_reason) == (Priority.STAT, "technician")
     assert "Mark STAT" not in page.get("/?lang=en").text
 

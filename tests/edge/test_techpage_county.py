@@ -19,7 +19,7 @@ from relay.dicom.vocab import Role
 from relay.edge.acks import AckJournal, AckState, deliver_pending, start_delivery
 from relay.edge.admission import Alarms
 from relay.edge.http import county_client
-from relay.edge.reports import deliver_round
+from relay.edge.report_pickup import deliver_round
 from relay.edge.spool import Spool
 from relay.edge.status_page import StatusPage
 from relay.edge.technicians import TechnicianCache, sync_once

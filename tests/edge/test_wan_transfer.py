@@ -22,7 +22,7 @@ from relay.dicom.header import read_ids
 from relay.dicom.vocab import Priority
 from relay.edge.completeness import StudyPhase
 from relay.edge.forward import Forwarder
-from relay.edge.outbox import Outbox, uploaded_bytes
+from relay.edge.bundle_outbox import BundleOutbox, uploaded_bytes
 from relay.edge.spool import Spool
 from tests.edge.factories import ct_dataset, part10_bytes
 from tests.edge.helpers import wait_until
@@ -174,7 +174,7 @@ def test_a_restarted_edge_resumes_the_same_bundle(
     county.release()
     run.close()
     spool.close()
-    outbox = Outbox(root)
+    outbox = BundleOutbox(root)
     (bundle,) = outbox.bundles()
     outbox.close()
     assert county.patch_bytes() < bundle.size  # stopped mid-bundle

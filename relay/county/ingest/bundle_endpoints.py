@@ -20,7 +20,7 @@ from relay.county.ingest import bundles
 from relay.county.ingest.body import read_body
 from relay.county.ingest.endpoints import enqueue_committed, spool_dir
 from relay.dicom import wire
-from relay.dicom.vocab import Priority
+from relay.dicom.vocab import BundleState, Priority
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix=wire.BUNDLES_PATH, tags=["ingest"])
@@ -76,7 +76,7 @@ def _open(county: County, site: Site, body: BundleIn) -> BundleOut:
 
 
 @router.post("", response_model=BundleOut)
-async def open_bundle(body: BundleIn, site: SiteDep, county: CountyDep) -> BundleOut:
+async def post_bundle(body: BundleIn, site: SiteDep, county: CountyDep) -> BundleOut:
     """Open a bundle, or learn how much of it the county already holds."""
     return await run_in_threadpool(_open, county, site, body)
 
@@ -126,5 +126,5 @@ async def complete_bundle(bundle_id: str, site: SiteDep, county: CountyDep) -> B
     results = await run_in_threadpool(_complete, county, site, bundle_id)
     with session_scope(county.sessions) as session:
         bundle = bundles.progress(session=session, site=site, bundle_id=bundle_id)
-    return BundleOut(bundle_id=bundle_id, received=bundle.received, state="complete",
+    return BundleOut(bundle_id=bundle_id, received=bundle.received, state=BundleState.COMPLETE.value,
                      results=[InstanceResult(**r) for r in results])

@@ -27,7 +27,7 @@ from relay.county.errors import Conflict, NotFound, PayloadTooLarge, RelayError,
 from relay.county.ingest.service import Upload, ingest_verified, verify_upload
 from relay.county.storage import ObjectStore
 from relay.dicom.bundle import BundleError, FrameHeader, iter_frames
-from relay.dicom.vocab import Priority
+from relay.dicom.vocab import BundleState, Priority
 from relay.dicom.wire import HEADER_UPLOAD_OFFSET, MAX_CHUNK_BYTES
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def open_bundle(*, session: Session, site: Site, spec: BundleSpec) -> UploadBund
     insert_ignore(session, UploadBundle, {
         "bundle_id": spec.bundle_id, "site_id": site.id, "size": spec.size, "sha256": spec.sha256,
         "encoding": spec.encoding, "priority": spec.priority.value,
-        "instances_json": json.dumps(spec.instances), "received": 0, "state": "open",
+        "instances_json": json.dumps(spec.instances), "received": 0, "state": BundleState.OPEN.value,
         "created_at": now, "updated_at": now}, keys=["bundle_id"])
     session.commit()
     bundle = _owned(session, site, spec.bundle_id)
@@ -99,7 +99,7 @@ def put_chunk(*, session: Session, store: ObjectStore, site: Site, bundle_id: st
     bundle = _owned(session, site, bundle_id)
     if len(data) > MAX_CHUNK_BYTES:
         raise PayloadTooLarge(f"chunk of {len(data)} bytes exceeds {MAX_CHUNK_BYTES}")
-    if bundle.state != "open" or offset != bundle.received:
+    if bundle.state != BundleState.OPEN or offset != bundle.received:
         raise OffsetMismatch(bundle.received)
     if offset + len(data) > bundle.size or not data:
         raise Unprocessable(f"chunk [{offset}, {offset + len(data)}) is outside the bundle's {bundle.size} bytes")
@@ -108,7 +108,7 @@ def put_chunk(*, session: Session, store: ObjectStore, site: Site, bundle_id: st
     store.put(key, data, sha256=digest)
     moved = session.execute(
         update(UploadBundle).where(UploadBundle.id == bundle.id, UploadBundle.received == offset,
-                                   UploadBundle.state == "open")
+                                   UploadBundle.state == BundleState.OPEN.value)
         .values(received=offset + len(data), updated_at=now_utc())).rowcount  # type: ignore[attr-defined]
     if moved != 1:  # another request advanced it first
         session.rollback()
@@ -200,7 +200,7 @@ def complete_bundle(*, session: Session, store: ObjectStore, site: Site, bundle_
                     max_bytes: int) -> Completion:
     """Ingest every instance of a fully received bundle (idempotent)."""
     bundle = _owned(session, site, bundle_id)
-    if bundle.state == "complete":
+    if bundle.state == BundleState.COMPLETE:
         return Completion(json.loads(bundle.results_json or "[]"), [])
     if bundle.received != bundle.size:
         raise Conflict(f"bundle {bundle_id} is incomplete: {bundle.received} of {bundle.size} bytes")
@@ -221,6 +221,6 @@ def mark_complete(*, session: Session, store: ObjectStore, site: Site, bundle_id
                   results: list[dict[str, str]]) -> None:
     """Record the results (after the follow-up work was enqueued) and drop the chunks."""
     bundle = _owned(session, site, bundle_id)
-    bundle.state, bundle.results_json, bundle.updated_at = "complete", json.dumps(results), now_utc()
+    bundle.state, bundle.results_json, bundle.updated_at = BundleState.COMPLETE.value, json.dumps(results), now_utc()
     session.commit()
     discard_chunks(session=session, store=store, bundle=bundle)

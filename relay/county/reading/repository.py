@@ -12,6 +12,7 @@ from relay.county.db.models import ReadingItem, Series, Study
 from relay.county.reading.competence import Competence
 from relay.county.studies.repository import has_modality
 from relay.dicom import body_parts
+from relay.dicom.vocab import StudyState
 
 
 def _lockable(session: Session, stmt: Select[Any], *, skip_locked: bool) -> Select[Any]:
@@ -38,7 +39,7 @@ def next_unassigned(session: Session, competence: Competence = Competence()) -> 
     """The most urgent, oldest unassigned item that fits ``competence``, locked; items locked by
     others are skipped."""
     stmt: Any = (select(ReadingItem, Study).join(Study, Study.id == ReadingItem.study_pk)
-            .where(ReadingItem.assigned_user_id.is_(None), Study.state == "queued", _fits(competence))
+            .where(ReadingItem.assigned_user_id.is_(None), Study.state == StudyState.QUEUED.value, _fits(competence))
             .order_by(ReadingItem.priority_rank, ReadingItem.queued_at, ReadingItem.id).limit(1))
     row: Any = session.execute(_lockable(session, stmt, skip_locked=True)).first()
     return None if row is None else (row[0], row[1])
@@ -55,6 +56,6 @@ def item_for_update(session: Session, study_uid: str) -> tuple[ReadingItem, Stud
 def start_reading(session: Session, *, study_pk: int, at: datetime) -> bool:
     """Move an assigned study to ``reading``; False if it is no longer ``assigned`` (decided on
     the row's latest version, not on what an earlier statement read)."""
-    done = session.execute(update(Study).where(Study.id == study_pk, Study.state == "assigned")
-                           .values(state="reading", updated_at=at).execution_options(synchronize_session=False))
+    done = session.execute(update(Study).where(Study.id == study_pk, Study.state == StudyState.ASSIGNED.value)
+                           .values(state=StudyState.READING.value, updated_at=at).execution_options(synchronize_session=False))
     return bool(done.rowcount)  # type: ignore[attr-defined]

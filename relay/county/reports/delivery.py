@@ -29,7 +29,7 @@ from relay.county.events.outbox import Topic
 from relay.county.storage import ObjectStore
 from relay.county.studies.repository import add_transition
 from relay.dicom.signing import SignedReport
-from relay.dicom.vocab import StudyState
+from relay.dicom.vocab import ReportKind, StudyState
 
 
 def object_key(study_uid: str, revision: int, name: str) -> str:
@@ -152,7 +152,7 @@ def _aware(value: datetime) -> datetime:
 
 def _advance(session: Session, study: Study, report: Report, state: StudyState, at: datetime, *,
              actor: str, detail: str) -> None:
-    if report.kind == "report" and study.state in (StudyState.SIGNED.value, StudyState.DELIVERED.value):
+    if report.kind == ReportKind.REPORT and study.state in (StudyState.SIGNED.value, StudyState.DELIVERED.value):
         study.state, study.updated_at = state.value, at
     add_transition(session, study_pk=study.id, state=state, at=at, actor=actor, detail=detail)
 

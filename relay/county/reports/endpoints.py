@@ -14,10 +14,10 @@ from relay.county.audit.service import Action
 from relay.county.auth.deps import CountyDep, PrincipalDep, SessionDep
 from relay.county.db.models import Report, User
 from relay.county.errors import NotFound
-from relay.county.reports import delivery, keys, service, templates
+from relay.county.reports import delivery, report_templates, service, signing_keys
 from relay.county.jobs import enqueue_deliver
 from relay.dicom import body_parts, signing
-from relay.dicom.vocab import Role
+from relay.dicom.vocab import ReportStatus, Role
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/signing-keys", tags=["reports"])
@@ -66,11 +66,11 @@ def create_key(body: NewKeyIn, principal: PrincipalDep, session: SessionDep, cou
                request: Request) -> KeyOut:
     """Make a signing key for the calling reader (readers only; 403 for anyone else). The
     reader's earlier keys stay published, valid until now."""
-    key = keys.create_key(session=session, principal=principal, signing_password=body.signing_password)
+    key = signing_keys.create_key(session=session, principal=principal, signing_password=body.signing_password)
     owner = session.get(User, key.user_id)
     assert owner is not None
     audit(county, request, principal, Action.SIGNING_KEY_CREATE, object_type="signing_key", object_id=key.key_id)
-    return _key_out(keys.published(key, owner))
+    return _key_out(signing_keys.published(key, owner))
 
 
 @router.get("", response_model=KeySetOut)
@@ -78,7 +78,7 @@ def published(session: SessionDep) -> KeySetOut:
     """Every key ever made, with its owner, validity and revocation: what `relay verify-report
     --county` checks against (it trusts this server; the offline, pinned path is `relay keys
     export`). Public by nature: it lets anyone verify a report, and signs nothing."""
-    return KeySetOut.model_validate(keys.key_set(session=session).to_json_obj())
+    return KeySetOut.model_validate(signing_keys.key_set(session=session).to_json_obj())
 
 
 @router.post("/{key_id}/revoke", response_model=KeyOut)
@@ -86,12 +86,12 @@ def revoke(key_id: str, body: RevokeIn, principal: PrincipalDep, session: Sessio
            request: Request) -> KeyOut:
     """Revoke a key (administrators, or the key's owner): it signs nothing from ``effective_at``
     (default now) on; reports it signed before still verify. 409 if already revoked."""
-    key, owner = keys.revoke_key(session=session, principal=principal, key_id=key_id, reason=body.reason,
+    key, owner = signing_keys.revoke_key(session=session, principal=principal, key_id=key_id, reason=body.reason,
                                  effective_at=body.effective_at)
     audit(county, request, principal, Action.SIGNING_KEY_REVOKE, object_type="signing_key", object_id=key.key_id,
           detail=f"owner {owner.username}; from {key.revoked_at.isoformat() if key.revoked_at else ''}; "
           f"reason: {key.revocation_reason}")
-    return _key_out(keys.published(key, owner))
+    return _key_out(signing_keys.published(key, owner))
 
 
 class TemplateOut(BaseModel):
@@ -151,7 +151,7 @@ def list_templates(
     if study_uid:
         found = service.ranked_templates(session=session, principal=principal, study_uid=study_uid)
     else:
-        found = templates.ranked(modalities=modality, regions=body_parts.region_set([body_part]))
+        found = report_templates.ranked(modalities=modality, regions=body_parts.region_set([body_part]))
     return [TemplateOut(key=t.key, name=t.name, modalities=list(t.modalities), regions=list(t.regions),
                         findings=t.findings, impression=t.impression, advice=t.advice) for t in found]
 
@@ -164,7 +164,7 @@ def study_reports(study_uid: str, principal: PrincipalDep, session: SessionDep) 
         raise NotFound(f"no study {study_uid}")
     reports = service.reports_of(session, study.id)
     if principal.role is Role.TECHNICIAN:
-        reports = [r for r in reports if r.status == "signed"]
+        reports = [r for r in reports if r.status == ReportStatus.SIGNED]
     return [_report_out(r) for r in reports]
 
 

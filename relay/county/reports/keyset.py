@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
 from relay.county import keyfile
-from relay.county.reports import keys
+from relay.county.reports import signing_keys
 from relay.dicom import signing
 
 
@@ -45,5 +45,5 @@ def fingerprint(private: Ed25519PrivateKey) -> str:
 
 def export(*, session: Session, private: Ed25519PrivateKey) -> tuple[dict[str, Any], int]:
     """The county's key set signed with the key-set key, and how many keys it holds."""
-    published = keys.key_set(session=session)
+    published = signing_keys.key_set(session=session)
     return signing.sign_key_set(published, private), len(published.keys)

@@ -25,6 +25,8 @@ from pydicom.filewriter import dcmwrite
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian
 
+from relay.dicom.vocab import ReportKind
+
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 CENTRE = "县域医共体远程诊断中心"
@@ -144,10 +146,10 @@ def _reader(document: dict[str, Any]) -> str:
 
 
 def _is_addendum(document: dict[str, Any]) -> bool:
-    kind = str(document.get("kind", "report"))
-    if kind not in ("report", "addendum"):
+    kind = str(document.get("kind", ReportKind.REPORT))
+    if kind not in (ReportKind.REPORT, ReportKind.ADDENDUM):
         raise ValueError(f"document kind must be 'report' or 'addendum', not {kind!r}")
-    return kind == "addendum"
+    return kind == ReportKind.ADDENDUM
 
 
 def _common(ds: Dataset, study: StudyHeader, *, sop_class: str, uids: ObjectUids, modality: str,

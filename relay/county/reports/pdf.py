@@ -22,13 +22,14 @@ from relay.county.reports.objects import (
     CENTRE, ENCAPSULATED_PDF, FONT_DIR, FONT_FAMILY, MANUFACTURER, REPORT_TITLE, ReportObject, StudyHeader, _check,
     _code_item, _common, _is_addendum, _part10, _reader, _signed_at, object_uids)
 from relay.dicom import signing
+from relay.dicom.vocab import ReportKind
 
 
 def build_encapsulated_pdf(*, pdf: bytes, document: dict[str, Any], study: StudyHeader) -> bytes:
     """The printable report as Encapsulated PDF Storage, in the study, Part 10 bytes."""
     _check(document, study)
     addendum = _is_addendum(document)
-    revision, kind = int(document["revision"]), str(document.get("kind", "report"))
+    revision, kind = int(document["revision"]), str(document.get("kind", ReportKind.REPORT))
     uids = object_uids(study_uid=study.study_uid, revision=revision, kind=kind, obj=ReportObject.PDF)
     at = _signed_at(document)
     title = "补充报告" if addendum else "诊断报告"

@@ -23,11 +23,11 @@ from relay.county.db.models import Instance, ReadingItem, Report, Site, Study, U
 from relay.county.errors import BadRequest, Conflict, Forbidden, NotFound
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
-from relay.county.reports import delivery, keys, templates
+from relay.county.reports import delivery, report_templates, signing_keys
 from relay.county.storage import ObjectStore
 from relay.county.studies.repository import add_transition, study_regions
 from relay.dicom import signing
-from relay.dicom.vocab import Role, StudyState
+from relay.dicom.vocab import ReportKind, ReportStatus, Role, StudyState
 
 EDITABLE = ("findings", "impression", "advice", "critical")
 
@@ -47,13 +47,13 @@ def study_by_pk(session: Session, study_pk: int) -> Study:
     return study
 
 
-def ranked_templates(*, session: Session, principal: Principal, study_uid: str) -> list[templates.Template]:
+def ranked_templates(*, session: Session, principal: Principal, study_uid: str) -> list[report_templates.Template]:
     """The templates for one study, those of its modality and body region first."""
     study = session.execute(select(Study).where(Study.study_uid == study_uid)).scalar_one_or_none()
     if study is None or (principal.role is Role.TECHNICIAN and study.site_id != principal.site_id):
         raise NotFound(f"no study {study_uid}")
     regions = study_regions(session, [study.id]).get(study.id, frozenset())
-    return templates.ranked(modalities=study.modalities, regions=regions)
+    return report_templates.ranked(modalities=study.modalities, regions=regions)
 
 
 def _require_holder(principal: Principal, item: ReadingItem) -> None:
@@ -75,20 +75,21 @@ def create_draft(*, session: Session, principal: Principal, study_uid: str,
         raise Forbidden("only readers write reports")
     study, item = study_and_item(session, study_uid)
     existing = reports_of(session, study.id)
-    signed_before = any(r.status == "signed" for r in existing)
+    signed_before = any(r.status == ReportStatus.SIGNED for r in existing)
     if not signed_before:
         _require_holder(principal, item)
-    draft = next((r for r in existing if r.status == "draft"), None)
+    draft = next((r for r in existing if r.status == ReportStatus.DRAFT), None)
     if draft is not None:
         if draft.author_user_id != principal.user_id:
             raise Conflict("another reader is writing an addendum to this study")
         return draft
-    template = templates.get(template_key) if template_key else None
+    template = report_templates.get(template_key) if template_key else None
     if template_key and template is None:
         raise BadRequest(f"no template {template_key!r}")
     now = now_utc()
     report = Report(study_pk=study.id, revision=len(existing) + 1,
-                    kind="addendum" if signed_before else "report", status="draft",
+                    kind=(ReportKind.ADDENDUM if signed_before else ReportKind.REPORT).value,
+                    status=ReportStatus.DRAFT.value,
                     author_user_id=principal.user_id, template=template_key or "",
                     findings=template.findings if template else "",
                     impression=template.impression if template else "",
@@ -105,7 +106,7 @@ def _own_draft(session: Session, principal: Principal, report_id: int) -> Report
         raise NotFound(f"no report {report_id}")
     if report.author_user_id != principal.user_id:
         raise Forbidden("only the author edits or signs a draft")
-    if report.status != "draft":
+    if report.status != ReportStatus.DRAFT:
         raise Conflict("a signed report never changes; write an addendum")
     return report
 
@@ -115,7 +116,7 @@ def update_draft(*, session: Session, principal: Principal, report_id: int, chan
     report = _own_draft(session, principal, report_id)
     chosen = changes.get("template")
     if chosen is not None:
-        if chosen and templates.get(chosen) is None:
+        if chosen and report_templates.get(chosen) is None:
             raise BadRequest(f"no template {chosen!r}")
         report.template = chosen
     for field in EDITABLE:
@@ -149,11 +150,11 @@ def _display_name(session: Session, user_id: int) -> str:
 def sign(*, session: Session, principal: Principal, report_id: int, signing_password: str,
          store: ObjectStore) -> Report:
     """Sign a draft with the reader's key; the study becomes ``signed``. Only readers sign."""
-    keys.require_signer(principal)
+    signing_keys.require_signer(principal)
     report = _own_draft(session, principal, report_id)
     if not report.impression.strip():
         raise BadRequest("诊断意见 (impression) is empty")
-    key = keys.current_key(session=session, user_id=principal.user_id)
+    key = signing_keys.current_key(session=session, user_id=principal.user_id)
     if key is None:
         raise Conflict("make a signing key first (POST /api/signing-keys): you have none that is "
                        "valid now (never made, revoked or ended)")
@@ -165,7 +166,7 @@ def sign(*, session: Session, principal: Principal, report_id: int, signing_pass
     assert study is not None
     now = now_utc()
     signed = signing.sign(_document(session, report, study, principal, now.isoformat()), private)
-    report.status, report.signed_at, report.updated_at = "signed", now, now
+    report.status, report.signed_at, report.updated_at = ReportStatus.SIGNED.value, now, now
     report.key_id, report.signature = signed.key_id, signed.signature
     report.document_json = json.dumps(signed.document, ensure_ascii=False)
     _mark_signed(session, study, report, principal, now)
@@ -176,7 +177,7 @@ def sign(*, session: Session, principal: Principal, report_id: int, signing_pass
 
 
 def _mark_signed(session: Session, study: Study, report: Report, principal: Principal, now: Any) -> None:
-    if report.kind == "report":
+    if report.kind == ReportKind.REPORT:
         study.state, study.updated_at = StudyState.SIGNED.value, now
     add_transition(session, study_pk=study.id, state=StudyState.SIGNED, at=now, actor=principal.username,
                    detail=f"{report.kind} revision {report.revision}")
@@ -189,6 +190,6 @@ def _mark_signed(session: Session, study: Study, report: Report, principal: Prin
 
 def signed_report(report: Report) -> signing.SignedReport:
     """The report as a verifiable file (what `relay verify-report` reads)."""
-    if report.status != "signed":
+    if report.status != ReportStatus.SIGNED:
         raise Conflict("the report is not signed yet")
     return signing.SignedReport(json.loads(report.document_json), report.key_id, report.signature)

@@ -22,6 +22,7 @@ from relay.county.reports.objects import (
     PERSON_OBSERVER, RECOMMENDATION, RECOMMENDATIONS, REPORT_TITLE, SIGNED_DOCUMENT, SUMMARY, ObjectUids,
     ReportObject, StudyHeader, _check, _common, _is_addendum, _part10, _reader, _signed_at, object_uids)
 from relay.dicom import signing
+from relay.dicom.vocab import ReportKind
 
 def _section(heading: Code, item: Code, text: str) -> ContainerContentItem:
     section = ContainerContentItem(heading, relationship_type=_CONTAINS)
@@ -86,7 +87,7 @@ def predecessor_of(document: dict[str, Any]) -> ObjectUids | None:
     if previous < 1:
         raise ValueError("an addendum follows a signed report: its revision is at least 2")
     return object_uids(study_uid=str(document["study_instance_uid"]), revision=previous,
-                       kind="report" if previous == 1 else "addendum", obj=ReportObject.SR)
+                       kind=ReportKind.REPORT if previous == 1 else ReportKind.ADDENDUM, obj=ReportObject.SR)
 
 
 def build_sr(*, document: dict[str, Any], study: StudyHeader, signature_b64: str, key_id: str) -> bytes:
@@ -97,7 +98,7 @@ def build_sr(*, document: dict[str, Any], study: StudyHeader, signature_b64: str
     """
     _check(document, study)
     addendum = _is_addendum(document)
-    revision, kind = int(document["revision"]), str(document.get("kind", "report"))
+    revision, kind = int(document["revision"]), str(document.get("kind", ReportKind.REPORT))
     uids = object_uids(study_uid=study.study_uid, revision=revision, kind=kind, obj=ReportObject.SR)
     at = _signed_at(document)
     signed_json = signing.SignedReport(document, key_id, signature_b64).to_json()

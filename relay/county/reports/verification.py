@@ -30,6 +30,7 @@ from pydicom.errors import InvalidDicomError
 
 from relay.county.reports import attachment, objects, sr
 from relay.dicom.signing import KeySet, PublishedKey, SignatureError, SignedReport, verify
+from relay.dicom.vocab import ReportKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,7 @@ def _check_header(ds: Dataset, document: dict[str, Any], obj: objects.ReportObje
     _same("object's Study Instance UID", ds.get("StudyInstanceUID", ""), document["study_instance_uid"])
     _same("object's Accession Number", ds.get("AccessionNumber", ""), document.get("accession_number", ""))
     uids = objects.object_uids(study_uid=str(document["study_instance_uid"]), revision=int(document["revision"]),
-                               kind=str(document.get("kind", "report")), obj=obj)
+                               kind=str(document.get("kind", ReportKind.REPORT)), obj=obj)
     _same("object's SOP Instance UID (it names the study, revision and kind)", ds.get("SOPInstanceUID", ""),
           uids.sop_uid)
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from relay.county.db.models import Instance, InstanceHeader, Patient, ReadingItem, Series, Study, StudyTransition
 from relay.county.db.upsert import insert_ignore
 from relay.dicom import body_parts
+from relay.dicom.vocab import StudyState
 
 
 def instance_for_update(session: Session, instance_id: int) -> Instance | None:
@@ -98,7 +99,7 @@ def study_state(session: Session, study_pk: int) -> str:
 
 def reopen(session: Session, *, study_pk: int, at: datetime) -> None:
     """Put a signed study back on the reading queue, unassigned, keeping its priority."""
-    session.execute(update(Study).where(Study.id == study_pk).values(state="queued", updated_at=at))
+    session.execute(update(Study).where(Study.id == study_pk).values(state=StudyState.QUEUED.value, updated_at=at))
     session.execute(update(ReadingItem).where(ReadingItem.study_pk == study_pk)
                     .values(assigned_user_id=None, assigned_at=None, queued_at=at))
 

@@ -127,7 +127,7 @@ def read_verified(entry: SpoolEntry) -> bytes:
     return data
 
 
-class Outbox:
+class BundleOutbox:
     """Bundles built from the spool at ``root`` and not yet completed at the county."""
 
     def __init__(self, root: Path) -> None:

@@ -11,7 +11,7 @@ from relay.county.audit.endpoints import audit
 from relay.county.audit.service import Action
 from relay.county.auth.deps import AdminDep, CountyDep, SessionDep
 from relay.county.errors import NotFound
-from relay.county.tasks import attempts
+from relay.county.dead_letters import attempts
 from relay.county.jobs import ENQUEUE
 
 router = APIRouter(prefix="/api/dead-letters", tags=["operations"])
