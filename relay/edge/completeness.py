@@ -66,7 +66,7 @@ class StudyPhase(enum.StrEnum):
     """Every instance is at the county: 已到达县医院."""
     REPORT_BACK = "report_back"
     """The signed report is back at the edge: 报告已返回. No study is given this phase yet:
-    the page lists the reports back on their own (``relay.edge.reports.local_reports``)."""
+    the page lists the reports back on their own (``relay.edge.report_pickup.local_reports``)."""
 
 
 @dataclass(frozen=True, slots=True)
