@@ -20,7 +20,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -76,9 +75,6 @@ from relay.edge.pdu_codec import (
 )
 
 log = logging.getLogger(__name__)
-
-REJECT_LINGER_S = 5.0
-"""Seconds to wait after an A-ASSOCIATE-RJ for the requestor to close first (ARTIM, PS3.8 9.2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,19 +252,6 @@ class Association(threading.Thread):
         pdu = A_ASSOCIATE_RJ_PDU()
         pdu.from_primitive(primitive)
         self._send(pdu.encode())
-        self._close_when_peer_has_closed()
-
-    def _close_when_peer_has_closed(self) -> None:
-        """Wait (Sta13) for the requestor to close, then close: closing at once can make it
-        see a lost connection before it reads the rejection, and report an abort."""
-        deadline = time.monotonic() + REJECT_LINGER_S
-        try:
-            while (left := deadline - time.monotonic()) > 0:
-                self.sock.settimeout(left)
-                if not self.sock.recv(4096):
-                    break
-        except OSError:
-            pass
         self._close()
 
     def _negotiate(self, body: bytearray) -> _Negotiated | None:

@@ -17,6 +17,7 @@ from relay.config import Settings
 from relay.edge.admission import AllowList
 from relay.edge.scp import start_scp, stop_scp
 from relay.edge.spool import Spool
+from tests.edge.helpers import association_answer
 
 Dcmtk = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -38,15 +39,14 @@ def _associate(port: int, calling_ae: str) -> Association:
     return ae.associate("127.0.0.1", port, ae_title="RELAY_EDGE")
 
 
-def _assert_rejected_calling_ae_not_recognised(assoc: Association) -> None:
-    assert assoc.is_rejected
-    rj = assoc.acceptor.primitive
-    assert rj is not None
-    assert (rj.result, rj.result_source, rj.diagnostic) == (0x01, 0x01, 0x03)
+def _assert_rejected_calling_ae_not_recognised(answer: bytes) -> None:
+    # A-ASSOCIATE-RJ: rejected permanent, service user, calling AE title not recognised
+    assert answer[:1] == b"\x03", answer[:1]
+    assert (answer[7], answer[8], answer[9]) == (0x01, 0x01, 0x03)
 
 
 def test_an_unknown_calling_ae_is_rejected(port: int) -> None:
-    _assert_rejected_calling_ae_not_recognised(_associate(port, "UNKNOWN"))
+    _assert_rejected_calling_ae_not_recognised(association_answer(port, "UNKNOWN"))
 
 
 def test_an_allowed_ae_from_its_address_is_accepted(port: int) -> None:
@@ -58,7 +58,7 @@ def test_an_allowed_ae_from_its_address_is_accepted(port: int) -> None:
 
 
 def test_an_allowed_ae_from_the_wrong_address_is_rejected(port: int) -> None:
-    _assert_rejected_calling_ae_not_recognised(_associate(port, "DR01"))
+    _assert_rejected_calling_ae_not_recognised(association_answer(port, "DR01"))
 
 
 def test_dcmtk_sees_the_rejection(port: int, dcmtk: Dcmtk) -> None:
@@ -82,12 +82,9 @@ def test_associations_beyond_the_limit_are_rejected_as_transient(
     try:
         first = _associate(port, "CT01")
         assert first.is_established
-        second = _associate(port, "CT02")
-        assert second.is_rejected
-        rj = second.acceptor.primitive
-        assert rj is not None
-        # rejected transient, service provider (presentation), local limit exceeded
-        assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)
+        second = association_answer(port, "CT02")
+        # A-ASSOCIATE-RJ: rejected transient, service provider (presentation), local limit exceeded
+        assert second[:1] == b"\x03" and (second[7], second[8], second[9]) == (0x02, 0x03, 0x02)
         first.release()
     finally:
         stop_scp(server, grace_s=1.0)
