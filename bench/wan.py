@@ -51,7 +51,8 @@ from relay.config import Settings
 from relay.dicom.header import read_ids
 from relay.dicom.vocab import Priority
 from relay.edge.forward import Forwarder
-from relay.edge.spool import JOURNAL_NAME, Spool
+from relay.edge.journal import JOURNAL_NAME
+from relay.edge.spool import Spool
 
 REPO = Path(__file__).resolve().parents[1]
 UID_ROOT = "1.2.826.0.1.3680043.10.1427."

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from relay.config import EdgeSettings
-from relay.edge.durable import durable_db, fsync_dir, make_dirs
+from relay.edge.durable import create_durable_db, durable_db
 from relay.edge.http import county_client
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,9 @@ class AckJournal:
     """The edge's acknowledgements, durable before the page answers."""
 
     def __init__(self, root: Path) -> None:
-        make_dirs(root)
-        self.path = root / JOURNAL_NAME
+        self.path = create_durable_db(root, JOURNAL_NAME, _SCHEMA)
         self.wake = threading.Event()
         """Set when an acknowledgement is recorded, so that the sender goes at once."""
-        created = not self.path.exists()
-        with self._connect() as conn:
-            conn.executescript(_SCHEMA)
-        if created:
-            fsync_dir(root)
 
     def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return durable_db(self.path)

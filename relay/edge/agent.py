@@ -26,7 +26,8 @@ from relay.edge.report_pickup import start_pickup
 from relay.edge.forward import start_forwarder
 from relay.edge.scp import start_scp, stop_scp
 from relay.edge.clock import now_utc
-from relay.edge.spool import JOURNAL_NAME, Spool, read_counts
+from relay.edge.journal import JOURNAL_NAME, read_counts
+from relay.edge.spool import Spool
 from relay.edge.technicians import TechnicianCache, start_sync
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from relay.dicom.vocab import Priority
 from relay.edge.clock import iso, now_utc
 from relay.edge.durable import fsync_dir
 from relay.edge.slots import read_exactly
-from relay.edge.spool import SpoolEntry
+from relay.edge.journal import SpoolEntry
 
 log = logging.getLogger(__name__)
 

@@ -60,3 +60,16 @@ def durable_db(path: Path) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def create_durable_db(root: Path, name: str, schema: str) -> Path:
+    """``root/name`` with ``schema`` applied (idempotent DDL), its folder and, when the
+    file is new, its folder entry durable; the path, for ``durable_db``."""
+    make_dirs(root)
+    path = root / name
+    created = not path.exists()
+    with durable_db(path) as conn:
+        conn.executescript(schema)
+    if created:
+        fsync_dir(root)
+    return path

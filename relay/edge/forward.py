@@ -32,7 +32,8 @@ from relay.edge.http import county_client
 from relay.edge.bundle_outbox import Bundle, BundleOutbox
 from relay.edge.clock import now_utc
 from relay.edge.ratelimit import RoutineWindow, TokenBucket, may_send
-from relay.edge.spool import Spool, SpoolEntry
+from relay.edge.journal import SpoolEntry
+from relay.edge.spool import Spool
 
 log = logging.getLogger(__name__)
 

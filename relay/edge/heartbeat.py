@@ -25,7 +25,7 @@ from relay.edge.clock import now_utc
 from relay.edge.http import county_client
 from relay.edge.durable import make_dirs
 from relay.edge.journal import SpoolState
-from relay.edge.spool import JOURNAL_NAME, read_counts
+from relay.edge.journal import JOURNAL_NAME, read_counts
 
 log = logging.getLogger(__name__)
 

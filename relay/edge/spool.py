@@ -36,18 +36,11 @@ from typing import TextIO
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import IngestOutcome, Priority
 from relay.edge import completeness, durable, journal, slots
-from relay.edge.clock import iso as iso  # re-exported: tests and older importers
+from relay.edge.clock import iso
 from relay.edge.clock import now_utc
 from relay.edge.completeness import StudyInfo, StudyPolicy, StudyRow
 from relay.edge.durable import fsync_dir, make_dirs
-from relay.edge.journal import (  # re-exported: the edge's modules and tests import them here
-    JOURNAL_NAME as JOURNAL_NAME,
-    SpoolCounts as SpoolCounts,
-    SpoolEntry as SpoolEntry,
-    SpoolState as SpoolState,
-    journal_counts as journal_counts,
-    read_counts as read_counts,
-)
+from relay.edge.journal import JOURNAL_NAME, SpoolCounts, SpoolEntry, SpoolState, journal_counts
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,8 @@ from relay.edge.page_text import TEXT, plain_reason
 from relay.edge.report_pickup import local_reports
 from relay.edge.technicians import LoginRefused, TechnicianCache
 from relay.edge.completeness import StudyPhase, StudyRow
-from relay.edge.spool import Spool, SpoolCounts
+from relay.edge.journal import SpoolCounts
+from relay.edge.spool import Spool
 
 log = logging.getLogger(__name__)
 

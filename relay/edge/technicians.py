@@ -26,7 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from relay.config import EdgeSettings
-from relay.edge.durable import durable_db, fsync_dir, make_dirs
+from relay.edge.durable import create_durable_db, durable_db
 from relay.edge.http import county_client
 
 log = logging.getLogger(__name__)
@@ -76,16 +76,10 @@ class TechnicianCache:
     """The site's technicians on the edge's disk, with their failed-login counters."""
 
     def __init__(self, root: Path, *, max_failures: int = 5, lockout_minutes: float = 15.0) -> None:
-        make_dirs(root)
-        self.path = root / CACHE_NAME
+        self.path = create_durable_db(root, CACHE_NAME, _SCHEMA)
         self.max_failures = max_failures
         self.lockout_s = lockout_minutes * 60.0
         self._login_lock = threading.Lock()
-        created = not self.path.exists()
-        with self._connect() as conn:
-            conn.executescript(_SCHEMA)
-        if created:
-            fsync_dir(root)
 
     def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return durable_db(self.path)

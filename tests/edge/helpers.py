@@ -15,7 +15,7 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
 from pynetdicom.presentation import build_context
 
-from relay.edge.spool import JOURNAL_NAME
+from relay.edge.journal import JOURNAL_NAME
 
 
 def journal_rows(spool_root: Path) -> list[dict[str, Any]]:

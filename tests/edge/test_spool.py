@@ -14,13 +14,8 @@ from pydicom.uid import generate_uid
 from relay.dicom.header import InstanceIds
 from relay.dicom.vocab import IngestOutcome, Priority
 from relay.edge.clock import now_utc
-from relay.edge.spool import (
-    TMP_DIR,
-    Spool,
-    SpoolLocked,
-    StoreOutcome,
-    read_counts,
-)
+from relay.edge.journal import read_counts
+from relay.edge.spool import TMP_DIR, Spool, SpoolLocked, StoreOutcome
 from tests.edge.factories import ct_dataset, part10_bytes
 from tests.edge.helpers import journal_rows
 

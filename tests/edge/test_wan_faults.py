@@ -23,7 +23,7 @@ from bench.common import free_port
 from bench.ct_series import write_ct_series
 from bench.edge_proc import EdgeProcess
 from bench.linkemu import LinkEmulator
-from relay.edge.spool import SpoolState
+from relay.edge.journal import SpoolState
 from tests.edge.factories import dataset_part
 from tests.edge.helpers import journal_rows, wait_until
 from tests.edge.standin_county import TOKEN, StandInCounty
