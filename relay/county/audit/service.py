@@ -88,6 +88,20 @@ class Action(enum.StrEnum):
     technician's username; the detail holds the technician's time)."""
     SITE_TECHNICIANS = "site.technicians"
     """A township's edge fetched its technicians' login hashes for its offline login cache."""
+    ORDER_CREATE = "order.create"
+    """An order (申请单) arrived from the HIS or the registration page (ATNA Order Record, create)."""
+    ORDER_UPDATE = "order.update"
+    """An order's fields changed (ATNA Order Record, update)."""
+    ORDER_CANCEL = "order.cancel"
+    """An order was cancelled by the HIS (ATNA Order Record, update)."""
+    PATIENT_UPDATE = "patient.update"
+    """The HIS changed a patient's demographics (HL7 ADT^A08; ATNA Patient Record, update)."""
+    PATIENT_MERGE = "patient.merge"
+    """The HIS merged one patient ID into another (HL7 ADT^A40; ATNA Patient Record, update)."""
+    STUDY_RECONCILE = "study.reconcile"
+    """An administrator linked a study to an order, split it off, or corrected its identity."""
+    HIS_DELIVERY = "his.delivery"
+    """A signed report was acknowledged (or refused) by the HIS (ATNA Export)."""
 
 
 class Actor(Protocol):

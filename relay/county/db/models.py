@@ -155,6 +155,9 @@ class Patient(Base):
     name: Mapped[str] = mapped_column(String(512), default="")
     birth_date: Mapped[str] = mapped_column(String(8), default="")
     sex: Mapped[str] = mapped_column(String(16), default="")
+    merged_into_pk: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), nullable=True)
+    """Set when the HIS merged this patient ID into another (HL7 ADT^A40): the row stays for
+    the trail, its orders and studies moved to the surviving patient (migration 0029)."""
 
 
 class Study(Base):
@@ -197,6 +200,15 @@ class Study(Base):
     tat_acknowledged_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     tat_reader: Mapped[str | None] = mapped_column(String(128), nullable=True)
     """Who signed first (the actor of the first ``signed`` transition)."""
+    order_pk: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True, index=True)
+    """The order (申请单) this study was done for; with ``order_match = conflict`` only the
+    candidate the administrator must decide on (relay.county.orders.matching)."""
+    order_match: Mapped[str] = mapped_column(String(16), default="", server_default=text("''"))
+    """How ``order_pk`` was found: "" (not tried / none), accession, demographics, manual,
+    conflict (DICOM identity contradicts the order: on the reconciliation list), split (an
+    administrator said it is not this order; never matched automatically again)."""
+    order_conflict: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
+    """JSON list of the fields that contradict the order (patient_id, name, sex, ...)."""
 
 
 class Series(Base):
@@ -576,3 +588,76 @@ class InstanceHeader(Base):
     __tablename__ = "instance_headers"
     instance_pk: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
     header_json: Mapped[str] = mapped_column(Text)
+
+
+class Order(Base):
+    """An exam order (申请单) from the HIS or the township's registration page: the fields of
+    :class:`relay.dicom.orders.Order`, idempotent on (placer order number, issuer)."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("placer_order_number", "placer_issuer", name="uq_orders_placer"),
+        Index("ix_orders_site_status_scheduled", "site_id", "status", "scheduled_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    placer_order_number: Mapped[str] = mapped_column(String(64))
+    placer_issuer: Mapped[str] = mapped_column(String(128))
+    accession_number: Mapped[str] = mapped_column(String(16), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    patient_pk: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), nullable=True, index=True)
+    """The HIS's patient (patient_id + issuer); None when the order names no usable ID."""
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_id_issuer: Mapped[str] = mapped_column(String(128), default="")
+    patient_name: Mapped[str] = mapped_column(String(512), default="")
+    patient_name_pinyin: Mapped[str] = mapped_column(String(512), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_phone: Mapped[str] = mapped_column(String(32), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    procedure_code: Mapped[str] = mapped_column(String(64), default="")
+    procedure_description: Mapped[str] = mapped_column(String(256), default="")
+    clinical_diagnosis: Mapped[str] = mapped_column(Text, default="")
+    exam_purpose: Mapped[str] = mapped_column(Text, default="")
+    history_summary: Mapped[str] = mapped_column(Text, default="")
+    ordering_department: Mapped[str] = mapped_column(String(128), default="")
+    ordering_doctor: Mapped[str] = mapped_column(String(128), default="")
+    priority: Mapped[str] = mapped_column(String(16), default="routine")
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    scheduled_station_ae: Mapped[str] = mapped_column(String(16), default="")
+    requested_procedure_id: Mapped[str] = mapped_column(String(16), default="")
+    scheduled_step_id: Mapped[str] = mapped_column(String(16), default="")
+    study_instance_uid: Mapped[str] = mapped_column(UID, default="", index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    extra_json: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    updated_at: Mapped[datetime] = mapped_column(UTC, index=True)
+
+
+class HisMessage(Base):
+    """A signed report (or addendum) on its way to the HIS: one row per report and channel
+    (HL7 v2 ORU^R01 over MLLP, FHIR DiagnosticReport), retried until the HIS acknowledges."""
+
+    __tablename__ = "his_messages"
+    __table_args__ = (UniqueConstraint("report_pk", "channel", name="uq_his_messages_report_channel"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_pk: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    """hl7 | fhir."""
+    order_pk: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True)
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    """MSH-10 message control ID / the FHIR resource's id: the HIS dedupes on it."""
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    """pending | acked | rejected (an AR/CR or 4xx: retried too, shown red)."""
+    order_cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The order was cancelled before the report: delivered anyway, flagged."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTC, index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    ack_code: Mapped[str] = mapped_column(String(8), default="")
+    """MSA-1 (AA, AE, AR, CA, CE, CR) or the HTTP status."""
+    acked_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTC)
