@@ -51,6 +51,8 @@ def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_county(settings: Settings, args: argparse.Namespace) -> int:
+    if args.county_command == "fsck":
+        return cmd_fsck(settings, args)
     import uvicorn
 
     from reader_portal.app import create_app
@@ -60,6 +62,29 @@ def cmd_county(settings: Settings, args: argparse.Namespace) -> int:
     uvicorn.run(app, host=settings.county_host, port=settings.county_port, log_config=None,
                 access_log=False)
     return 0
+
+
+def cmd_fsck(settings: Settings, args: argparse.Namespace) -> int:
+    """Compare the object store with the index (relay.county.fsck); exit 1 unless clean."""
+    from datetime import timedelta
+
+    from relay.county.fsck import sweep
+
+    setup_logging(settings.log_level, process="fsck")
+    county = _county(settings, migrate=False)
+    report = sweep(county.sessions, county.store, repair=args.repair,
+                   grace=timedelta(minutes=args.grace_minutes))
+    print(f"{report.objects} objects, {report.rows} index rows checked")
+    for key in report.orphans:
+        done = " (set aside under lost+found/)" if key in report.set_aside else \
+            " (claimed by a retry meanwhile: kept)" if key in report.restored else ""
+        print(f"orphan object: {key}{done}")
+    for sop_uid, site, key in report.missing:
+        print(f"MISSING OBJECT: sop {sop_uid} from {site}: {key}", file=sys.stderr)
+    if report.orphans and not args.repair:
+        print(f"{len(report.orphans)} orphan objects; run with --repair to set them aside")
+    print("clean" if report.clean and (args.repair or not report.orphans) else "NOT CLEAN")
+    return 0 if report.clean and (args.repair or not report.orphans) else 1
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -352,9 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     edge = sub.add_parser("edge", help="run the township edge agent")
     edge.add_argument("edge_command", nargs="?", choices=["run", "status"], default="run")
     edge.set_defaults(func=cmd_edge)
-    county = sub.add_parser("county", help="run the county HTTP API and portal")
+    county = sub.add_parser("county", help="run the county HTTP API and portal; `county fsck`: check the "
+                            "object store against the index")
+    county.add_argument("county_command", nargs="?", choices=["run", "fsck"], default="run")
     county.add_argument("--no-migrate", action="store_true",
                         help="do not upgrade the schema at start (when several replicas start)")
+    county.add_argument("--repair", action="store_true",
+                        help="fsck: set orphan objects aside under lost+found/ (their bytes are kept)")
+    county.add_argument("--grace-minutes", type=float, default=60.0,
+                        help="fsck: objects younger than this may be an ingest between its write and its "
+                        "commit and are left alone (default 60)")
     county.set_defaults(func=cmd_county)
     worker = sub.add_parser("worker", help="run a county Celery worker")
     worker.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")

@@ -29,6 +29,8 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -36,6 +38,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import certifi
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.error import MinioException, S3Error
 
 from relay.dicom.verified import VerifiedInstance
@@ -87,6 +90,16 @@ class StoreUnavailable(ObjectStoreError):
     """The store cannot be reached or used (raised by ``check``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One object as a listing sees it."""
+
+    key: str
+    size: int
+    modified_at: datetime
+    """When it was written (UTC)."""
+
+
 class ObjectStore(Protocol):
     """Where the county keeps objects, by key. Implementations are thread-safe."""
 
@@ -123,6 +136,15 @@ class ObjectStore(Protocol):
     def delete_unsafe(self, key: str) -> None:
         """Remove ``key`` if present. Only for staging data (upload chunks): a received
         instance is never deleted through this, hence the name."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object whose key starts with ``prefix`` (for ``relay county fsck``)."""
+        ...
+
+    def set_aside(self, key: str, dest: str) -> None:
+        """Move the object under ``key`` to ``dest`` (a copy first, then the original goes),
+        keeping its bytes: how fsck clears an orphan without destroying anything."""
         ...
 
 
@@ -276,6 +298,32 @@ class LocalFolderStore:
     def delete_unsafe(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        top = self.root.joinpath(*PurePosixPath(prefix.rsplit("/", 1)[0]).parts) if "/" in prefix else self.root
+        if not top.is_dir():
+            return
+        for folder, _dirs, files in os.walk(top):
+            for name in files:
+                if name.startswith("."):  # a put's temp file
+                    continue
+                path = Path(folder) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    st = path.stat()
+                    yield StoredObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def set_aside(self, key: str, dest: str) -> None:
+        src, target = self._path(key), self._path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, target)
+        except FileExistsError:
+            if not _same_content(target, src.read_bytes()):
+                raise ObjectConflict(dest, held_sha256=_file_sha256(target), new_sha256=_file_sha256(src)) from None
+        self._sync_parents(target)
+        src.unlink()
+        _fsync_dir(src.parent)
+
     def check(self) -> None:
         if not self.root.is_dir():
             raise StoreUnavailable(f"object folder {self.root} does not exist")
@@ -405,6 +453,22 @@ class S3Store:
     def delete_unsafe(self, key: str) -> None:
         with self._reaching("delete"):
             self.client.remove_object(self.bucket, check_key(key))
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        with self._reaching("list"):
+            for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                if obj.object_name is None or obj.is_dir:
+                    continue
+                modified = obj.last_modified or datetime.now(timezone.utc)
+                yield StoredObject(obj.object_name, int(obj.size or 0), modified)
+
+    def set_aside(self, key: str, dest: str) -> None:
+        check_key(key)
+        check_key(dest)
+        with self._reaching("copy"):
+            self.client.copy_object(self.bucket, dest, CopySource(self.bucket, key))
+        with self._reaching("delete"):
+            self.client.remove_object(self.bucket, key)
 
     def check(self) -> None:
         try:
