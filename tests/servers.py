@@ -270,3 +270,78 @@ def start_seaweedfs(workdir: Path, *, timeout_s: float = WEED_READY_TIMEOUT_S) -
         server.stop()
         raise
     return server
+
+
+# --- a PostgreSQL of the test's own, which it may restart or crash ----------------------
+
+PG_BIN = Path("/usr/lib/postgresql") / (sorted(p.name for p in Path("/usr/lib/postgresql").iterdir())[-1]
+                                        if Path("/usr/lib/postgresql").is_dir() else "15") / "bin"
+PG_READY_TIMEOUT_S = 60.0
+
+
+class PrivatePostgres:
+    """``initdb`` + ``pg_ctl`` of Debian's PostgreSQL in a folder of the test, on a free port,
+    with the machine's durability defaults (fsync, synchronous_commit on). The shared server
+    of the suite is never restarted; this one is, as often as a test wants. Runs as the
+    ``postgres`` user when the test runs as root (initdb refuses root)."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        # Not under pytest's tmp_path: that folder is private to root, the server runs as postgres.
+        self.workdir = Path(tempfile.mkdtemp(prefix="relay-test-pg-"))
+        self.dir = self.workdir / "pgdata"
+        self.sock = self.workdir / "pgsock"
+        self.log = self.workdir / "postgres.log"
+        self.port = free_port()
+        self.sock.mkdir()
+        self._as = ["runuser", "-u", "postgres", "--"] if _is_root() else []
+        if self._as:
+            shutil.chown(self.workdir, "postgres")
+            shutil.chown(self.sock, "postgres")
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        self.start()
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {done.stdout}\n{done.stderr}\n{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def _ctl(self, *args: str) -> None:
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-l", str(self.log), "-w", "-t",
+                  str(int(PG_READY_TIMEOUT_S)), *args)
+
+    def start(self) -> None:
+        self._ctl("-o", f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1", "start")
+
+    def restart(self, *, mode: str = "fast") -> None:
+        """``fast``: a clean stop and start; ``immediate``: the server is killed without a
+        checkpoint and recovers from its WAL at start, as after a crash."""
+        self._ctl("-m", mode, "stop")
+        self.start()
+
+    def stop(self) -> None:
+        try:
+            self._ctl("-m", "immediate", "stop")
+        except RuntimeError:
+            pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
