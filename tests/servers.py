@@ -345,3 +345,93 @@ def _is_root() -> bool:
     import os
 
     return os.geteuid() == 0
+
+
+# --- a RabbitMQ node of the test's own, which it may restart or kill ---------------------
+
+RABBIT_READY_TIMEOUT_S = 90.0
+
+
+class PrivateRabbit:
+    """A second RabbitMQ node on this machine (own node name, port, data folder; no plugins),
+    started with Debian's ``rabbitmq-server``. The suite's shared broker is never restarted;
+    this one is. Uses the machine's epmd and Erlang cookie, like ``rabbitmqctl`` does."""
+
+    def __init__(self) -> None:
+        import os
+        import tempfile
+        import uuid
+
+        # Not under pytest's tmp_path (private to root): the broker drops to the rabbitmq user.
+        self.workdir = workdir = Path(tempfile.mkdtemp(prefix="relay-test-rabbit-"))
+        if _is_root():
+            shutil.chown(workdir, "rabbitmq")
+        self.port, dist = free_ports(2)
+        self.node = f"relaytest{uuid.uuid4().hex[:8]}@localhost"
+        plugins = workdir / "enabled_plugins"
+        plugins.write_text("[].\n")
+        config = workdir / "rabbitmq.conf"  # not the machine's /etc/rabbitmq (its listener is taken)
+        config.write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        for path in (plugins, config):
+            if _is_root():
+                shutil.chown(path, "rabbitmq")
+        self.env = {**os.environ, "RABBITMQ_NODENAME": self.node, "RABBITMQ_NODE_PORT": str(self.port),
+                    "RABBITMQ_DIST_PORT": str(dist), "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+                    "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"), "RABBITMQ_LOG_BASE": str(workdir / "log"),
+                    "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+                    "RABBITMQ_CONFIG_FILE": str(config), "RABBITMQ_PID_FILE": str(workdir / "pid")}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def _ctl(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["rabbitmqctl", "-n", self.node, *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def start(self) -> None:
+        log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - the child keeps it
+        if _is_root():
+            shutil.chown(self.workdir / "server.log", "rabbitmq")
+        self.proc = subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + RABBIT_READY_TIMEOUT_S
+        while True:  # await_startup fails at once until the node has registered with epmd
+            ready = self._ctl("await_startup", "--timeout", "30", timeout=60)
+            if ready.returncode == 0:
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                log_tail = (self.workdir / "server.log").read_text(errors="replace")[-3000:]
+                self.stop()
+                raise RuntimeError(f"private RabbitMQ did not start: {ready.stderr[-1000:]}\n{log_tail}")
+            time.sleep(0.5)
+
+    def restart(self) -> None:
+        """A clean stop of the broker application and a start (queues and messages on disk)."""
+        for step in ("stop_app", "start_app"):
+            done = self._ctl(step)
+            if done.returncode != 0:
+                raise RuntimeError(f"rabbitmqctl {step}: {done.stdout}{done.stderr}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole node (the Erlang VM), then start it again: a crash."""
+        import os
+        import signal
+
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.start()
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        self._ctl("stop", timeout=60)
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        shutil.rmtree(self.workdir, ignore_errors=True)
