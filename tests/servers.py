@@ -357,7 +357,8 @@ class PrivateRabbit:
     started with Debian's ``rabbitmq-server``. The suite's shared broker is never restarted;
     this one is. Uses the machine's epmd and Erlang cookie, like ``rabbitmqctl`` does."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, config: str = "") -> None:
+        """``config``: more rabbitmq.conf lines (e.g. ``consumer_timeout = 5000``)."""
         import os
         import tempfile
         import uuid
@@ -370,8 +371,8 @@ class PrivateRabbit:
         self.node = f"relaytest{uuid.uuid4().hex[:8]}@localhost"
         plugins = workdir / "enabled_plugins"
         plugins.write_text("[].\n")
-        config = workdir / "rabbitmq.conf"  # not the machine's /etc/rabbitmq (its listener is taken)
-        config.write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        extra, config = config, workdir / "rabbitmq.conf"  # not the machine's /etc/rabbitmq (its listener is taken)
+        config.write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n{extra}\n")
         for path in (plugins, config):
             if _is_root():
                 shutil.chown(path, "rabbitmq")
