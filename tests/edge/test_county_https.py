@@ -108,3 +108,36 @@ def test_uploads_reach_an_https_county_signed_by_the_private_ca(
     assert sent, f"not forwarded over HTTPS: {errors}"
     with county.sessions() as s:
         assert s.execute(select(Instance.sop_uid).where(Instance.sop_uid == uid)).scalar_one() == uid
+
+
+def test_uploads_through_a_man_in_the_middle_with_another_cas_certificate_are_refused_and_kept(
+    county, edge_settings: Settings, spool: Spool, tmp_path: Path
+) -> None:
+    """The matrix's row 15: the edge trusts only the 医共体's CA. A proxy presenting a
+    certificate for 127.0.0.1 from another CA (an attacker's, or a mis-issued one) gets no
+    upload: the instance stays unsent in the spool, the error names the certificate."""
+    (tmp_path / "county").mkdir()
+    (tmp_path / "attacker").mkdir()
+    county_pki, attacker = private_ca(tmp_path / "county"), private_ca(tmp_path / "attacker")
+    _, token = make_site(county, "township-a")
+    with https_county(county, attacker) as url:  # answers like the county, with the attacker's certificate
+        settings = edge_settings.model_copy(update={
+            "county_url": url, "edge_county_ca_file": county_pki["ca"], "edge_site_token": token,
+            "edge_site": "township-a", "forward_retry_max": 1})
+        spool_instance(spool)
+        stop = threading.Event()
+        forwarder = Forwarder(spool=spool, settings=settings)
+        thread = threading.Thread(target=forwarder.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            tried = wait_until(lambda: any(r["attempts"] for r in journal_rows(spool.root)), timeout=60)
+        finally:
+            stop.set()
+            spool.wake()
+            thread.join(30)
+    rows = journal_rows(spool.root)
+    assert tried and all(not r["sent_at"] for r in rows), rows
+    assert any("CERTIFICATE_VERIFY_FAILED" in (r["last_error"] or "") or "certificate" in (r["last_error"] or "")
+               for r in rows), rows
+    with county.sessions() as s:
+        assert s.execute(select(Instance.sop_uid)).first() is None, "an upload got through the man in the middle"

@@ -118,3 +118,18 @@ def test_dcmtk_echoscu_speaks_tls_to_the_edge(edge_settings, tmp_path):
     finally:
         stop_scp(server, grace_s=1.0)
         spool.close()
+
+
+def test_the_edge_refuses_tls_below_1_2(edge_settings, tmp_path):
+    """Row 15 of the matrix: TLS 1.0 and 1.1 offered alone are refused; 1.2 is taken."""
+    from tests.tls_probe import OLD, negotiated, old_tls_works
+
+    pki = _pki(tmp_path)
+    old_tls_works(pki["edge_crt"], pki["edge_key"])
+    server, _, port = _start(edge_settings, pki, mutual=False)
+    try:
+        for version in OLD:
+            assert negotiated("127.0.0.1", port, version) is None, f"the edge accepted {version}"
+        assert negotiated("127.0.0.1", port, "TLSv1_2") == "TLSv1.2"
+    finally:
+        stop_scp(server)

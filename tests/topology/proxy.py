@@ -75,6 +75,7 @@ class Nginx:
 
     def __init__(self, prefix: Path, *, port: int, upstreams: list[int], pki: Pki) -> None:
         self.name = "nginx"
+        self.pki = pki
         self.prefix = prefix
         for sub in ("logs", "temp"):
             (prefix / sub).mkdir(parents=True, exist_ok=True)

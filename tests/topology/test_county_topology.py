@@ -205,3 +205,16 @@ def test_a_critical_result_acknowledged_while_the_wan_is_cut_reaches_the_county_
     with bed.client(bed.token(bed.admin)) as http:
         audited = http.get(f"/api/audit?action=report.acknowledge&object_id={uid}").json()
     assert [e["actor"] for e in audited] == [edge.technician.username]
+
+
+def test_the_countys_https_refuses_tls_below_1_2(bed: Topology) -> None:
+    """Row 15 of the matrix, at the proxy every edge and browser talks to."""
+    from urllib.parse import urlsplit
+
+    from tests.tls_probe import OLD, negotiated, old_tls_works
+
+    old_tls_works(bed.nginx.pki.server_cert, bed.nginx.pki.server_key)
+    where = urlsplit(bed.county_url)
+    for version in OLD:
+        assert negotiated("127.0.0.1", int(where.port or 443), version) is None, f"nginx accepted {version}"
+    assert negotiated("127.0.0.1", int(where.port or 443), "TLSv1_2") == "TLSv1.2"
