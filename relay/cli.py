@@ -457,7 +457,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def no_core_dumps() -> None:
+    """A core dump of an edge or county process holds the instances and names in its memory:
+    patient data written where nobody looks after it. Every relay process forbids them
+    (soft and hard limit 0, so children inherit it); debugging a crash needs the limit
+    raised outside, deliberately."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def main(argv: list[str] | None = None) -> int:
+    no_core_dumps()
     args = build_parser().parse_args(argv)
     settings = load_settings()
     started = time.monotonic()
