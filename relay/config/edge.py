@@ -218,7 +218,9 @@ class EdgeSettings(CommonSettings):
     edge_commitment_peers: str = Field(
         "",
         description="Where modalities take storage commitment reports on a new association, "
-        "comma separated AE@host:port, e.g. 'CT01@192.168.1.20:104'. A modality not listed "
+        "comma separated [CALLING=]AE@host:port, e.g. 'CT01@192.168.1.20:104' or, for a "
+        "modality that listens under another AE title than it calls with, "
+        "'CT01=CT01_SC@192.168.1.20:104'. A modality not listed "
         "gets its report only on the association of its request while that is open; "
         "otherwise the report waits (logged) until an address is configured. Default empty.",
     )

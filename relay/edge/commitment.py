@@ -18,6 +18,7 @@ import logging
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,6 +54,11 @@ MAX_ITEMS = 100_000
 """Referenced SOP Sequence items taken in one request: a large CT study has a few
 thousand; beyond this the request is answered 0x0213 (resource limitation)."""
 SAME_ASSOCIATION = "same association"
+KEEP_REPORTED_DAYS = 30
+"""Days a reported transaction is kept: a repeated N-ACTION with its Transaction UID is
+recognised (and not reported again) for this long, and the file stays small."""
+PRUNE_EVERY_S = 3600.0
+"""Seconds between sweeps of reported transactions."""
 
 
 class EventType(enum.IntEnum):
@@ -95,16 +101,19 @@ class RequestError(ValueError):
 
 
 def parse_peers(text: str) -> dict[str, Peer]:
-    """``AE@host:port, ...`` -> peers by AE title; a malformed entry is a ValueError."""
+    """``[CALLING=]AE@host:port, ...`` -> peers by calling AE title (the AE that sends
+    the N-ACTION; by default the same as the one taking the report); a malformed entry
+    is a ValueError naming it."""
     peers = {}
     for entry in (part.strip() for part in text.split(",")):
         if not entry:
             continue
-        ae, at, address = entry.partition("@")
+        calling, _, target = entry.rpartition("=")
+        ae, at, address = target.partition("@")
         host, colon, port = address.rpartition(":")
         if not (ae and at and host and colon and port.isdigit()):
-            raise ValueError(f"edge_commitment_peers: {entry!r} is not AE@host:port")
-        peers[ae] = Peer(ae, host, int(port))
+            raise ValueError(f"edge_commitment_peers: {entry!r} is not [CALLING=]AE@host:port")
+        peers[calling.strip() or ae] = Peer(ae, host, int(port))
     return peers
 
 
@@ -216,6 +225,7 @@ class CommitmentService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rounds = 0
+        self._next_prune = 0.0
         """Rounds the reporting thread has finished (tests wait on it, never on time)."""
 
     # --- what the AE needs -------------------------------------------------------------
@@ -314,8 +324,11 @@ class CommitmentService:
             self._wake.wait(self._settings.edge_commitment_poll_s)
 
     def run_round(self, *, now: datetime | None = None) -> None:
-        """Decide what can be decided and deliver every report that is due."""
-        for transaction in self.store.open_transactions():
+        """Decide what can be decided and deliver every report that is due; now and
+        then forget transactions reported long ago."""
+        if time.monotonic() >= self._next_prune:
+            self._prune(now or now_utc())
+        for transaction in self.store.open_transactions(due_at=now or now_utc()):
             if self._stop.is_set():
                 return
             moment = now or now_utc()
@@ -326,6 +339,13 @@ class CommitmentService:
                 transaction = decided
             if transaction.next_attempt_at <= iso(moment):
                 self._deliver(transaction, moment)
+
+    def _prune(self, now: datetime) -> None:
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        removed = self.store.prune_reported(before=now - timedelta(days=KEEP_REPORTED_DAYS))
+        if removed:
+            log.info("storage commitment: forgot %d transactions reported over %d days ago",
+                     removed, KEEP_REPORTED_DAYS)
 
     def _decide(self, transaction: Transaction, now: datetime) -> Transaction | None:
         """Judge the undecided items; the transaction if now fully decided, else None."""
@@ -360,7 +380,7 @@ class CommitmentService:
         via = None
         with self._lock:
             assoc = self._live.pop(uid, None)
-        if assoc is not None and assoc.is_established:
+        if assoc is not None and same_association_usable(assoc):
             error = send_report(assoc, report, event_type)
             via = SAME_ASSOCIATION if error is None else None
             errors += [] if error is None else [f"same association: {error}"]
@@ -373,8 +393,8 @@ class CommitmentService:
         if via is not None:
             self.store.mark_reported(uid, via=via, at=now_utc())
             log.info("storage commitment reported transaction=%s calling_ae=%s event_type=%d"
-                     " via=%s attempts=%d", uid, transaction.calling_ae, event_type, via,
-                     transaction.attempts + 1)
+                     " via=%s attempts=%d%s", uid, transaction.calling_ae, event_type, via,
+                     transaction.attempts + 1, "".join(f" (before: {e})" for e in errors))
             return
         delay = retry_delay(attempts=transaction.attempts + 1,
                             lo=self._settings.edge_commitment_retry_min_s,
@@ -404,6 +424,19 @@ class CommitmentService:
     def wake(self) -> None:
         """Run a round now (tests; after a configuration change)."""
         self._wake.set()
+
+
+def same_association_usable(assoc: Association) -> bool:
+    """True if the report may go on the request's association: still established, the
+    edge the SCP of Storage Commitment on it (the default roles, or the modality's role
+    proposal accepted), and no request of the modality waiting to be served (pynetdicom
+    would take it for the report's answer)."""
+    if not assoc.is_established:
+        return False
+    if not any(cx.abstract_syntax == STORAGE_COMMITMENT and cx.as_scp
+               for cx in assoc.accepted_contexts):
+        return False
+    return assoc.dimse.peek_msg()[1] is None
 
 
 def send_report(assoc: Association, report: Dataset, event_type: EventType) -> str | None:

@@ -124,13 +124,27 @@ class CommitmentStore:
                     [(transaction_uid, seq, cls, uid) for seq, (cls, uid) in enumerate(items)])
         return bool(cur.rowcount)
 
-    def open_transactions(self) -> list[Transaction]:
-        """Transactions not yet reported, oldest first."""
+    def open_transactions(self, *, due_at: datetime | None = None) -> list[Transaction]:
+        """Transactions not yet reported, oldest first; with ``due_at``, only those with
+        items to decide or a report due by then (not those backing off)."""
+        sql = "SELECT transaction_uid FROM transactions WHERE state != ?"
+        params: tuple[str, ...] = (TransactionState.REPORTED,)
+        if due_at is not None:
+            sql += " AND (state = ? OR next_attempt_at <= ?)"
+            params += (TransactionState.WAITING, iso(due_at))
         with durable_db(self.path) as conn:
-            uids = [row[0] for row in conn.execute(
-                "SELECT transaction_uid FROM transactions WHERE state != ?"
-                " ORDER BY received_at, transaction_uid", (TransactionState.REPORTED,))]
+            uids = [row[0] for row in conn.execute(sql + " ORDER BY received_at, transaction_uid",
+                                                   params)]
             return [t for t in (self._load(conn, uid) for uid in uids) if t is not None]
+
+    def prune_reported(self, *, before: datetime) -> int:
+        """Forget transactions reported before ``before``; how many."""
+        with durable_db(self.path) as conn, _transaction(conn):
+            old = "SELECT transaction_uid FROM transactions WHERE state = ? AND reported_at < ?"
+            params = (TransactionState.REPORTED, iso(before))
+            conn.execute(f"DELETE FROM items WHERE transaction_uid IN ({old})", params)
+            return conn.execute(f"DELETE FROM transactions WHERE transaction_uid IN ({old})",
+                                params).rowcount
 
     def get(self, transaction_uid: str) -> Transaction | None:
         with durable_db(self.path) as conn:

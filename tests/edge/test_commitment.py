@@ -21,11 +21,14 @@ from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[
 from pynetdicom.transport import ThreadedAssociationServer
 
 from relay.config import Settings
+from relay.dicom.vocab import IngestOutcome
 from relay.edge.commitment import (
-    STORAGE_COMMITMENT, TRANSFER_SYNTAXES, WELL_KNOWN_INSTANCE, CommitmentService, serve,
+    STORAGE_COMMITMENT, TRANSFER_SYNTAXES, WELL_KNOWN_INSTANCE, CommitmentService, CommitPolicy,
+    Peer, judge, parse_peers, serve,
 )
 from relay.edge.commitment_store import TransactionState
 from relay.edge.forward import start_forwarder
+from relay.edge.journal import Holding, SpoolState
 from relay.edge.scp import start_scp, stop_scp
 from relay.edge.spool import Spool
 from tests.edge.factories import PATIENT_ID, PATIENT_NAME, ct_dataset, write_part10
@@ -386,3 +389,64 @@ def test_malformed_requests_are_refused_with_their_status(
                                  transaction_uid=generate_uid(), action_type=2)
     assert status == 0x0123
     assert edge.service.store.open_transactions() == []
+
+
+def test_two_different_objects_under_one_uid_are_not_committed(
+    edge_settings: Settings, standin_county: StandInCounty, modality: Modality,
+    make_edge: Callable[[Settings], Edge], dcmtk: Dcmtk, tmp_path: Path,
+) -> None:
+    modality.listen()
+    edge = make_edge(_settings(edge_settings, standin_county, modality))
+    first = ct_dataset(seed=1)
+    second = ct_dataset(seed=2)  # other pixels ...
+    second.SOPInstanceUID = first.SOPInstanceUID  # ... under the same UID
+    second.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    for n, ds in enumerate((first, second)):
+        done = dcmtk("storescu", "-aet", CT_AE, "-aec", "RELAY_EDGE", "127.0.0.1",
+                     str(edge.scp_port), str(write_part10(ds, tmp_path / f"v{n}.dcm")))
+        assert done.returncode == 0, done.stderr
+    [good] = _store(dcmtk, edge, tmp_path, 1)
+    transaction_uid = generate_uid()
+    status, _ = modality.request(edge.port, [(CTImageStorage, str(first.SOPInstanceUID)), good],
+                                 transaction_uid=transaction_uid)
+    assert status == 0x0000
+
+    assert wait_until(lambda: bool(modality.reports_for(transaction_uid)), timeout=DEADLINE_S)
+    [report] = modality.reports_for(transaction_uid)
+    assert report.event_type == 2
+    assert report.committed == [good[1]]
+    assert report.failed == {str(first.SOPInstanceUID): 0x0110}
+
+
+def _holding(**changes: Any) -> Holding:
+    values: dict[str, Any] = dict(sop_uid="1.2.3", sop_class_uid=CTImageStorage, sha256="ab",
+                                  state=SpoolState.SENT, county_outcome=IngestOutcome.STORED,
+                                  path="")
+    values.update(changes)
+    return Holding(**values)
+
+
+def test_judge_follows_the_policy(tmp_path: Path) -> None:
+    spooled = _holding(state=SpoolState.SPOOLED, county_outcome=None, path="objects/x.dcm")
+    (tmp_path / "objects").mkdir()
+    (tmp_path / "objects/x.dcm").write_bytes(b"DICM")
+    for policy, expected in ((CommitPolicy.SPOOL, 0x0000), (CommitPolicy.COUNTY, None)):
+        assert judge(CTImageStorage, [spooled], policy=policy, spool_root=tmp_path) == expected
+    lost = _holding(state=SpoolState.SPOOLED, county_outcome=None, path="objects/gone.dcm")
+    assert judge(CTImageStorage, [lost], policy=CommitPolicy.SPOOL, spool_root=tmp_path) == 0x0110
+    for policy in CommitPolicy:
+        assert judge(CTImageStorage, [_holding()], policy=policy, spool_root=tmp_path) == 0x0000
+        quarantined = _holding(county_outcome=IngestOutcome.QUARANTINED)
+        assert judge(CTImageStorage, [quarantined], policy=policy, spool_root=tmp_path) == 0x0110
+        assert judge(CTImageStorage, [], policy=policy, spool_root=tmp_path) == 0x0112
+        assert judge(MRImageStorage, [_holding()], policy=policy, spool_root=tmp_path) == 0x0119
+
+
+def test_settings_are_checked_when_the_service_is_made(edge_settings: Settings) -> None:
+    assert parse_peers("CT01@10.0.0.5:104, DR02=DR02_SC@10.0.0.6:4100") == {
+        "CT01": Peer("CT01", "10.0.0.5", 104), "DR02": Peer("DR02_SC", "10.0.0.6", 4100)}
+    with pytest.raises(ValueError, match="edge_commitment_peers"):
+        CommitmentService(edge_settings.model_copy(update={"edge_commitment_peers": "CT01:104"}))
+    with pytest.raises(ValueError, match="edge_commitment_policy_by_ae"):
+        CommitmentService(edge_settings.model_copy(
+            update={"edge_commitment_policy_by_ae": "CT01=later"}))
