@@ -33,6 +33,9 @@ class CommitmentStatus(enum.IntEnum):
     """Failure reason: no instance with this SOP Instance UID reached the edge."""
     INVALID_OBJECT_INSTANCE = 0x0117
     """N-ACTION: the Requested SOP Instance is not the well-known Storage Commitment one."""
+    NO_SUCH_SOP_CLASS = 0x0118
+    """N-ACTION: the Requested SOP Class is not Storage Commitment Push Model (an AE
+    that routes another SOP Class's N-ACTION here)."""
     CLASS_INSTANCE_CONFLICT = 0x0119
     """Failure reason: the edge holds this SOP Instance UID under another SOP Class."""
     INVALID_ARGUMENT_VALUE = 0x0115

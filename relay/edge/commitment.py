@@ -225,8 +225,8 @@ class CommitmentService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rounds = 0
-        self._next_prune = 0.0
         """Rounds the reporting thread has finished (tests wait on it, never on time)."""
+        self._next_prune = 0.0
 
     # --- what the AE needs -------------------------------------------------------------
     def contexts(self) -> list[PresentationContext]:
@@ -265,6 +265,9 @@ class CommitmentService:
         request = event.request
         if not isinstance(request, N_ACTION):
             raise RequestError(CommitmentStatus.NO_SUCH_ACTION, "not an N-ACTION")
+        if request.RequestedSOPClassUID != STORAGE_COMMITMENT:
+            raise RequestError(CommitmentStatus.NO_SUCH_SOP_CLASS,
+                               f"Requested SOP Class {request.RequestedSOPClassUID}")
         if request.ActionTypeID != REQUEST_COMMITMENT:
             raise RequestError(CommitmentStatus.NO_SUCH_ACTION,
                                f"Action Type ID {request.ActionTypeID} is not 1")
