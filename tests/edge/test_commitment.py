@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -91,13 +91,16 @@ class Modality:
             self.server = None
 
     def request(self, port: int, items: list[tuple[str, str]], *, transaction_uid: str,
-                keep_open: bool = False, action_type: int = 1,
-                info: Dataset | None = None) -> tuple[int, Any]:
-        """Send N-ACTION; returns (status, association: open if ``keep_open``)."""
+                keep_open: bool = False, action_type: int = 1, info: Dataset | None = None,
+                propose_roles: bool = False) -> tuple[int, Any]:
+        """Send N-ACTION; returns (status, association: open if ``keep_open``).
+        ``propose_roles``: offer SCU and SCP roles (SCP/SCU Role Selection), as some
+        modalities do to say they take the report on this association."""
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(STORAGE_COMMITMENT, TRANSFER_SYNTAXES)
         handlers = [(evt.EVT_N_EVENT_REPORT, self._on_report, ["same association"])]
-        assoc = ae.associate("127.0.0.1", port, ae_title="RELAY_EDGE",
+        roles = [build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)] if propose_roles else []
+        assoc = ae.associate("127.0.0.1", port, ae_title="RELAY_EDGE", ext_neg=roles,
                              evt_handlers=handlers if keep_open else [])
         assert assoc.is_established, "the edge's commitment AE did not accept the association"
         if info is None:
@@ -215,10 +218,11 @@ def _store(dcmtk: Dcmtk, edge: Edge, tmp_path: Path, count: int) -> list[tuple[s
     return items
 
 
+@pytest.mark.parametrize("propose_roles", [False, True], ids=["default-roles", "role-selection"])
 def test_spool_policy_reports_all_success_on_the_same_association(
     edge_settings: Settings, standin_county: StandInCounty, modality: Modality,
     make_edge: Callable[[Settings], Edge], dcmtk: Dcmtk, tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, propose_roles: bool,
 ) -> None:
     caplog.set_level(logging.INFO)
     edge = make_edge(_settings(edge_settings, standin_county, modality,
@@ -227,7 +231,7 @@ def test_spool_policy_reports_all_success_on_the_same_association(
     transaction_uid = generate_uid()
 
     status, assoc = modality.request(edge.port, items, transaction_uid=transaction_uid,
-                                     keep_open=True)
+                                     keep_open=True, propose_roles=propose_roles)
     assert status == 0x0000
     try:  # open until the edge has the modality's answer to its report, as a modality does
         assert _reported(edge, transaction_uid)
