@@ -194,6 +194,53 @@ class EdgeSettings(CommonSettings):
         "(e.g. TOWNPACS@127.0.0.1:4242). Empty: reports are kept at the edge and shown on the "
         "technician's page only.",
     )
+    edge_commitment_policy: str = Field(
+        "spool", pattern="^(spool|county)$",
+        description="When the edge tells a modality an instance is committed (DICOM Storage "
+        "Commitment, N-EVENT-REPORT): 'spool' (default) once it is durably in this edge's "
+        "spool, as C-STORE Success already promises, so the modality can free its disk within "
+        "seconds; 'county' only once the county confirmed it holds the bytes (journal state "
+        "sent), for modalities that delete at once and sites that want the WAN crossed first.",
+    )
+    edge_commitment_policy_by_ae: str = Field(
+        "",
+        description="Policy per calling AE title overriding edge_commitment_policy, comma "
+        "separated AE=policy, e.g. 'CT01=county,DR02=spool'. Default empty: every AE uses "
+        "edge_commitment_policy.",
+    )
+    edge_commitment_wait_s: float = Field(
+        86400.0, gt=0,
+        description="Seconds a 'county' commitment waits for its instances to reach the county; "
+        "those still not there then fail with 0x0110 (processing failure), so the modality "
+        "keeps its copy and may ask again. Default 24 h: longer than any WAN outage the spool "
+        "is sized for, shorter than modalities keep a transaction open.",
+    )
+    edge_commitment_peers: str = Field(
+        "",
+        description="Where modalities take storage commitment reports on a new association, "
+        "comma separated [CALLING=]AE@host:port, e.g. 'CT01@192.168.1.20:104' or, for a "
+        "modality that listens under another AE title than it calls with, "
+        "'CT01=CT01_SC@192.168.1.20:104'. A modality not listed "
+        "gets its report only on the association of its request while that is open; "
+        "otherwise the report waits (logged) until an address is configured. Default empty.",
+    )
+    edge_commitment_poll_s: float = Field(
+        5.0, gt=0,
+        description="Seconds between checks of open commitments: the journal for 'county' "
+        "policy items, and reports due for a retry. Default 5: a commitment follows its "
+        "instances' arrival at the county within seconds at the cost of one small query.",
+    )
+    edge_commitment_retry_min_s: float = Field(
+        10.0, gt=0,
+        description="First delay, in seconds, before a storage commitment report the modality "
+        "did not accept (unreachable, refused, no answer) is sent again; doubling from here.",
+    )
+    edge_commitment_retry_max_s: float = Field(
+        600.0, gt=0,
+        description="Longest delay, in seconds, between attempts to deliver a storage "
+        "commitment report. Reports are retried until the modality accepts one: a modality "
+        "switched off overnight gets its reports within 10 minutes of coming back.",
+    )
     edge_report_poll_s: float = Field(
         15.0, gt=0, description="Seconds between checks for new signed reports at the county; "
         "also the first retry delay of a report step that failed (fetch, store at one "

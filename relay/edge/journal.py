@@ -197,3 +197,51 @@ def read_counts(root: Path, *, now: datetime | None = None) -> SpoolCounts | Non
         return journal_counts(conn, now=now or now_utc())
     finally:
         conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One journaled version (SOP Instance UID + bytes) of an instance, as storage
+    commitment judges it."""
+
+    sop_uid: str
+    sop_class_uid: str
+    sha256: str
+    state: SpoolState
+    county_outcome: IngestOutcome | None
+    path: str
+    """Relative to the spool root; '' once retention deleted the file (state sent)."""
+
+
+LOOKUP_CHUNK = 500
+"""SOP Instance UIDs per ``holdings`` query, below SQLite's host-parameter limit."""
+
+
+def holdings(conn: sqlite3.Connection, sop_uids: Sequence[str]) -> dict[str, list[Holding]]:
+    """Every journaled version of each of ``sop_uids`` (absent UIDs are left out)."""
+    found: dict[str, list[Holding]] = {}
+    unique = sorted(set(sop_uids))
+    for start in range(0, len(unique), LOOKUP_CHUNK):
+        chunk = unique[start:start + LOOKUP_CHUNK]
+        rows = conn.execute(
+            "SELECT sop_uid, sop_class_uid, sha256, state, county_outcome, path FROM instances"
+            f" WHERE sop_uid IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
+        for uid, sop_class, sha256, state, outcome, path in rows:
+            found.setdefault(uid, []).append(Holding(
+                sop_uid=uid, sop_class_uid=sop_class, sha256=sha256, state=SpoolState(state),
+                county_outcome=IngestOutcome(outcome) if outcome else None, path=path))
+    return found
+
+
+def read_holdings(root: Path, sop_uids: Sequence[str]) -> dict[str, list[Holding]]:
+    """``holdings`` of the spool at ``root`` through a read-only connection of its own
+    (safe beside the running spool: WAL readers do not block its writer). Empty if
+    there is no journal yet."""
+    path = root / JOURNAL_NAME
+    if not path.is_file():
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        return holdings(conn, sop_uids)
+    finally:
+        conn.close()
