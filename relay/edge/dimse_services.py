@@ -89,12 +89,14 @@ def _admission(allow: AllowList) -> EventHandler:
     A-ASSOCIATE-RJ "calling AE title not recognised", as the storage listener does."""
 
     def handle(event: evt.Event) -> None:
-        calling = str(event.assoc.requestor.ae_title).strip()
+        request = event.assoc.requestor.primitive  # ae_title is set only later, in negotiation
+        calling = str(request.calling_ae_title if request is not None else "").strip()
         address = str(event.assoc.requestor.address)
         reason = allow.refusal(calling_ae=calling, address=address)
         if reason is not None:
             log.warning("services association refused ae=%s peer=%s: %s", calling, address, reason)
             event.assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_SERVICE_USER, CALLING_AE_NOT_RECOGNISED)
+            event.assoc.kill()  # as pynetdicom's own rejection: lets the DUL send the RJ before the socket closes
 
     return (evt.EVT_REQUESTED, handle)
 

@@ -25,7 +25,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,15 +150,19 @@ class OrderCache:
         with self._connect() as conn:
             return {str(r[0]) for r in conn.execute("SELECT accession_number FROM orders")}
 
-    def register(self, order: Order) -> None:
+    def register(self, build: Callable[[set[str]], Order]) -> Order:
         """Keep an order made on this edge's page and queue its upload, in one transaction
-        (on disk when this returns). An order already held is left as it is."""
-        order.check()
+        (on disk when this returns). ``build`` gets the accession numbers held and makes the
+        order; registrations are serialised, so two at once never get the same number."""
         with self._transaction() as conn:
+            taken = {str(r[0]) for r in conn.execute("SELECT accession_number FROM orders")}
+            order = build(taken)
+            order.check()
             if self._put(conn, order, Origin.LOCAL, only_new=True):
                 conn.execute("INSERT OR IGNORE INTO uploads (placer_order_number, placer_issuer, state) "
                              "VALUES (?, ?, ?)", (*order.key, UploadState.PENDING.value))
         self.wake.set()
+        return order
 
     def _put(self, conn: sqlite3.Connection, order: Order, origin: Origin, *, only_new: bool = False) -> bool:
         """Insert or replace ``order`` unless a higher revision is held; True if written."""
@@ -315,6 +319,7 @@ def run_sync(settings: EdgeSettings, cache: OrderCache, stop: threading.Event) -
     """Upload registered orders, then fetch the snapshot, every ``edge_order_sync_s`` (at
     once when an order is registered) until ``stop``; a failure keeps the cache."""
     rng = random.Random()
+    failing = False
     with county_client(settings, timeout=30.0) as client:
         while not stop.is_set():
             cache.wake.clear()
@@ -322,9 +327,13 @@ def run_sync(settings: EdgeSettings, cache: OrderCache, stop: threading.Event) -
             try:
                 upload_due(client, cache, rng=rng, first_delay_s=settings.edge_order_sync_s)
                 sync_once(client, cache, site=settings.edge_site)
+                if failing:  # the county answers again: registered orders need not wait out their backoff
+                    cache.retry_uploads_now()
+                    upload_due(client, cache, rng=rng, first_delay_s=settings.edge_order_sync_s)
+                failing = False
             except (httpx.HTTPError, ValueError, KeyError, sqlite3.Error) as exc:
                 log.warning("orders not synced (the worklist answers from the cache): %s", type(exc).__name__)
-                wait = min(wait, RETRY_AFTER_FAILURE_S)
+                wait, failing = min(wait, RETRY_AFTER_FAILURE_S), True
             _wait(stop, cache.wake, wait)
 
 

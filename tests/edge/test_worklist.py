@@ -173,3 +173,17 @@ def test_with_the_wan_down_the_worklist_answers_from_the_cache(worklist_settings
         sync_once(client, cache, site=SITE)  # the county is gone: the cache stays
     with running_worklist(up, OrderCache(spool.root)) as server:  # as after a restart
         assert _accessions(pynetdicom_find(server.port, mwl_query(charset="GB18030", PatientName="王*"))) == ["A001"]
+
+
+def test_the_services_ae_applies_the_edges_allow_list(worklist_settings: Settings, spool) -> None:
+    from tests.edge.helpers import association_answer
+
+    settings = worklist_settings.model_copy(update={"edge_allowed_aes": "DR01@127.0.0.1, CT01@10.9.9.9"})
+    cache = OrderCache(spool.root)
+    cache.replace_from_county(sample_orders(), etag='"v1"')
+    with running_worklist(settings, cache) as server:
+        for stranger in ("UNKNOWN", "CT01"):  # unknown title; known title from another address
+            rejected = association_answer(server.port, stranger)
+            assert rejected[:1] == b"\x03" and (rejected[7], rejected[8], rejected[9]) == (0x01, 0x01, 0x03)
+        assert association_answer(server.port, "DR01")[:1] == b"\x02"  # A-ASSOCIATE-AC
+        assert _accessions(pynetdicom_find(server.port, mwl_query(AccessionNumber="A001"))) == ["A001"]
