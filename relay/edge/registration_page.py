@@ -20,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from relay.config import EdgeSettings
+from relay.dicom.orders import Order
 from relay.edge import page_security as security
 from relay.edge.orders import CachedOrder, Origin, OrderCache, local_date_time
 from relay.edge.page_text import TEXT
@@ -99,7 +100,7 @@ def add_registration_routes(app: FastAPI, *, sessions: security.Sessions, orders
             return render(request, session, lang, values={k: form.get(k, "") for k in checked.values},
                           errors=checked.errors, status=422)
 
-        def build(taken: set[str]) -> Any:
+        def build(taken: set[str]) -> Order:
             return make_order(checked.values, site=settings.edge_site, code=code,
                               sequence=next_sequence(taken, code=code, now=now), now=now,
                               registered_by=session.technician.username)

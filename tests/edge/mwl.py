@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -112,6 +113,11 @@ def raw_find(port: int, identifier: bytes) -> int:
     ae.add_requested_context(ModalityWorklistInformationFind, "1.2.840.10008.1.2")
     assoc = ae.associate("127.0.0.1", port, ae_title="RELAY_EDGE")
     assert assoc.is_established
+    assoc._reactor_checkpoint.clear()  # pause the association's reactor, as pynetdicom's own send_* do,
+    deadline = time.monotonic() + 10  # so that it does not take the response off the queue first
+    while not assoc._is_paused and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert assoc._is_paused, "the association's reactor did not pause"
     try:
         request = C_FIND()
         request.MessageID, request.Priority = 1, 2
@@ -122,6 +128,7 @@ def raw_find(port: int, identifier: bytes) -> int:
         assert response is not None, "no C-FIND response"
         return int(response.Status)
     finally:
+        assoc._reactor_checkpoint.set()
         assoc.release()
 
 
