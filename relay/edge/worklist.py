@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -223,8 +224,9 @@ def parse_query(identifier: Dataset, *, default_charset: str) -> Query:
     when it names none). QueryError for a query the SOP class cannot have."""
     asked = identifier.get("SpecificCharacterSet")
     asked_list = [] if asked is None else [str(v) for v in (asked if isinstance(asked, MultiValue) else [asked])]
-    if not any(asked_list):
-        identifier.SpecificCharacterSet = default_charset  # decode its names as the answer will be
+    if not any(asked_list):  # decode its names as the answer will be encoded (raw elements convert lazily)
+        implicit, little = identifier.original_encoding
+        identifier.set_original_encoding(implicit, little, convert_encodings(default_charset))
     query = Query(charset=answer_charset(asked_list, default_charset))
     for element in identifier:
         if element.keyword == SPS:

@@ -187,3 +187,13 @@ def test_the_services_ae_applies_the_edges_allow_list(worklist_settings: Setting
             assert rejected[:1] == b"\x03" and (rejected[7], rejected[8], rejected[9]) == (0x01, 0x01, 0x03)
         assert association_answer(server.port, "DR01")[:1] == b"\x02"  # A-ASSOCIATE-AC
         assert _accessions(pynetdicom_find(server.port, mwl_query(AccessionNumber="A001"))) == ["A001"]
+
+
+def test_a_query_without_a_character_set_is_read_in_the_default_one(port: int) -> None:
+    from pydicom.dataelem import DataElement
+
+    query = mwl_query()  # no (0008,0005), but a GB18030 name, as many Chinese modalities send
+    query["PatientName"] = DataElement(0x00100010, "PN", "李*".encode("gb18030"))
+    answers = pynetdicom_find(port, query)
+    assert _accessions(answers) == ["A002"]
+    assert answers[0][1] is not None and answers[0][1].SpecificCharacterSet == "GB18030"
