@@ -96,12 +96,13 @@ def test_a_site_never_sees_another_sites_orders_nor_registers_for_it(county) -> 
 def test_a_registered_order_posted_twice_is_one_order_audited_once_under_the_technician(county) -> None:
     edge_a, _ = _two_sites(county)
     with TestClient(create_app(county)) as client:
-        first = client.post(ORDERS_PATH, json=registered(), headers=edge_a)
+        body = registered()
+        first = client.post(ORDERS_PATH, json=body, headers=edge_a)
         assert first.status_code == 200 and first.json()["outcome"] == "created"
-        second = client.post(ORDERS_PATH, json=registered(), headers=edge_a)
+        second = client.post(ORDERS_PATH, json=body, headers=edge_a)
         assert second.status_code == 200 and second.json()["outcome"] == "unchanged"
         assert second.json()["order"]["patient_name"] == "李^娜"
-        reused = client.post(ORDERS_PATH, json=registered(study_instance_uid="2.25.999"), headers=edge_a)
+        reused = client.post(ORDERS_PATH, json={**body, "study_instance_uid": "2.25.999"}, headers=edge_a)
         assert reused.status_code == 409  # the same numbers for another exam: never merged
         listed = client.get(ORDERS_PATH, headers=edge_a).json()["orders"]
         assert [(o["accession_number"], o["source"]) for o in listed] == [("R1", "registration")]
