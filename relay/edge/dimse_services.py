@@ -10,7 +10,7 @@ relay.edge.admission), association limit and timeouts.
 A service is anything with two methods (:class:`DimseService`)::
 
     class MyService:
-        def contexts(self) -> list[PresentationContext]: ...   # what the AE accepts
+        def contexts(self) -> list[PresentationContext]: ...   # what the AE accepts (roles too)
         def handlers(self) -> list[EventHandler]: ...          # (evt.EVT_X, fn) or (evt.EVT_X, fn, [args])
 
 ``start_services(settings, [WorklistService(...), MyService(...)])`` builds the AE from the
@@ -80,7 +80,10 @@ def build_ae(*, ae_title: str, services: Sequence[DimseService], settings: EdgeS
         if syntax is None or syntax in known:
             raise ValueError(f"a service context without an abstract syntax, or accepted twice: {syntax}")
         known.add(syntax)
-        ae.add_supported_context(syntax, context.transfer_syntax)
+        # Role selection as the service's context says (Storage Commitment's N-EVENT-REPORT on
+        # the same association needs the SCP role accepted for the modality).
+        ae.add_supported_context(syntax, context.transfer_syntax, scu_role=context.scu_role,
+                                 scp_role=context.scp_role)
     return ae
 
 
