@@ -69,9 +69,9 @@ def base_env(**relay_vars: str) -> dict[str, str]:
     """The test's environment without RELAY_* leftovers, plus the given RELAY_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     # Tests send whole studies at once: a study is ready after a second of quiet, not a
-    # minute; and each edge's status page gets a port of its own.
+    # minute; and each edge's status page and services AE (worklist) get ports of their own.
     env.update({"RELAY_EDGE_STUDY_QUIET_S": "1", "RELAY_EDGE_STUDY_STAT_QUIET_S": "0.5",
-                "RELAY_EDGE_STATUS_PORT": str(_free_port())})
+                "RELAY_EDGE_STATUS_PORT": str(_free_port()), "RELAY_EDGE_SERVICES_PORT": str(_free_port())})
     env.update({f"RELAY_{k.upper()}": v for k, v in relay_vars.items()})
     env["TCP_NODELAY"] = "1"  # Debian's DCMTK leaves Nagle on otherwise (~55 ms per C-STORE)
     return env

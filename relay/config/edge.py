@@ -171,6 +171,37 @@ class EdgeSettings(CommonSettings):
         "while it cannot be reached (a new acknowledgement is sent at once). Default 15, like "
         "the report poll.",
     )
+    edge_order_sync_s: float = Field(
+        30.0, gt=0,
+        description="Seconds between fetches of this site's orders from the county (GET "
+        "/api/edges/orders; an unchanged list costs a 304) and between uploads of orders "
+        "registered on the page while the county cannot be reached (a new one is sent at once; "
+        "a failing one backs off, doubling up to 5 min). Default 30: an order placed in the HIS "
+        "is on the modality's worklist within half a minute.",
+    )
+    edge_site_code: str = Field(
+        "", pattern=r"^[A-Z0-9]{0,4}$",
+        description="Short code (1-4 capital letters or digits) that starts the accession numbers "
+        "the registration page makes ('<code>-YYMMDD-NNNN', 16 characters at most, the SH limit). "
+        "Give every township its own code; default empty: 4 hex digits of the SHA-256 of edge_site.",
+    )
+    edge_services_port: int = Field(
+        11113, ge=0, le=65535,
+        description="TCP port of the edge's second DICOM listener (relay.edge.dimse_services), which "
+        "serves the Modality Worklist (C-FIND) and other non-storage services with pynetdicom's own "
+        "association handling. 0 turns it off. Default 11113, next to the C-STORE port 11112.",
+    )
+    edge_services_ae_title: str = Field(
+        "", max_length=16,
+        description="AE title of that listener; default empty: the same as edge_ae_title (modalities "
+        "are usually configured with one title for the edge).",
+    )
+    edge_mwl_default_charset: str = Field(
+        "GB18030", pattern=r"^(GB18030|GBK|ISO_IR 192)$",
+        description="Specific Character Set of worklist answers when the query names none: "
+        "'GB18030' (default: what Chinese modalities expect), 'GBK' or 'ISO_IR 192' (UTF-8). A query "
+        "naming GB18030, GBK or ISO_IR 192 is answered in it; any other in this default.",
+    )
     edge_status_port: int = Field(
         8081,
         description="TCP port of the technician's status page (http://127.0.0.1:8081). "

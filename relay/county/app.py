@@ -35,6 +35,7 @@ from relay.county.ingest.bundle_endpoints import router as bundle_router
 from relay.county.ingest.endpoints import router as ingest_router
 from relay.county.ingest.quarantine import router as quarantine_router
 from relay.county.metrics.endpoints import router as metrics_router
+from relay.county.orders.edge_endpoints import router as edge_orders_router
 from relay.county.worklist.endpoints import router as worklist_router
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(bundle_router)
     app.include_router(quarantine_router)
     app.include_router(edges_router)
+    app.include_router(edge_orders_router)
     app.include_router(dicomweb_router)
     app.include_router(rendered_router)
     app.include_router(frames_router)

@@ -20,7 +20,11 @@ from relay.config import EdgeSettings
 from relay.edge.acks import AckJournal, start_delivery
 from relay.edge.admission import Alarms, disk_state
 from relay.edge.completeness import StudyPolicy, list_studies, policy_from
+from relay.edge.commitment import CommitmentService
+from relay.edge.dimse_services import DimseService, start_services
 from relay.edge.heartbeat import start_heartbeat
+from relay.edge.orders import OrderCache
+from relay.edge.orders import start_sync as start_order_sync
 from relay.edge.bundle_outbox import uploaded_bytes
 from relay.edge.report_pickup import start_pickup
 from relay.edge.forward import start_forwarder
@@ -29,6 +33,7 @@ from relay.edge.clock import now_utc
 from relay.edge.journal import JOURNAL_NAME, read_counts
 from relay.edge.spool import Spool
 from relay.edge.technicians import TechnicianCache, start_sync
+from relay.edge.worklist import WorklistService
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,11 @@ def run_edge(settings: EdgeSettings, *, stop: threading.Event) -> None:
                                       lockout_minutes=settings.login_lockout_minutes)
         if settings.edge_status_port >= 0:
             start_sync(settings, technicians, background_stop)
-        _start_page(stack, settings=settings, spool=spool, alarms=alarms, technicians=technicians, acks=acks)
+        orders = OrderCache(spool.root)
+        start_order_sync(settings, orders, background_stop)
+        _start_services(stack, settings=settings, orders=orders)
+        _start_page(stack, settings=settings, spool=spool, alarms=alarms, technicians=technicians, acks=acks,
+                    orders=orders)
         start_heartbeat(settings, background_stop)
         start_pickup(settings, background_stop)
         start_delivery(settings, acks, background_stop)
@@ -105,8 +114,28 @@ def _prune(spool: Spool, settings: EdgeSettings) -> None:
         log.info("spool retention: removed %d confirmed files, %d bytes", files, freed)
 
 
+def _start_services(stack: contextlib.ExitStack, *, settings: EdgeSettings, orders: OrderCache) -> None:
+    """Start the services AE (Modality Worklist, Storage Commitment) unless disabled (port 0).
+    Another pynetdicom service joins by being added to this list (relay.edge.dimse_services)."""
+    if settings.edge_services_port == 0:
+        return
+    commitment = CommitmentService(settings)  # reads the spool's journal: after the spool is open
+    commitment.start()
+    stack.callback(commitment.stop)  # registered first, so it stops after the AE
+    services: list[DimseService] = [
+        WorklistService(orders, timezone=settings.timezone, default_charset=settings.edge_mwl_default_charset),
+        commitment]
+    try:
+        server = start_services(settings, services)
+    except OSError as exc:  # receiving matters more than the worklist: keep going
+        log.error("DICOM services not available on %s:%d: %s", settings.edge_host, settings.edge_services_port,
+                  exc)
+        return
+    stack.callback(server.stop)
+
+
 def _start_page(stack: contextlib.ExitStack, *, settings: EdgeSettings, spool: Spool,
-                alarms: Alarms, technicians: TechnicianCache, acks: AckJournal) -> None:
+                alarms: Alarms, technicians: TechnicianCache, acks: AckJournal, orders: OrderCache) -> None:
     """Start the technician's page unless disabled (port -1)."""
     if settings.edge_status_port < 0:
         return
@@ -114,7 +143,7 @@ def _start_page(stack: contextlib.ExitStack, *, settings: EdgeSettings, spool: S
 
     page = StatusPage(spool=spool, alarms=alarms, host=settings.edge_status_host,
                       port=settings.edge_status_port, timezone=settings.timezone, settings=settings,
-                      technicians=technicians, acks=acks)
+                      technicians=technicians, acks=acks, orders=orders)
     try:
         page.start()
     except RuntimeError as exc:  # receiving matters more than the page: keep going

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from relay.edge.technicians import Technician
 
@@ -166,6 +166,17 @@ class Sessions:
 
     def set_cookie(self, response: Response, name: str, value: str) -> None:
         response.set_cookie(name, value, httponly=True, samesite="strict", secure=self.secure, path="/")
+
+
+async def checked_post(request: Request, sessions: Sessions) -> tuple[dict[str, str], Response | None]:
+    """The form of a POST, or the refusal: 401 without a session, 403 without its CSRF token."""
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    session = sessions.get(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        return form, JSONResponse({"detail": "log in first"}, status_code=401)
+    if not same_token(form.get("csrf"), session.csrf):
+        return form, JSONResponse({"detail": "bad or missing CSRF token"}, status_code=403)
+    return form, None
 
 
 def _sha256(value: str) -> str:

@@ -6,7 +6,7 @@ by default, HTTPS with ``edge_status_tls_cert``). Chinese by default, English wi
 ``?lang=en``. Every route needs a technician's login (their county account for this
 site, cached at the edge: relay.edge.technicians); the Host allow-list, the headers and
 the sessions are in relay.edge.page_security. The state-changing actions (mark STAT,
-acknowledge a report, log out) are POSTs carrying the session's CSRF token. An
+acknowledge a report, register an order, log out) are POSTs carrying the session's CSRF token. An
 acknowledgement names the logged-in technician and is journaled at the edge before the
 page answers (relay.edge.acks), so a WAN outage neither loses it nor fails the page.
 
@@ -38,6 +38,8 @@ from relay.edge import page_security as security
 from relay.edge.acks import Ack, AckJournal, AckState
 from relay.edge.admission import Alarms, disk_state
 from relay.edge.bundle_outbox import uploaded_bytes
+from relay.edge.orders import OrderCache
+from relay.edge.registration_page import add_registration_routes
 from relay.edge.page_text import TEXT, plain_reason
 from relay.edge.report_pickup import local_reports
 from relay.edge.technicians import LoginRefused, TechnicianCache
@@ -87,6 +89,8 @@ class PageDeps:
     allowed_hosts: frozenset[str]
     settings: EdgeSettings | None = None
     """For the reports section (the reports fetched to this edge)."""
+    orders: OrderCache | None = None
+    """The order cache the registration page (登记) writes to (relay.edge.registration_page)."""
 
 
 def start_of_today(zone: ZoneInfo, now: datetime) -> datetime:
@@ -175,12 +179,15 @@ def _lang(value: str | None) -> str:
 def build_app(deps: PageDeps) -> FastAPI:
     """The page's app behind the Host allow-list and the security headers: GET/POST /login,
     POST /logout, GET / (HTML), POST /studies/{uid}/stat, GET /reports/{id}/pdf, POST
-    /reports/{id}/ack, GET /api/summary (JSON, no patient data). All but /login need a
+    /reports/{id}/ack, GET /api/summary (JSON, no patient data), GET/POST /register (登记). All but /login need a
     technician's session; every POST its CSRF token."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.middleware("http")(security.guard(deps.allowed_hosts))
     templates = Jinja2Templates(directory=str(TEMPLATES))
     add_login_routes(app, deps, templates)
+    if deps.orders is not None and deps.settings is not None:
+        add_registration_routes(app, sessions=deps.sessions, orders=deps.orders, settings=deps.settings,
+                                zone=deps.zone, templates=templates)
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, lang: str | None = None, auto: str | None = None) -> Response:
@@ -235,14 +242,7 @@ def build_app(deps: PageDeps) -> FastAPI:
 
 
 async def _checked_post(request: Request, deps: PageDeps) -> tuple[dict[str, str], Response | None]:
-    """The form of a POST, or the refusal: 401 without a session, 403 without its CSRF token."""
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    session = deps.sessions.get(request.cookies.get(security.SESSION_COOKIE))
-    if session is None:
-        return form, JSONResponse({"detail": "log in first"}, status_code=401)
-    if not security.same_token(form.get("csrf"), session.csrf):
-        return form, JSONResponse({"detail": "bad or missing CSRF token"}, status_code=403)
-    return form, None
+    return await security.checked_post(request, deps.sessions)
 
 
 def add_login_routes(app: FastAPI, deps: PageDeps, templates: Jinja2Templates) -> None:
@@ -295,12 +295,13 @@ def add_login_routes(app: FastAPI, deps: PageDeps, templates: Jinja2Templates) -
 class StatusPage:
     """The page served by uvicorn in a background thread; ``stop()`` ends it.
 
-    ``technicians`` and ``acks`` default to their files in the spool's folder; the
-    agent passes the ones its background loops use."""
+    ``technicians``, ``acks`` and ``orders`` default to their files in the spool's folder;
+    the agent passes the ones its background loops use."""
 
     def __init__(self, *, spool: Spool, alarms: Alarms, host: str, port: int,
                  timezone: str, settings: EdgeSettings | None = None,
-                 technicians: TechnicianCache | None = None, acks: AckJournal | None = None) -> None:
+                 technicians: TechnicianCache | None = None, acks: AckJournal | None = None,
+                 orders: OrderCache | None = None) -> None:
         tls = settings is not None and settings.edge_status_tls_cert is not None
         allowed_setting = settings.edge_status_allowed_hosts if settings else ""
         technicians = technicians or TechnicianCache(
@@ -310,7 +311,8 @@ class StatusPage:
         deps = PageDeps(spool=spool, alarms=alarms, zone=ZoneInfo(timezone), technicians=technicians,
                         acks=acks or AckJournal(spool.root),
                         sessions=security.Sessions(idle_s=idle_minutes * 60.0, secure=tls),
-                        allowed_hosts=security.allowed_hosts(allowed_setting, host), settings=settings)
+                        allowed_hosts=security.allowed_hosts(allowed_setting, host), settings=settings,
+                        orders=orders or (OrderCache(spool.root) if settings is not None else None))
         for warning in security.bind_warnings(host=host, tls=tls, allowed_setting=allowed_setting,
                                               technicians=technicians.active_count()):
             log.warning("security: %s", warning)

@@ -30,7 +30,7 @@ def edge_settings(tmp_path: Path) -> Settings:
         edge_ae_title="RELAY_EDGE", county_url="http://127.0.0.1:9", edge_site_token=TOKEN,
         edge_network_timeout=10.0, forward_retry_min=0.05, forward_retry_max=0.2,
         forward_timeout=5.0, edge_study_quiet_s=0.0, edge_study_stat_quiet_s=0.0,
-        edge_status_port=0, edge_spool_slots=8,
+        edge_status_port=0, edge_spool_slots=8, edge_services_port=0,
     )
 
 

@@ -72,3 +72,30 @@ def test_edge_status_reports_pending_instances_while_the_spool_is_open(
 
     assert (status["pending"], status["pending_bytes"]) == (1, len(data))
     assert status["oldest_pending_age_s"] >= 0
+
+
+def test_agent_serves_the_worklist_on_its_services_port_with_the_county_unreachable(
+    edge_settings: Settings, dcmtk: Dcmtk, tmp_path: Path
+) -> None:
+    from relay.edge.orders import OrderCache
+    from tests.edge.mwl import SITE, findscu, mwl_query, sample_orders
+
+    settings = edge_settings.model_copy(update={
+        "edge_port": _free_port(), "edge_services_port": _free_port(), "edge_site": SITE,
+        "timezone": "Asia/Shanghai", "county_url": "http://127.0.0.1:9"})
+    OrderCache(settings.edge_spool_dir).replace_from_county(sample_orders(), etag='"v1"')  # synced before
+    stop = threading.Event()
+    agent = threading.Thread(target=run_edge, args=(settings,), kwargs={"stop": stop})
+    agent.start()
+    try:
+        port = str(settings.edge_services_port)
+        assert wait_until(lambda: dcmtk("echoscu", "-aec", "RELAY_EDGE", "127.0.0.1", port).returncode == 0,
+                          timeout=30)
+        found = findscu(dcmtk, settings.edge_services_port, mwl_query(charset="GB18030", PatientName="王*"),
+                        tmp_path / "mwl")
+        assert found.completed.returncode == 0, found.completed.stderr
+        assert [str(d.AccessionNumber) for d in found.datasets()] == ["A001"]
+    finally:
+        stop.set()
+        agent.join(15)
+    assert not agent.is_alive()
