@@ -150,7 +150,7 @@ def _when(value: Any, zone: ZoneInfo) -> str:
     return (at if at.tzinfo else at.replace(tzinfo=zone)).isoformat()
 
 
-def _patient_fields(patient: Patient, path: str) -> dict[str, str]:
+def _patient_fields(patient: Patient, path: str) -> dict[str, Any]:
     ident = next(((i, n) for n, i in enumerate(patient.identifier or []) if i.system and i.value), None)
     if ident is None:
         raise invalid(f"{path}.identifier", "the Patient has no identifier with a system and a value "
@@ -160,7 +160,10 @@ def _patient_fields(patient: Patient, path: str) -> dict[str, str]:
     if gender not in _GENDER:
         raise invalid(f"{path}.gender", f"gender {gender!r} is not male, female, other or unknown", code="code-invalid")
     phone = next((t.value for t in patient.telecom or [] if t.system == "phone" and t.value), "")
-    return {"patient_id": ident[0].value.strip()[:64], "patient_id_issuer": ident[0].system.strip()[:128],
+    pid, issuer = str(ident[0].value).strip(), str(ident[0].system).strip()
+    if len(pid) > 64 or len(issuer) > 128:
+        raise invalid(f"{path}.identifier[{ident[1]}]", "the patient ID (64) or its system (128) is too long")
+    return {"patient_id": pid, "patient_id_issuer": issuer,
             "patient_name": name, "patient_name_pinyin": pinyin, "patient_sex": _GENDER[gender],
             "patient_birth_date": _day(patient.birthDate), "patient_phone": str(phone)[:32]}
 
@@ -239,6 +242,8 @@ def to_order(sr: ServiceRequest, patient: Patient, *, patient_path: str, zone: Z
             extra["filler_order_number"] = ident.value or ""
         elif ident.system == STUDY_UID_SYSTEM and ident.value:
             study_uid = ident.value.removeprefix("urn:oid:")
+    if study_uid and (len(study_uid) > 64 or not re.match(r"^[0-9]+(\.[0-9]+)*$", study_uid)):
+        raise invalid("ServiceRequest.identifier", f"the {STUDY_UID_SYSTEM} identifier is not urn:oid:<DICOM UID>")
     if not placer:
         raise invalid("ServiceRequest.identifier", "no identifier of type PLAC (v2-0203) with a value: the "
                       "placer order number", code="required")
@@ -263,16 +268,17 @@ def to_order(sr: ServiceRequest, patient: Patient, *, patient_path: str, zone: Z
                                   for c in sr.reasonCode or []) if t)
     purpose, history = _notes(sr)
     department = next((e.valueString for e in sr.extension or [] if e.url == ORDERING_DEPARTMENT), "") or ""
+    patient_fields = _patient_fields(patient, patient_path)
     order = Order(
         placer_order_number=placer, placer_issuer=issuer, accession_number=accession, site=site,
-        **_patient_fields(patient, patient_path), modality=_modality(sr),
+        **patient_fields, modality=_modality(sr),
         procedure_code=(str(coding.code or "") if coding else "")[:64],
         procedure_description=((sr.code.text if sr.code else None) or (coding.display if coding else "") or "")[:256],
         clinical_diagnosis=reason, exam_purpose=purpose, history_summary=history,
         ordering_department=str(department)[:128],
         ordering_doctor=((sr.requester.display if sr.requester else "") or "")[:128],
         priority=_PRIORITY[sr.priority or "routine"].value,
-        scheduled_at=_when(sr.occurrenceDateTime, zone), study_instance_uid=study_uid[:64],
+        scheduled_at=_when(sr.occurrenceDateTime, zone), study_instance_uid=study_uid,
         source=OrderSource.FHIR.value, extra=extra)
     return Mapped(order=order, site_path=site_path, cancel=cancel)
 

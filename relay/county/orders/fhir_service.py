@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.servicerequest import ServiceRequest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -75,7 +77,7 @@ def store(session: Session, mapped: Mapped, *, patient_path: str, expect_id: str
 
 def map_service_request(body: Any, zone: ZoneInfo) -> tuple[Mapped, str]:
     """A POSTed/PUT ServiceRequest with a contained Patient, mapped (422 on anything missing)."""
-    sr = fhir.validate(fhir.ServiceRequest, body, "ServiceRequest")
+    sr = fhir.validate(ServiceRequest, body, "ServiceRequest")
     patient, path = fhir.contained_patient(sr)
     return fhir.to_order(sr, patient, patient_path=path, zone=zone), path
 
@@ -90,12 +92,12 @@ def map_bundle_entries(body: Any, zone: ZoneInfo) -> tuple[str, list[tuple[int, 
     entries = body.get("entry") or []
     if not isinstance(entries, list):
         raise fhir.invalid("Bundle.entry", "entry is not a list", code="structure")
-    patients: dict[str, tuple[fhir.Patient, str]] = {}
+    patients: dict[str, tuple[Patient, str]] = {}
     for n, entry in enumerate(entries):
         res = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(res, dict) and res.get("resourceType") == "Patient":
             path = f"Bundle.entry[{n}].resource"
-            patients[str(entry.get("fullUrl") or "")] = (fhir.validate(fhir.Patient, res, "Patient"), path)
+            patients[str(entry.get("fullUrl") or "")] = (fhir.validate(Patient, res, "Patient"), path)
     out: list[tuple[int, Mapped | None, str]] = []
     for n, entry in enumerate(entries):
         res = entry.get("resource") if isinstance(entry, dict) else None
@@ -107,7 +109,7 @@ def map_bundle_entries(body: Any, zone: ZoneInfo) -> tuple[str, list[tuple[int, 
             raise fhir.invalid(f"Bundle.entry[{n}].resource", "only Patient and ServiceRequest entries are taken",
                                code="not-supported")
         try:
-            sr = fhir.validate(fhir.ServiceRequest, res, "ServiceRequest")
+            sr = fhir.validate(ServiceRequest, res, "ServiceRequest")
         except FhirProblem as problem:
             raise FhirProblem(422, *(Issue(i.expression.replace("ServiceRequest", f"Bundle.entry[{n}].resource", 1),
                                            i.diagnostics, i.code) for i in problem.issues)) from problem

@@ -48,6 +48,7 @@ _PRIORITY = {"S": Priority.STAT, "A": Priority.URGENT, "R": Priority.ROUTINE}
 _MODALITY = {"RX": "DX", "NMR": "MR", "NMS": "NM", "EC": "ECG", "RAD": ""}
 """OBR-24 diagnostic service section IDs (HL7 table 0074) that are not DICOM modality codes."""
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+-]\d{4})?$")
 
 
@@ -328,8 +329,16 @@ def patient_identifier(p: Parsed, pid: Segment | None, header: Header, field_no:
         first = first or pid_value
         authority = p.value(pid, field_no, 4, 1, rep=rep) or p.value(pid, field_no, 4, 2, rep=rep)
         if authority:
-            return pid_value, authority
-    return (first, header.sending_facility) if first else ("", "")
+            return _fits(pid_value, authority, seg_name, field_no)
+    return _fits(first, header.sending_facility, seg_name, field_no) if first else ("", "")
+
+
+def _fits(pid: str, issuer: str, seg_name: str, field_no: int) -> tuple[str, str]:
+    """A key is never cut short (two long IDs would become one patient): too long is refused."""
+    if len(pid) > 64 or len(issuer) > 128:
+        raise Nak("AE", f"{seg_name}-{field_no} patient ID (64) or assigning authority (128) is too long",
+                  segment=seg_name, field_no=field_no, error=DATA_TYPE_ERROR)
+    return pid, issuer
 
 
 def _sex(p: Parsed, pid: Segment | None) -> str:
@@ -443,6 +452,9 @@ def order_actions(p: Parsed, zone: ZoneInfo) -> list[OrderAction]:
             raise Nak("AE", "no placer order number (ORC-2 / OBR-2)", segment="ORC", sequence=seq, field_no=2,
                       error=REQUIRED_FIELD_MISSING)
         issuer = p.value(orc, 2, 2) or p.value(obr, 2, 2) or h.sending_facility
+        if len(placer) > 64 or len(issuer) > 128:
+            raise Nak("AE", "placer order number (64) or its issuer (128) is too long", segment="ORC",
+                      sequence=seq, field_no=2, error=DATA_TYPE_ERROR)
         if not issuer:
             raise Nak("AE", "no issuer of the placer order number (ORC-2.2 / MSH-4)", segment="ORC",
                       sequence=seq, field_no=2, error=REQUIRED_FIELD_MISSING)
@@ -481,8 +493,18 @@ def order_actions(p: Parsed, zone: ZoneInfo) -> list[OrderAction]:
         }.items() if v}
         if g.extra_ipc:
             extra["ignored_ipc_segments"] = str(g.extra_ipc)
+        uid, uid_at = (p.value(g.zds, 1), ("ZDS", g.zds.sequence if g.zds else 1, 1)) if p.value(g.zds, 1) else \
+            (p.value(ipc, 3), ("IPC", ipc.sequence if ipc else 1, 3))
+        if uid and (len(uid) > 64 or not _UID.match(uid)):
+            raise Nak("AE", f"{uid_at[0]}-{uid_at[2]} is not a DICOM UID", segment=uid_at[0], sequence=uid_at[1],
+                      field_no=uid_at[2], error=DATA_TYPE_ERROR)
+        station, station_at = (p.value(ipc, 9), ("IPC", 9)) if p.value(ipc, 9) else (p.value(obr, 21), ("OBR", 21))
+        if len(station) > 16:
+            raise Nak("AE", f"{station_at[0]}-{station_at[1]} is longer than an AE title (16)",
+                      segment=station_at[0], sequence=ipc.sequence if ipc and station_at[0] == "IPC" else obr_seq,
+                      field_no=station_at[1], error=DATA_TYPE_ERROR)
         order = Order(
-            placer_order_number=placer[:64], placer_issuer=issuer[:128], accession_number=accession,
+            placer_order_number=placer, placer_issuer=issuer, accession_number=accession,
             site=site, patient_id=patient_id, patient_id_issuer=patient_issuer, patient_name=name,
             patient_name_pinyin=pinyin, patient_sex=_sex(p, pid), patient_birth_date=_birth_date(p, pid),
             patient_phone=_phone(p, pid), modality=modality, procedure_code=p.value(obr, 4, 1)[:64],
@@ -492,10 +514,10 @@ def order_actions(p: Parsed, zone: ZoneInfo) -> list[OrderAction]:
             ordering_doctor=(_person(p, orc, 12) or _person(p, obr, 16))[:128],
             priority=_PRIORITY.get(priority_code, Priority.ROUTINE).value,
             scheduled_at=_hl7_time(p, when_raw, zone, where=where),
-            scheduled_station_ae=(p.value(ipc, 9) or p.value(obr, 21))[:16],
+            scheduled_station_ae=station,
             requested_procedure_id=(p.value(ipc, 2) or p.value(obr, 19))[:16],
             scheduled_step_id=(p.value(ipc, 4) or p.value(obr, 20))[:16],
-            study_instance_uid=(p.value(g.zds, 1) or p.value(ipc, 3))[:64],
+            study_instance_uid=uid,
             source=OrderSource.HL7.value, extra=extra)
         actions.append(OrderAction(control=_CONTROL[code], order=order, site_candidate=site, orc_sequence=seq))
     return actions
@@ -509,7 +531,7 @@ def patient_action(p: Parsed) -> PatientAction:
     if not patient_id:
         raise Nak("AE", "PID-3 has no usable patient ID", segment="PID", field_no=3, error=REQUIRED_FIELD_MISSING)
     name, pinyin = patient_names(p, pid)
-    action = PatientAction(patient_id=patient_id[:64], issuer=issuer[:128], name=name, name_pinyin=pinyin,
+    action = PatientAction(patient_id=patient_id, issuer=issuer, name=name, name_pinyin=pinyin,
                            sex=_sex(p, pid), birth_date=_birth_date(p, pid), phone=_phone(p, pid))
     if h.trigger == "A40":
         mrg = p.first("MRG")
@@ -520,7 +542,7 @@ def patient_action(p: Parsed) -> PatientAction:
         if (prior_id, prior_issuer) == (action.patient_id, action.issuer):
             raise Nak("AE", "MRG-1 names the same patient as PID-3", segment="MRG", field_no=1,
                       error=TABLE_VALUE_NOT_FOUND)
-        action.merge_from = (prior_id[:64], prior_issuer[:128])
+        action.merge_from = (prior_id, prior_issuer)
     return action
 
 
@@ -564,5 +586,5 @@ def build_ack(header: Header, code: str, *, text: str = "", nak: Nak | None = No
         err.err_3 = f"{nak.error}^{_ERROR_TEXT.get(nak.error, 'Error')}^HL70357"
         err.err_4 = "E"
         err.err_8 = _escape(nak.text)
-    body = ack.to_er7() + "\r"
+    body = str(ack.to_er7()) + "\r"
     return body.encode(header.codec, errors="replace")
