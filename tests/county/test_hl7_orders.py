@@ -343,3 +343,54 @@ def test_the_logs_name_messages_but_no_patient(county, mllp, caplog) -> None:
     assert "L1" in text and "L2" in text and "OBR^1^18" in text and "XZHOSP" in text
     for secret in ("PID-SECRET", "王", "小明", "Wang", "赵", "秘密", "19600102", "13800000000"):
         assert secret not in text
+
+
+# --- OMI^O23 and the command --------------------------------------------------------------
+
+def omi(control: str, *, accession: str = "I2001") -> str:
+    return "\r".join([
+        msh(control, "OMI^O23^OMI_O23"),
+        seg("PID", {1: "1", 3: "P-3^^^HIS.XZ^PI", 5: "李^雷^^^^^L", 7: "19801224", 8: "U"}),
+        seg("PV1", {1: "1", 2: "O", 3: "township-a"}),
+        seg("ORC", {1: "NW", 2: "HIS-3001", 12: "D02^张^三", 17: "^放射科"}),
+        seg("TQ1", {1: "1", 7: "20261208143000+0800", 9: "S"}),
+        seg("OBR", {1: "1", 2: "HIS-3001", 4: "CT002^胸部CT", 31: "^肺结节"}),
+        seg("IPC", {1: accession, 2: "RP9", 3: "1.2.840.99.3", 4: "SPS9", 5: "CT", 9: "CT_ROOM1"}),
+    ]) + "\r"
+
+
+def test_an_omi_order_reads_ipc_and_tq1(county, mllp) -> None:
+    make_site(county)
+    ok, missing = exchange(mllp, omi("I1").encode(), omi("I2", accession="").encode())
+    assert msa(ok) == ("AA", "I1")
+    assert msa(missing)[0] == "AE" and err(missing) == ("IPC^1^1", "101")
+    (order,) = orders(county)
+    assert (order.placer_order_number, order.placer_issuer) == ("HIS-3001", "XZHOSP")  # no ORC-2.2: MSH-4
+    assert (order.accession_number, order.requested_procedure_id, order.scheduled_step_id) == ("I2001", "RP9", "SPS9")
+    assert (order.study_instance_uid, order.modality, order.scheduled_station_ae) == ("1.2.840.99.3", "CT", "CT_ROOM1")
+    assert (order.priority, order.scheduled_at) == ("stat", datetime(2026, 12, 8, 6, 30, tzinfo=UTC))
+    assert (order.ordering_doctor, order.ordering_department, order.clinical_diagnosis) == ("张三", "放射科", "肺结节")
+    assert (order.patient_name, order.patient_name_pinyin, order.patient_sex) == ("李^雷", "", "")
+
+
+def test_the_relay_mllp_command_takes_orders_on_its_bind_address(county, settings, tmp_path) -> None:
+    import os
+    from pathlib import Path
+
+    from tests.processes import RelayProcess, wait_for
+    from tests.servers import free_port
+
+    make_site(county)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "RELAY_DATA_DIR": str(tmp_path / "var"),
+           "RELAY_DATABASE_URL": settings.database_url, "RELAY_HIS_MLLP_BIND": f"127.0.0.1:{port}"}
+    proc = RelayProcess("mllp", ["mllp"], env=env, cwd=tmp_path, logdir=tmp_path)
+    try:
+        wait_for("the mllp listener", lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                 is None, timeout=DEADLINE_S, procs=[proc])
+        (ack,) = exchange(port, orm("CLI1").encode())
+        assert msa(ack) == ("AA", "CLI1")
+    finally:
+        assert proc.stop() == 0, proc.log()
+    assert len(orders(county)) == 1
+    assert "CLI1" in proc.log() and "王" not in proc.log()
