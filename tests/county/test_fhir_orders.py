@@ -127,6 +127,8 @@ def test_the_same_request_twice_is_one_order_a_change_bumps_it_and_revoked_cance
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "revoked"
     (order,) = orders(county)
     assert (order.exam_purpose, order.status, order.revision) == ("复查", "cancelled", 3)
+    revived = client.post("/fhir/ServiceRequest", json=service_request(), headers=AUTH)
+    assert_outcome(revived, 422, "ServiceRequest.status")  # a late create does not undo the cancel
     missing = client.put("/fhir/ServiceRequest/424242", json=service_request(), headers=AUTH)
     assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"
     other = client.put(f"/fhir/ServiceRequest/{rid}", json=service_request(placer="HIS-OTHER"), headers=AUTH)

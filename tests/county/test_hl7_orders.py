@@ -196,8 +196,10 @@ def test_the_same_message_twice_is_acknowledged_twice_and_stored_once(county, ml
 def test_a_change_bumps_the_revision_and_a_cancel_keeps_the_row(county, mllp) -> None:
     make_site(county)
     acks = exchange(mllp, orm("N1").encode(), orm("X1", order_control="XO", purpose="复查").encode(),
-                    orm("K1", order_control="CA").encode(), orm("K2", order_control="CA").encode())
-    assert [msa(a)[0] for a in acks] == ["AA"] * 4
+                    orm("K1", order_control="CA").encode(), orm("K2", order_control="CA").encode(),
+                    orm("N2").encode())
+    assert [msa(a)[0] for a in acks] == ["AA"] * 4 + ["AE"]
+    assert err(acks[4])[0] == "ORC^1^1"  # a late new-order message does not bring a cancelled order back
     (order,) = orders(county)
     assert (order.exam_purpose, order.status, order.revision) == ("复查", "cancelled", 3)
     assert audit_actions(county) == ["order.create", "order.update", "order.cancel"]
@@ -241,9 +243,11 @@ def test_malformed_unsupported_and_undecodable_messages_are_rejected_with_err(co
     unsupported = (msh("B2", "ADT^A01^ADT_A01") + "\r" + seg("PID", {1: "1", 3: "P-1^^^HIS.XZ"}) + "\r").encode()
     wrong_bytes = orm("B3", charset="UNICODE UTF-8", name=RARE).encode("gb18030")  # says UTF-8, is GB 18030
     no_charset_gb = orm("B4", charset=None, name="王^小明").encode("gb18030")
+    future = orm("B5").replace("|2.5|", "|9.9|", 1).encode()
     acks = exchange(mllp, b"hello, not HL7", bad_segment, unsupported, wrong_bytes, no_charset_gb,
-                    (msh("", "ORM^O01") + "\r").encode())
-    noise, malformed, adt_a01, wrong, absent, no_control = acks
+                    (msh("", "ORM^O01") + "\r").encode(), future)
+    noise, malformed, adt_a01, wrong, absent, no_control, version = acks
+    assert msa(version) == ("AR", "B5") and err(version) == ("MSH^1^12", "203")
     assert msa(noise)[0] == "AR" and "ERR" in fields(noise)
     assert msa(malformed) == ("AR", "B1") and err(malformed) == ("MSH^1", "100")
     assert msa(adt_a01) == ("AR", "B2") and err(adt_a01) == ("MSH^1^9", "200")
@@ -382,7 +386,8 @@ def test_the_relay_mllp_command_takes_orders_on_its_bind_address(county, setting
 
     make_site(county)
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "RELAY_DATA_DIR": str(tmp_path / "var"),
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": repo, "RELAY_DATA_DIR": str(tmp_path / "var"),
            "RELAY_DATABASE_URL": settings.database_url, "RELAY_HIS_MLLP_BIND": f"127.0.0.1:{port}"}
     proc = RelayProcess("mllp", ["mllp"], env=env, cwd=tmp_path, logdir=tmp_path)
     try:

@@ -76,9 +76,10 @@ def _one(county: County, body: Any, expect_id: str | None) -> fhir_service.Store
 def _answer(stored: fhir_service.Stored, what: str) -> Response:
     log.info("fhir %s ServiceRequest/%s: %s", what, stored.resource_id, stored.outcome.value)
     status = _STATUS.get(stored.outcome, 200)
-    headers = {"ETag": f'W/"{stored.resource["meta"]["versionId"]}"'}
+    version = stored.resource["meta"]["versionId"]
+    headers = {"ETag": f'W/"{version}"'}
     if status == 201:
-        headers["Location"] = f"/fhir/ServiceRequest/{stored.resource_id}/_history/{stored.resource['meta']['versionId']}"
+        headers["Location"] = f"/fhir/ServiceRequest/{stored.resource_id}/_history/{version}"
     return _json(status, stored.resource, headers)
 
 
@@ -132,9 +133,10 @@ async def read_service_request(resource_id: str, request: Request, county: Count
 
 def _entry_response(stored: fhir_service.Stored) -> dict[str, Any]:
     status = "201 Created" if stored.outcome is UpsertOutcome.CREATED else "200 OK"
+    version = stored.resource["meta"]["versionId"]
     return {"resource": stored.resource,
-            "response": {"status": status, "location": f"ServiceRequest/{stored.resource_id}/_history/"
-                         f"{stored.resource['meta']['versionId']}", "etag": f'W/"{stored.resource["meta"]["versionId"]}"'}}
+            "response": {"status": status, "location": f"ServiceRequest/{stored.resource_id}/_history/{version}",
+                         "etag": f'W/"{version}"'}}
 
 
 def _bundle(county: County, body: Any) -> dict[str, Any]:

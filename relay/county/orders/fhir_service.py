@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.servicerequest import ServiceRequest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from relay.county.audit.service import Entry
@@ -21,7 +20,8 @@ from relay.county.db.models import Order as OrderRow
 from relay.county.db.models import Site
 from relay.county.orders import fhir
 from relay.county.orders.fhir import FhirProblem, Issue, Mapped
-from relay.county.orders.service import OrderError, UpsertOutcome, cancel_order, row_to_order, upsert_order
+from relay.county.orders.service import (OrderError, UpsertOutcome, cancel_order, cancelled, row_to_order,
+                                         upsert_order)
 from relay.county.orders.trail import order_entry
 
 ACTOR = "his:fhir"
@@ -61,6 +61,9 @@ def store(session: Session, mapped: Mapped, *, patient_path: str, expect_id: str
         if (row.placer_order_number, row.placer_issuer) != order.key:
             raise fhir.invalid("ServiceRequest.identifier", "the PLAC identifier differs from the stored order's "
                                "(a placer order number cannot change; cancel and place a new order)")
+    if not mapped.cancel and cancelled(session, order.key):
+        raise fhir.invalid("ServiceRequest.status", "the order was cancelled: place a new order (new PLAC identifier)",
+                           code="business-rule")
     try:
         if mapped.cancel:
             result = cancel_order(session, placer_order_number=order.placer_order_number,
@@ -132,8 +135,3 @@ def map_bundle_entries(body: Any, zone: ZoneInfo) -> tuple[str, list[tuple[int, 
     if not any(m is not None for _, m, _ in out):
         raise fhir.invalid("Bundle.entry", "the Bundle has no ServiceRequest", code="required")
     return str(kind), out
-
-
-def placed(session: Session, key: tuple[str, str]) -> OrderRow | None:
-    return session.execute(select(OrderRow).where(OrderRow.placer_order_number == key[0],
-                                                  OrderRow.placer_issuer == key[1])).scalar_one_or_none()

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
-from hl7apy.exceptions import HL7apyException
+from hl7apy.exceptions import HL7apyException, UnsupportedVersion
 from hl7apy.parser import parse_message
 
 from relay.dicom.orders import Order, OrderSource
@@ -29,9 +29,10 @@ REQUIRED_FIELD_MISSING = 101
 DATA_TYPE_ERROR = 102
 TABLE_VALUE_NOT_FOUND = 103
 UNSUPPORTED_MESSAGE_TYPE = 200
+UNSUPPORTED_VERSION_ID = 203
 APPLICATION_INTERNAL_ERROR = 207
 _ERROR_TEXT = {100: "Segment sequence error", 101: "Required field missing", 102: "Data type error",
-               103: "Table value not found", 200: "Unsupported message type",
+               103: "Table value not found", 200: "Unsupported message type", 203: "Unsupported version ID",
                207: "Application internal error"}
 
 CHARSETS = {"": "utf-8", "UNICODE UTF-8": "utf-8", "UTF-8": "utf-8", "GB 18030-2000": "gb18030",
@@ -206,6 +207,9 @@ def parse(text: str, header: Header) -> Parsed:
         raise Nak("AR", "the message does not begin with MSH", segment="MSH", error=SEGMENT_SEQUENCE_ERROR)
     try:
         message = parse_message(text, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+    except UnsupportedVersion as exc:
+        raise Nak("AR", "MSH-12 version is not one hl7apy knows (2.1 to 2.8.2)", segment="MSH", field_no=12,
+                  error=UNSUPPORTED_VERSION_ID) from exc
     except HL7apyException as exc:
         raise Nak("AR", f"unparseable message: {type(exc).__name__}: {str(exc)[:120]}",
                   segment="MSH", error=SEGMENT_SEQUENCE_ERROR) from exc
@@ -368,8 +372,7 @@ def _person(p: Parsed, seg: Segment | None, field_no: int) -> str:
     family, given = p.value(seg, field_no, 2), p.value(seg, field_no, 3)
     if not family and not given:
         return ""
-    joiner = "" if _CJK.search(family + given) else " "
-    return joiner.join(x for x in (family, given) if x) if joiner == "" else " ".join(x for x in (given, family) if x)
+    return ("" if _CJK.search(family + given) else " ").join(x for x in (family, given) if x)
 
 
 def _code_text(p: Parsed, seg: Segment | None, field_no: int) -> str:
@@ -421,10 +424,6 @@ def _groups(p: Parsed) -> list[_Group]:
         elif seg.name == "NTE" and after_obr:
             g.notes.append(seg)
     return groups
-
-
-def _first(*pairs: tuple[str, str]) -> str:
-    return next((v for v, _ in pairs if v), "")
 
 
 def order_actions(p: Parsed, zone: ZoneInfo) -> list[OrderAction]:
@@ -572,7 +571,7 @@ def build_ack(header: Header, code: str, *, text: str = "", nak: Nak | None = No
     msh.msh_10 = uuid.uuid4().hex[:20]
     msh.msh_11 = _escape(header.processing_id or "P")
     msh.msh_12 = _escape(header.version or "2.5")
-    if header.charset_name:
+    if header.charset_name.upper() in CHARSETS:
         msh.msh_18 = _escape(header.charset_name)
     msa = ack.add_segment("MSA")
     msa.msa_1 = code

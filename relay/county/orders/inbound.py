@@ -10,6 +10,7 @@ patient's name or ID.
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -19,7 +20,7 @@ from relay.county.audit.service import Action, Entry, append
 from relay.county.orders import hl7
 from relay.county.orders.hl7 import Header, Nak, Parsed
 from relay.county.orders.patients import Demographics, merge_patients, update_patient
-from relay.county.orders.service import OrderError, cancel_order, upsert_order
+from relay.county.orders.service import OrderError, cancel_order, cancelled, upsert_order
 from relay.county.orders.trail import order_entry, patient_entry
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ def _orders(session: Session, p: Parsed, zone: ZoneInfo, actor: str) -> list[Ent
     entries = []
     for action in hl7.order_actions(p, zone):
         order = action.order
+        if action.control != hl7.CANCEL and cancelled(session, order.key):
+            raise Nak("AE", f"order {order.placer_order_number!r} was cancelled: place a new order number",
+                      segment="ORC", sequence=action.orc_sequence, field_no=1, error=hl7.TABLE_VALUE_NOT_FOUND)
         try:
             if action.control == hl7.CANCEL:
                 result = cancel_order(session, placer_order_number=order.placer_order_number,
@@ -126,9 +130,11 @@ def receive(*, sessions: sessionmaker[Session], raw: bytes, zone: ZoneInfo) -> R
         except Nak as nak:
             session.rollback()
             return _answer(header, nak.code, nak)
-        except Exception:
+        except Exception as exc:
             session.rollback()
-            log.exception("hl7 message %s from %s: internal error", header.control_id, header.sending_facility)
+            # the frames only: a database error's message may quote the patient's values
+            log.error("hl7 message %s from %s: internal error %s\n%s", header.control_id, header.sending_facility,
+                      type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
             return _answer(header, "AE", Nak("AE", "internal error; nothing was stored, send it again",
                                              error=hl7.APPLICATION_INTERNAL_ERROR))
     for entry in entries:
