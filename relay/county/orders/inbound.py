@@ -138,5 +138,9 @@ def receive(*, sessions: sessionmaker[Session], raw: bytes, zone: ZoneInfo) -> R
             return _answer(header, "AE", Nak("AE", "internal error; nothing was stored, send it again",
                                              error=hl7.APPLICATION_INTERNAL_ERROR))
     for entry in entries:
-        append(sessions, entry)
+        try:
+            append(sessions, entry)
+        except Exception as exc:  # stored and committed: the HIS must hear AA, not resend
+            log.error("hl7 message %s: audit %s of %s not written: %s", header.control_id, entry.action.value,
+                      entry.object_type, type(exc).__name__)
     return _answer(header, "AA", outcome=f"{len(entries)} changed" if entries else "unchanged")

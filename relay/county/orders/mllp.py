@@ -67,7 +67,7 @@ class _Connection(socketserver.BaseRequestHandler):
                 if len(message) > config.max_frame_bytes:
                     self._oversize(sock, message, peer)
                     return
-                sock.sendall(frame(receive(sessions=config.sessions, raw=message, zone=config.zone).ack))
+                sock.sendall(frame(self._answer(message)))
                 continue
             if start < 0:
                 buffer = b""  # bytes outside a frame carry nothing
@@ -84,6 +84,16 @@ class _Connection(socketserver.BaseRequestHandler):
             if not chunk:
                 return
             buffer += chunk
+
+    def _answer(self, message: bytes) -> bytes:
+        config = self.server.config
+        try:
+            return receive(sessions=config.sessions, raw=message, zone=config.zone).ack
+        except Exception as exc:  # never leave the HIS without an answer
+            header = hl7.sniff_header(message[:4096])
+            log.error("mllp message %s: %s while answering", header.control_id or "-", type(exc).__name__)
+            return hl7.build_ack(header, "AE", nak=hl7.Nak("AE", "internal error; send it again",
+                                                            error=hl7.APPLICATION_INTERNAL_ERROR))
 
     def _oversize(self, sock: socket.socket, partial: bytes, peer: str) -> None:
         header = hl7.sniff_header(partial[:4096])
