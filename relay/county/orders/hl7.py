@@ -96,6 +96,8 @@ def _raw_msh(raw: bytes) -> list[str]:
     if start < 0 or len(raw) < start + 8:
         return []
     line = re.split(rb"[\r\n]", raw[start:], maxsplit=1)[0].decode("latin-1")
+    if len(line) < 8:
+        return []
     sep = line[3]
     return line.split(sep) if sep.isprintable() and sep.isascii() else []
 
@@ -127,7 +129,7 @@ def decode(raw: bytes) -> tuple[str, Header]:
     """The message as text in the character set MSH-18 names (strictly: a byte that does not
     decode refuses the message, AR naming MSH-18, rather than guessing at a name)."""
     header = sniff_header(raw)
-    if not header.control_id and not header.message_type:
+    if not _raw_msh(raw):
         raise Nak("AR", "not an HL7 v2 message: no MSH segment", segment="MSH", error=SEGMENT_SEQUENCE_ERROR)
     name = header.charset_name.upper()
     if name not in CHARSETS:
@@ -210,7 +212,7 @@ def parse(text: str, header: Header) -> Parsed:
     except UnsupportedVersion as exc:
         raise Nak("AR", "MSH-12 version is not one hl7apy knows (2.1 to 2.8.2)", segment="MSH", field_no=12,
                   error=UNSUPPORTED_VERSION_ID) from exc
-    except HL7apyException as exc:
+    except (HL7apyException, ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
         raise Nak("AR", f"unparseable message: {type(exc).__name__}: {str(exc)[:120]}",
                   segment="MSH", error=SEGMENT_SEQUENCE_ERROR) from exc
     fs, enc = text[3], text[4:8]
@@ -221,9 +223,15 @@ def parse(text: str, header: Header) -> Parsed:
         name = str(child.name)
         counts[name] = counts.get(name, 0) + 1
         fields: dict[int, list[str]] = {}
+        if not re.fullmatch(r"[A-Z][A-Z0-9]{2}", name):
+            raise Nak("AR", f"segment {len(segments) + 1} has no valid segment ID", segment=name[:3] or "MSH",
+                      sequence=counts[name], error=SEGMENT_SEQUENCE_ERROR)
         for f in child.children:
-            number = int(str(f.name).rsplit("_", 1)[1])
-            fields.setdefault(number, []).append(f.to_er7())
+            number = re.search(r"_(\d+)$", str(f.name))
+            if number is None:
+                raise Nak("AR", f"field {f.name} of {name} is unreadable", segment=name, sequence=counts[name],
+                          error=SEGMENT_SEQUENCE_ERROR)
+            fields.setdefault(int(number.group(1)), []).append(f.to_er7())
         segments.append(Segment(name, counts[name], fields))
     return Parsed(header=header, segments=segments, separators=separators)
 
