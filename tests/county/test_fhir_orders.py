@@ -187,6 +187,11 @@ def test_a_transaction_bundle_is_all_or_nothing_and_a_batch_is_per_entry(county,
     wrong_ref = service_request("HIS-B3", accession="B3", subject="urn:uuid:nobody", contained=False)
     assert_outcome(client.post("/fhir", json=bundle("transaction", wrong_ref), headers=AUTH), 422,
                    "Bundle.entry[1].resource.subject")
+    broken = bundle("transaction", good)
+    broken["entry"][0]["resource"]["birthDate"] = "not-a-date"
+    assert_outcome(client.post("/fhir", json=broken, headers=AUTH), 422, "Bundle.entry[0].resource.birthDate")
+    broken["entry"][0]["resource"]["birthDate"], broken["entry"][0]["resource"]["gender"] = "1960-01-02", "woman"
+    assert_outcome(client.post("/fhir", json=broken, headers=AUTH), 422, "Bundle.entry[0].resource.gender")
     done = client.post("/fhir", json=bundle("transaction", good), headers=AUTH)
     assert done.status_code == 200, done.text
     assert done.json()["type"] == "transaction-response"

@@ -100,7 +100,12 @@ def map_bundle_entries(body: Any, zone: ZoneInfo) -> tuple[str, list[tuple[int, 
         res = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(res, dict) and res.get("resourceType") == "Patient":
             path = f"Bundle.entry[{n}].resource"
-            patients[str(entry.get("fullUrl") or "")] = (fhir.validate(Patient, res, "Patient"), path)
+            try:
+                model = fhir.validate(Patient, res, "Patient")
+            except FhirProblem as problem:
+                raise FhirProblem(422, *(Issue(i.expression.replace("Patient", path, 1), i.diagnostics, i.code)
+                                         for i in problem.issues)) from problem
+            patients[str(entry.get("fullUrl") or "")] = (model, path)
     out: list[tuple[int, Mapped | None, str]] = []
     for n, entry in enumerate(entries):
         res = entry.get("resource") if isinstance(entry, dict) else None
