@@ -167,6 +167,29 @@ def _fold_metrics_while_running(county: Any) -> None:
     signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)
 
 
+def cmd_mllp(settings: Settings, _args: argparse.Namespace) -> int:
+    """The HL7 v2 (MLLP) listener for the HIS's orders and ADT: one process per county."""
+    from zoneinfo import ZoneInfo
+
+    from relay.county.orders.mllp import ListenerConfig, parse_bind, serve
+
+    try:
+        host, port = parse_bind(settings.his_mllp_bind)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, process="mllp")
+    county = _county(settings, migrate=False)
+    config = ListenerConfig(sessions=county.sessions, zone=ZoneInfo(settings.timezone),
+                            max_frame_bytes=settings.his_mllp_max_frame_bytes,
+                            idle_seconds=settings.his_mllp_idle_seconds)
+    try:
+        serve(config=config, host=host, port=port, stop=_stop_on_signals())
+    finally:
+        county.close()
+    return 0
+
+
 def cmd_db(settings: Settings, _args: argparse.Namespace) -> int:
     _county(settings, migrate=True)
     print("database is at the latest schema")
@@ -394,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="queues to serve, comma-separated, so each scales on its own: "
                         "ingest, render, assign, deliver (default: all four)")
     worker.set_defaults(func=cmd_worker)
+    mllp = sub.add_parser("mllp", help="run the HL7 v2 (MLLP) listener for the HIS's orders and ADT "
+                          "(RELAY_HIS_MLLP_BIND; one process per county)")
+    mllp.set_defaults(func=cmd_mllp)
     db = sub.add_parser("db", help="database schema")
     db.add_argument("db_command", choices=["upgrade"])
     db.set_defaults(func=cmd_db)

@@ -150,6 +150,30 @@ class CountySettings(CommonSettings):
         "<token>; prometheus.yml authorization.credentials_file). Default (unset): /metrics "
         "answers 404, so nothing about the county's traffic is readable without it.",
     )
+    # --- orders from the HIS (relay.county.orders) -------------------------------------
+    his_mllp_bind: str = Field(
+        "127.0.0.1:2575",
+        description="host:port the `relay mllp` listener takes HL7 v2 orders and ADT on (MLLP). "
+        "Default 127.0.0.1:2575 (2575 is the IANA port for HL7 over MLLP); one process only.",
+    )
+    his_mllp_max_frame_bytes: int = Field(
+        4 * 1024**2,
+        description="Largest MLLP frame (one HL7 message) accepted, in bytes (default 4 MiB): "
+        "an order is a few KiB; a larger frame is answered AR and the connection closed, so a "
+        "stream without an end block cannot exhaust memory.",
+    )
+    his_mllp_idle_seconds: float = Field(
+        300.0,
+        description="Seconds an MLLP connection may stay silent before the listener closes it "
+        "(default 300): an HIS keeps its connection open between orders; a dead peer's does not "
+        "hold a thread forever.",
+    )
+    his_fhir_token: str | None = Field(
+        None,
+        description="Bearer token the HIS must send to the FHIR order endpoints (/fhir/...; "
+        "Authorization: Bearer <token>). Default (unset): those endpoints answer 404, so no order "
+        "can be placed over FHIR without it.",
+    )
     api_docs: bool = Field(
         True,
         description="Serve /docs and /openapi.json, to logged-in administrators only (bearer token "

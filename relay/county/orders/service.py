@@ -177,3 +177,11 @@ def orders_for_site(session: Session, site: Site, *, now: datetime | None = None
     rows = session.execute(select(OrderRow).where(OrderRow.site_id == site.id, window)
                            .order_by(OrderRow.id)).scalars()
     return [row_to_order(row, site.name) for row in rows]
+
+
+def cancelled(session: Session, key: tuple[str, str]) -> bool:
+    """Whether the order (placer number, issuer) exists and was cancelled: a new-order or change
+    message for it is refused rather than bringing it back (a late retry must not undo a cancel)."""
+    status = session.execute(select(OrderRow.status).where(OrderRow.placer_order_number == key[0],
+                                                           OrderRow.placer_issuer == key[1])).scalar_one_or_none()
+    return status == OrderStatus.CANCELLED.value
