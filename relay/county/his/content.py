@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from relay.county.db.models import Order, Patient, Report, ReportDelivery, Site, Study
 from relay.county.storage import ObjectStore
+from relay.county.studies.identity import shown_issuer
 from relay.dicom.orders import OrderStatus
 from relay.dicom.vocab import ReportKind
 
@@ -100,7 +101,8 @@ def _patient(session: Session, study: Study, order: Order | None) -> HisPatient:
                           order.patient_name_pinyin, order.patient_sex, order.patient_birth_date)
     row = session.get(Patient, study.patient_pk)
     name, pinyin = _split_pn(study.patient_name or (row.name if row else ""))
-    return HisPatient(row.patient_id if row else "", row.issuer if row else "", name, pinyin,
+    # A scope the county made up (site:..., study:...) is no issuer the HIS knows: sent as none.
+    return HisPatient(row.patient_id if row else "", shown_issuer(row.issuer) if row else "", name, pinyin,
                       row.sex if row else "", row.birth_date if row else "")
 
 
