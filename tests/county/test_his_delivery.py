@@ -30,6 +30,7 @@ from relay.dicom.orders import Order
 from relay.dicom.vocab import Role
 from tests.county.test_index import index, ingest
 from tests.county.test_reports import login
+from tests.county.test_dicomweb import server  # noqa: F401 - the uvicorn fixture
 from tests.factories import encode, make_dataset, make_site, make_user
 
 DEADLINE_S = 60.0
@@ -491,3 +492,35 @@ def test_a_report_whose_renderings_were_never_built_waits_without_a_message(coun
     assert messages(county) == [] and mllp.received == []
     with county.sessions() as s:
         assert s.execute(select(Report.status)).scalar_one() == "signed"
+
+
+# --- the administrator's page in a real browser -------------------------------------------------
+
+
+def test_the_his_page_shows_a_refused_message_red_and_retries_it(county, server):  # noqa: F811
+    from tests.browser import chromium, log_in, screenshot_path
+
+    his = MllpListener(["AR"])
+    try:
+        configure(county, his_mllp=his.address)
+        with TestClient(create_app(county)) as client:
+            sign(client, county)
+        rounds_until(county, lambda: messages(county)[0].attempts == 1)
+        password = make_user(county, "admin", Role.ADMIN)
+        with chromium() as browser:
+            page = browser.new_page(locale="zh-CN", viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(DEADLINE_S * 1000)
+            log_in(page, server, "admin", password, next_path="/portal/admin/his")
+            page.wait_for_selector("#his tr[data-state=rejected]")
+            refused = page.locator("#his tr[data-state=rejected]")
+            assert refused.get_attribute("class") == "alarm-red"
+            assert "拒收" in refused.inner_text() and "AR" in refused.inner_text()
+            assert "PID-3 unknown" in refused.inner_text()
+            assert page.locator("#kpi-rejected .v").inner_text() == "1"
+            assert page.locator("#nav a.current").inner_text() == "HIS 回传"
+            page.screenshot(path=str(screenshot_path("admin-his-zh")), full_page=True)
+            refused.locator("button").click()
+            page.wait_for_selector("#his tr[data-state=rejected] button:has-text('已安排立即重试')")
+        rounds_until(county, lambda: messages(county)[0].state == "acked")
+    finally:
+        his.close()
