@@ -15,25 +15,34 @@ function setHisCard(id, value, colour) {
   c.classList.remove("red", "amber", "green"); if (colour) c.classList.add(colour);
 }
 let view = null;
+// Messages an administrator made due now, with their attempt count then: the row says so
+// until the next attempt is recorded (the table is redrawn at every refresh).
+const retried = new Map();
 async function retry(m, button) {
   button.disabled = true;
-  try { await api(`/api/his/messages/${m.id}/retry`, { method: "POST" }); button.textContent = T.his_retry_done; }
+  try { await api(`/api/his/messages/${m.id}/retry`, { method: "POST" }); retried.set(m.id, m.attempts); }
   catch (e) { showError($("load-error"), e); button.disabled = false; }
   if (view) view.now();
+}
+function retryButton(m) {
+  if (m.state === "acked") return null;
+  const waiting = retried.get(m.id) === m.attempts;
+  const button = el("button", { class: "btn secondary", type: "button", disabled: waiting },
+                    waiting ? T.his_retry_done : T.his_retry);
+  button.addEventListener("click", () => retry(m, button));
+  return button;
 }
 function row(m) {
   const tr = el("tr", { class: tone(m) ? "alarm-red" : "" });
   tr.dataset.message = m.message_id; tr.dataset.state = m.state;
   const report = [el("span", { class: "uid" }, m.study_instance_uid),
     el("div", { class: "muted" }, m.kind === "addendum" ? T.his_addendum : T.his_revision.replace("{n}", m.revision))];
-  const button = m.state === "acked" ? null : el("button", { class: "btn secondary", type: "button" }, T.his_retry);
-  if (button) button.addEventListener("click", () => retry(m, button));
   tr.append(el("td", {}, ...stateBadges(m)), el("td", {}, ...report), el("td", {}, CHANNELS[m.channel] || m.channel),
             el("td", { class: "uid" }, m.message_id), el("td", { class: "num" }, String(m.attempts)),
             el("td", { title: fmt(m.last_attempt_at) }, m.last_attempt_at ? ago(m.last_attempt_at) : "—"),
             el("td", {}, m.state === "acked" ? fmt(m.acked_at) : fmt(m.next_attempt_at)),
             el("td", {}, m.ack_code ? el("span", { class: m.state === "rejected" ? "overdue" : "" }, m.ack_code) : "—"),
-            el("td", { class: "err", title: m.last_error || "" }, m.last_error || ""), el("td", {}, button));
+            el("td", { class: "err", title: m.last_error || "" }, m.last_error || ""), el("td", {}, retryButton(m)));
   return tr;
 }
 async function load() {

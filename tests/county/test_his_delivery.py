@@ -34,7 +34,8 @@ from tests.county.test_dicomweb import server  # noqa: F401 - the uvicorn fixtur
 from tests.factories import encode, make_dataset, make_site, make_user
 
 DEADLINE_S = 60.0
-FINDINGS = "两肺纹理清晰|未见^实变&~\\\n心影不大。"
+FINDINGS = "两肺纹理清晰|未见^实变&~\\\n心影不大（\\F\\ 照原样）。"
+"""Every HL7 delimiter, a backslash, a line break, and a literal escape sequence."""
 IMPRESSION = "两肺未见明显异常。"
 ADVICE = "建议随访。"
 LATER = timedelta(hours=3)
@@ -46,7 +47,8 @@ LATER = timedelta(hours=3)
 
 class MllpListener:
     """An HIS's MLLP listener: records every framed message, answers each with the next
-    scripted reply ("AA", "AE", "AR", "silent": read on and never answer), then "AA"."""
+    scripted reply ("AA", "AE", "AR", "other": AA for another control ID, "silent": read on
+    and never answer), then "AA"."""
 
     def __init__(self, replies: list[str] | None = None, *, hold_s: float = 0.0) -> None:
         self.received: list[bytes] = []
@@ -73,6 +75,8 @@ class MllpListener:
                     return
                 time.sleep(hold_s)
                 control_id = message.split(b"\r")[0].split(b"|")[9].decode("ascii")
+                if reply == "other":
+                    reply, control_id = "AA", "relay-999999-hl7"
                 ack = (f"MSH|^~\\&|HIS|HOSP|RELAY|COUNTY|20261207120000||ACK^R01^ACK|A{len(outer.received)}|P|2.5\r"
                        f"MSA|{reply}|{control_id}|{'PID-3 unknown' if reply != 'AA' else ''}\r")
                 self.request.sendall(b"\x0b" + ack.encode() + b"\x1c\x0d")
@@ -150,7 +154,7 @@ def run_deliver(county, report_id: int) -> None:
 
 
 def sign(client: TestClient, county, *, name: str = "Wang^Xiaoming=王^小明", accession: str = "A1001",
-         deliver: bool = True) -> tuple[str, int, dict[str, str]]:
+         deliver: bool = True, critical: bool = False) -> tuple[str, int, dict[str, str]]:
     """A study of patient ``name`` ingested, indexed, claimed, reported and signed by dr.wang;
     with ``deliver``, its renderings built as the deliver worker does. (uid, report id, headers)."""
     site_id = getattr(county, "_test_site", None) or make_site(county)[0]
@@ -164,7 +168,7 @@ def sign(client: TestClient, county, *, name: str = "Wang^Xiaoming=王^小明", 
     client.post(f"/api/worklist/{uid}/claim", headers=dr)
     draft = client.post(f"/api/studies/{uid}/reports", json={"template": "chest-pa"}, headers=dr).json()
     client.patch(f"/api/reports/{draft['id']}", json={"findings": FINDINGS, "impression": IMPRESSION,
-                                                       "advice": ADVICE}, headers=dr)
+                                                       "advice": ADVICE, "critical": critical}, headers=dr)
     assert client.post(f"/api/reports/{draft['id']}/sign", json={"signing_password": "sign-me-please"},
                        headers=dr).status_code == 200
     if deliver:
@@ -344,6 +348,31 @@ def test_a_silent_his_gets_the_message_again(county):
         assert len(his.received) == 2 and messages(county)[0].attempts == 2
     finally:
         his.close()
+
+
+def test_an_ack_for_another_message_is_no_ack(county):
+    his = MllpListener(["other"])
+    try:
+        configure(county, his_mllp=his.address)
+        with TestClient(create_app(county)) as client:
+            sign(client, county)
+        rounds_until(county, lambda: messages(county)[0].attempts == 1)
+        (msg,) = messages(county)
+        assert msg.state == "pending" and msg.acked_at is None and "another message" in msg.last_error
+        rounds_until(county, lambda: messages(county)[0].state == "acked", later=True)
+    finally:
+        his.close()
+
+
+def test_a_critical_result_is_flagged_aa_in_hl7_and_fhir(county, mllp, fhir_server):
+    configure(county, his_mllp=mllp.address, his_fhir_url=fhir_server.url)
+    with TestClient(create_app(county)) as client:
+        sign(client, county, critical=True)
+    rounds_until(county, lambda: all(m.state == "acked" for m in messages(county)))
+    flags = {o[3].split("^")[0]: o[8] for o in segments(mllp.received[0])["OBX"]}
+    assert flags["19005-8"] == "AA" and flags["59776-5"] == ""
+    (_path, _headers, body) = fhir_server.received[0]
+    assert body["conclusionCode"][0]["coding"][0]["code"] == "AA"
 
 
 def test_a_refused_connection_is_retried(county, mllp):

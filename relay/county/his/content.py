@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from relay.county.db.models import Order, Patient, Report, ReportDelivery, Site, Study
@@ -121,7 +122,7 @@ def load(*, session: Session, store: ObjectStore, report_pk: int) -> OutgoingRep
     """The report as the HIS gets it; NotReady when something it needs is missing."""
     report = session.get(Report, report_pk)
     study = session.get(Study, report.study_pk) if report is not None else None
-    delivery = session.query(ReportDelivery).filter_by(report_pk=report_pk).one_or_none()
+    delivery = session.execute(select(ReportDelivery).where(ReportDelivery.report_pk == report_pk)).scalar_one_or_none()
     if report is None or study is None or delivery is None or not report.document_json:
         raise NotReady(f"report {report_pk} is not signed or has no delivery")
     key = json.loads(delivery.object_keys_json).get("pdf")

@@ -187,7 +187,7 @@ def backoff_s(settings: CountySettings, attempts: int) -> float:
 
 
 def _record(session: Session, settings: CountySettings, claim: _Claim, outcome: Outcome,
-            cancelled: bool | None, now: datetime) -> None:
+            cancelled: bool | None) -> None:
     done = now_utc()
     attempts = claim.attempts + 1
     values: dict[Any, Any] = {"claimed_at": None, "attempts": attempts, "last_attempt_at": done,
@@ -236,7 +236,7 @@ def his_round(*, county: County, now: datetime | None = None) -> RoundResult:
                 continue
             started = time.perf_counter()
             outcome, cancelled = _attempt(county, claim)
-            _record(session, county.settings, claim, outcome, cancelled, now)
+            _record(session, county.settings, claim, outcome, cancelled)
             _audit(county, claim, outcome)
             setattr(result, outcome.state.value, getattr(result, outcome.state.value) + 1)
             log.log(logging.INFO if outcome.state is State.ACKED else logging.WARNING,
@@ -272,18 +272,19 @@ class MessageView:
 
 def list_messages(*, session: Session, settings: CountySettings, state: State | None = None,
                   limit: int = 200) -> list[MessageView]:
-    """Rejected first, then pending oldest first, then acknowledged newest first."""
+    """Rejected first, then pending oldest first (all of them, up to ``limit`` each), then the
+    ``limit`` newest acknowledged."""
     query = (select(HisMessage, Study.study_uid, Report.revision, Report.kind)
              .join(Report, Report.id == HisMessage.report_pk).join(Study, Study.id == Report.study_pk))
-    if state is not None:
-        query = query.where(HisMessage.state == state.value)
-    rows = session.execute(query.order_by(HisMessage.id.desc()).limit(limit)).all()
+    wanted = [state] if state is not None else [State.REJECTED, State.PENDING, State.ACKED]
     late = now_utc() - timedelta(minutes=settings.his_overdue_minutes)
-    views = [MessageView(m, uid, rev, kind, m.state != State.ACKED.value and m.created_at < late)
-             for m, uid, rev, kind in rows]
-    rank = {State.REJECTED.value: 0, State.PENDING.value: 1, State.ACKED.value: 2}
-    return sorted(views, key=lambda v: (rank.get(v.row.state, 1),
-                                        -v.row.id if v.row.state == State.ACKED.value else v.row.id))
+    views: list[MessageView] = []
+    for each in wanted:
+        order = HisMessage.id.desc() if each is State.ACKED else HisMessage.id
+        rows = session.execute(query.where(HisMessage.state == each.value).order_by(order).limit(limit)).all()
+        views += [MessageView(m, uid, rev, kind, each is not State.ACKED and m.created_at < late)
+                  for m, uid, rev, kind in rows]
+    return views
 
 
 def retry_now(*, session: Session, message_pk: int) -> HisMessage | None:

@@ -18,6 +18,7 @@ import httpx
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from relay.county.his.content import OutgoingReport
+from relay.county.reports.pdf import display_name
 
 LOINC = "http://loinc.org"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -64,7 +65,7 @@ def _subject(report: OutgoingReport) -> dict[str, Any] | None:
     if not patient.patient_id:
         return None
     identifier = {"value": patient.patient_id, **({"system": patient.issuer} if patient.issuer else {})}
-    return {"type": "Patient", "identifier": identifier, **({"display": patient.name.replace("^", "")}
+    return {"type": "Patient", "identifier": identifier, **({"display": display_name(patient.name)}
                                                           if patient.name else {})}
 
 

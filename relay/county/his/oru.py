@@ -79,7 +79,7 @@ def _ce(segment: Segment, name: str, code: str, text: str, system: str, alt: tup
         field.ce_4, field.ce_5, field.ce_6 = ST(alt[0]), ST(alt[1]), ID(alt[2])
 
 
-def _msh(msg: Message, report: OutgoingReport, *, message_id: str, charset: str, facility: tuple[str, str, str],
+def _msh(msg: Message, *, message_id: str, charset: str, facility: tuple[str, str, str],
          at: datetime, zone: ZoneInfo) -> None:
     msh = msg.msh
     msh.msh_3 = SENDING_APPLICATION
@@ -193,7 +193,7 @@ def build_oru(report: OutgoingReport, *, message_id: str, charset: str, facility
     ``facility`` is (MSH-4 sending facility, MSH-5 receiving application, MSH-6 receiving facility)."""
     codec = CHARSETS[charset]
     msg = Message("ORU_R01", version=VERSION)
-    _msh(msg, report, message_id=message_id, charset=charset, facility=facility, at=at, zone=zone)
+    _msh(msg, message_id=message_id, charset=charset, facility=facility, at=at, zone=zone)
     result = msg.add_group("ORU_R01_PATIENT_RESULT")
     patient = result.add_group("ORU_R01_PATIENT")
     _pid(patient.pid, report)
