@@ -1,4 +1,5 @@
-"""The administrator's pages: turnaround (运营总览), the edge fleet, readers' workload, audit.
+"""The administrator's pages: turnaround (运营总览), the edge fleet, readers' workload, audit,
+reports to the HIS (HIS 回传).
 
 Each page is a shell: its figures come from the administrators' JSON API
 (relay.county.tat, relay.county.edges, relay.county.audit) through the shared ``api()``
@@ -64,6 +65,14 @@ def audit_page(request: Request, who: PageSessionDep, county: CountyDep, lang: L
     require_role(who, Role.ADMIN)
     return render(request, "admin_audit.html", county=county, who=who, lang=lang, active="admin_audit",
                   actions=[a.value for a in Action], atna_export=_atna_export(request))
+
+
+@router.get("/portal/admin/his", response_class=HTMLResponse)
+def his_page(request: Request, who: PageSessionDep, county: CountyDep, lang: LangQuery = None) -> HTMLResponse:
+    """HIS 回传: signed reports on their way to the hospital's HIS, refused or overdue ones red."""
+    require_role(who, Role.ADMIN)
+    return render(request, "admin_his.html", county=county, who=who, lang=lang, active="admin_his",
+                  overdue_minutes=county.settings.his_overdue_minutes)
 
 
 def install(app: FastAPI) -> None:

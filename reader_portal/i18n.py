@@ -74,6 +74,15 @@ STRINGS: dict[str, dict[str, str]] = {
         "act_signing_key.revoke": "吊销签名密钥", "obj_signing_key": "签名密钥", "obj_report": "报告", "obj_user": "用户",
         "obj_tat.csv": "TAT报表", "obj_study": "检查",
         "act_report.acknowledge": "技师确认报告", "act_site.technicians": "乡镇同步技师账号",
+        "admin_his": "HIS 回传", "act_his.delivery": "报告回传HIS",
+        "his_rules": "签发的报告（含补充报告）逐条回传医院HIS：HL7 ORU^R01 与 FHIR DiagnosticReport，直到HIS确认。HIS拒收（AE/AR、HTTP 4xx）标红并按退避自动重试；超过{m}分钟仍未确认也标红。每15秒刷新。",
+        "his_pending": "待确认", "his_rejected": "HIS拒收", "his_overdue": "超时未确认", "his_acked": "已确认",
+        "his_list": "回传消息", "his_list_hint": "拒收的排在最前", "his_state": "状态", "his_channel": "通道",
+        "his_message": "消息ID", "his_report": "报告", "his_attempts": "尝试次数", "his_last_attempt": "最近尝试",
+        "his_next_attempt": "下次尝试", "his_ack": "HIS应答", "his_error": "最近错误", "his_retry": "立即重试",
+        "his_retry_done": "已安排立即重试", "his_order_cancelled": "申请单已撤销", "his_none": "暂无回传消息",
+        "his_state_pending": "待确认", "his_state_rejected": "拒收", "his_state_acked": "已确认",
+        "his_revision": "第{n}版", "his_addendum": "补充报告",
         # --- end of the administrator's pages ---
         # --- error pages (reader_portal.pages.error_page) ---
         "err_403": "无权访问", "err_404": "页面不存在", "err_405": "不支持的请求方法", "err_413": "上传内容过大",
@@ -149,6 +158,15 @@ STRINGS: dict[str, dict[str, str]] = {
     "en": {
         # --- administrator's pages (reader_portal.admin) ---
         "admin_tat": "Turnaround", "admin_edges": "Edges", "admin_workload": "Workload", "admin_audit": "Audit",
+        "admin_his": "HIS results", "act_his.delivery": "report to HIS",
+        "his_rules": "Every signed report (and addendum) goes to the hospital's HIS as HL7 ORU^R01 and FHIR DiagnosticReport until the HIS acknowledges it. A refusal (AE/AR, HTTP 4xx) is red and retried with backoff; a message not acknowledged after {m} minutes is red too. Refreshed every 15 s.",
+        "his_pending": "Waiting for ACK", "his_rejected": "Refused by HIS", "his_overdue": "Overdue", "his_acked": "Acknowledged",
+        "his_list": "Messages", "his_list_hint": "refused ones first", "his_state": "State", "his_channel": "Channel",
+        "his_message": "Message ID", "his_report": "Report", "his_attempts": "Attempts", "his_last_attempt": "Last attempt",
+        "his_next_attempt": "Next attempt", "his_ack": "HIS answer", "his_error": "Last error", "his_retry": "Retry now",
+        "his_retry_done": "Will be sent at the next round", "his_order_cancelled": "order cancelled", "his_none": "No messages to the HIS yet",
+        "his_state_pending": "pending", "his_state_rejected": "refused", "his_state_acked": "acknowledged",
+        "his_revision": "revision {n}", "his_addendum": "addendum",
         "unit_s": " s", "unit_min": " min", "unit_h": " h", "unit_d": " d", "hb_never": "never", "ago": "{d} ago",
         "studies_n": "{n} studies", "fig_max": "max", "max_short": "max", "no_data": "No data in this period",
         "time_range": "Period", "range_1d": "Last 24 hours", "range_7d": "Last 7 days",

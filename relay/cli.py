@@ -103,6 +103,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     start_audit_checkpoints(settings, county)
     _publish_events_while_running(settings, county)
     _alert_critical_results_while_running(settings, county)
+    _deliver_to_his_while_running(county)
     _fold_metrics_while_running(county)
     county.celery.worker_main(argv)
     return 0
@@ -146,6 +147,23 @@ def _alert_critical_results_while_running(settings: Settings, county: Any) -> No
     def _start(**_kwargs: Any) -> None:
         for name, target in (("alerts", run_alerts), ("assignment", run_assignment)):
             threading.Thread(target=target, args=(settings, county.sessions, stop), name=name, daemon=True).start()
+
+    signals.worker_ready.connect(_start, weak=False)
+    signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)
+
+
+def _deliver_to_his_while_running(county: Any) -> None:
+    """Run the HIS delivery rounds (signed reports as ORU^R01 / DiagnosticReport) in the
+    worker's main process once its pool is up, beside the alert rounds. Every worker runs
+    them; each message is claimed in the database first (relay.county.his.delivery)."""
+    from celery import signals
+
+    from relay.county.his.delivery import run_his
+
+    stop = threading.Event()
+
+    def _start(**_kwargs: Any) -> None:
+        threading.Thread(target=run_his, args=(county, stop), name="his", daemon=True).start()
 
     signals.worker_ready.connect(_start, weak=False)
     signals.worker_shutdown.connect(lambda **_k: stop.set(), weak=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -90,6 +91,55 @@ class CountySettings(CommonSettings):
         "7 days: room for an integration to look back at what it was sent, while the table "
         "does not grow forever. Unpublished events are never deleted. Negative keeps them all.",
     )
+
+    # --- signed reports to the HIS/EMR (relay.county.his) --------------------------------
+    his_mllp: str = Field(
+        "", description="host:port of the HIS's MLLP listener that takes each signed report as an HL7 "
+        "v2.5 ORU^R01, e.g. 10.0.0.5:2575. Default empty: the HL7 channel is off (no messages made).")
+    his_charset: Literal["UNICODE UTF-8", "GB 18030-2000"] = Field(
+        "UNICODE UTF-8", description="Character set of the ORU^R01 (MSH-18; the whole message is "
+        "encoded in it): 'UNICODE UTF-8' (default) or 'GB 18030-2000' for an HIS that reads only GB18030.")
+    his_sending_facility: str = Field(
+        "COUNTY", description="MSH-4 Sending Facility of the ORU^R01 (the county hospital as the HIS "
+        "names it). Default COUNTY.")
+    his_receiving_application: str = Field(
+        "HIS", description="MSH-5 Receiving Application of the ORU^R01. Default HIS.")
+    his_receiving_facility: str = Field(
+        "", description="MSH-6 Receiving Facility of the ORU^R01. Default empty.")
+    his_fhir_url: str = Field(
+        "", description="Base URL of the HIS's FHIR R4 server; each signed report is PUT to "
+        "{url}/DiagnosticReport/{id}. Default empty: the FHIR channel is off.")
+    his_fhir_out_token: str = Field(
+        "", description="Bearer token sent with each DiagnosticReport PUT (Authorization: Bearer). "
+        "Default empty: no Authorization header.")
+    his_identifier_system: str = Field(
+        "urn:relay:county:report", description="FHIR identifier.system of the county's report ids "
+        "(DiagnosticReport.identifier). Default urn:relay:county:report; a county with an OID uses urn:oid:...")
+    his_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds to connect to the HIS and again to wait for its ACK or HTTP "
+        "answer, per attempt (MLLP and FHIR). Default 30: an HIS that takes longer is treated as silent "
+        "and the message is sent again later.")
+    his_retry_base_s: float = Field(
+        30.0, gt=0, description="Seconds before the first retry of a message the HIS did not acknowledge; "
+        "doubled after each failed attempt up to his_retry_max_s. Default 30.")
+    his_retry_max_s: float = Field(
+        3600.0, gt=0, description="Longest wait between two attempts of one message, in seconds. Default "
+        "one hour: an HIS down overnight gets the backlog within the hour it is back.")
+    his_overdue_minutes: float = Field(
+        30.0, gt=0, description="Minutes after which a message still not acknowledged is shown red "
+        "(overdue) on the HIS 回传 page. Default 30.")
+
+    @field_validator("his_mllp")
+    @classmethod
+    def _valid_his_mllp(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
+
+    @property
+    def his_mllp_address(self) -> tuple[str, int] | None:
+        """(host, port) of ``his_mllp``, None when the HL7 channel is off."""
+        return parse_host_port(self.his_mllp) if self.his_mllp else None
 
     # --- audit checkpoints (the signed anchors of the audit chain) ----------------------
     audit_checkpoint_key_file: Path | None = Field(
@@ -247,3 +297,11 @@ def parse_sla_overrides(text: str) -> dict[tuple[str, str], float]:
             raise ValueError(f"RELAY_SLA_OVERRIDES gives {key[0]}:{key[1]} twice")
         out[key] = minutes
     return out
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """'10.0.0.5:2575' -> ("10.0.0.5", 2575); ValueError naming the setting otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"RELAY_HIS_MLLP {text!r} is not host:port, e.g. 10.0.0.5:2575")
+    return host.strip("[]"), int(port)

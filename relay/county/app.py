@@ -23,6 +23,7 @@ from relay.county.dicomweb.rendered import router as rendered_router
 from relay.county.edges.endpoints import router as edges_router
 from relay.county.auth.deps import AdminDep
 from relay.county.errors import NotFound, install_error_handler
+from relay.county.his.endpoints import router as his_router
 from relay.county.reading.endpoints import router as reading_router
 from relay.county.reports.critical_endpoints import router as critical_router
 from relay.county.reports.delivery_endpoints import router as deliveries_router
@@ -100,6 +101,7 @@ def create_app(county: County) -> FastAPI:
     app.include_router(rendered_router)
     app.include_router(frames_router)
     app.include_router(dead_letters_router)
+    app.include_router(his_router)
     app.include_router(audit_router)
     app.include_router(tat_router)
     app.include_router(metrics_router)

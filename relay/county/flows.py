@@ -1,7 +1,8 @@
 """Work that crosses the county's domains, called by the worker's tasks.
 
 A signed report's renderings are built by reports, stored as instances of the study by
-ingest, indexed through the jobs queue and added to the report's delivery: no one domain
+ingest, indexed through the jobs queue and added to the report's delivery, and queued for
+the hospital's HIS (relay.county.his) once its PDF exists: no one domain
 owns the whole path, so it lives here, above them all.
 """
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from relay.county.context import County
 from relay.county.db.models import Patient, Report, ReportDelivery, Site, Study
 from relay.county.errors import NotFound
+from relay.county.his.delivery import create_messages
 from relay.county.ingest.service import Upload, ingest_instance
 from relay.county.jobs import enqueue_committed
 from relay.county.reports import pdf as pdf_rendering
@@ -57,6 +59,9 @@ def attach_renderings(county: County, report_id: int) -> dict[str, str]:
         # The instances are committed; their indexing is enqueued before the delivery is
         # marked, so a failed enqueue makes the retry (which is not yet early) send it again.
         enqueue_committed(county.celery, county.settings, pending)
+        # The HIS's messages (one per channel) commit with the delivery's renderings: the PDF
+        # they carry is stored, and a retry that finds the renderings attached has nothing to do.
+        create_messages(session=session, settings=county.settings, report=report, study=study)
         add_objects(session=session, delivery=found, keys=keys)
     return keys
 
