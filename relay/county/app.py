@@ -35,6 +35,8 @@ from relay.county.ingest.bundle_endpoints import router as bundle_router
 from relay.county.ingest.endpoints import router as ingest_router
 from relay.county.ingest.quarantine import router as quarantine_router
 from relay.county.metrics.endpoints import router as metrics_router
+from relay.county.orders.reconcile_endpoints import router as reconcile_router
+from relay.county.orders.reconcile_endpoints import study_order_router
 from relay.county.worklist.endpoints import router as worklist_router
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,8 @@ def create_app(county: County) -> FastAPI:
     app.include_router(reading_router)
     app.include_router(critical_router)
     app.include_router(studies_router)
+    app.include_router(reconcile_router)
+    app.include_router(study_order_router)
 
     _install_docs(app, county)
 
