@@ -4,9 +4,11 @@ bytes alone; any contradiction is kept apart for the administrator; their decisi
 
 from __future__ import annotations
 
+import io
 import json
 from zoneinfo import ZoneInfo
 
+import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -14,8 +16,8 @@ from sqlalchemy import select
 from relay.county.app import create_app
 from relay.county.audit.service import Action
 from relay.county.context import County
-from relay.county.db.models import AuditEvent, Instance, Order as OrderRow, Patient, Study
-from relay.county.jobs import INDEX_TASK
+from relay.county.db.models import AuditEvent, Instance, Order as OrderRow, Patient, Report, ReportDelivery, Study
+from relay.county.jobs import DELIVER_TASK, INDEX_TASK
 from relay.county.orders import reconcile
 from relay.county.orders.service import cancel_order, upsert_order
 from relay.county.worklist.service import worklist
@@ -24,6 +26,7 @@ from relay.dicom.vocab import Role
 from tests.county.test_delivery import run_task
 from tests.county.test_index import ingest, reader
 from tests.county.test_priors import token
+from tests.county.test_reports import login
 from tests.factories import encode, make_dataset, make_site, sha256
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -246,3 +249,26 @@ def test_the_reconciliation_api_is_for_administrators_only(county):
     headers = {"Authorization": f"Bearer {token(client, county, 'dr', Role.RADIOLOGIST)}"}
     assert client.get("/api/reconcile", headers=headers).status_code == 403
     assert client.post("/api/reconcile/studies/1.2.3/split", headers=headers).status_code == 403
+
+
+def test_a_report_on_a_matched_study_signs_the_order_and_its_sr_names_it(county):
+    site_id, _ = make_site(county, SITE)
+    place(county, order(requested_procedure_id="RP1"))
+    uid, _ = study(county, site_id)
+    client = TestClient(create_app(county))
+    dr = login(client, county, "dr.wang", Role.RADIOLOGIST)
+    assert client.get(f"/api/studies/{uid}/order", headers=dr).json()["order"]["exam_purpose"] == "排除肺炎"
+    client.post("/api/signing-keys", json={"signing_password": "sign-me-please"}, headers=dr)
+    client.post(f"/api/worklist/{uid}/claim", headers=dr)
+    draft = client.post(f"/api/studies/{uid}/reports", json={}, headers=dr).json()
+    client.patch(f"/api/reports/{draft['id']}", json={"impression": "两肺未见异常。"}, headers=dr)
+    assert client.post(f"/api/reports/{draft['id']}/sign", json={"signing_password": "sign-me-please"},
+                       headers=dr).status_code == 200
+    run_task(county, DELIVER_TASK, draft["id"])
+    with county.sessions() as s:
+        document = json.loads(s.get(Report, draft["id"]).document_json)
+        keys = json.loads(s.execute(select(ReportDelivery.object_keys_json)).scalar_one())
+    assert (document["order"]["placer_order_number"], document["order"]["requested_procedure_id"]) == ("HIS-1001", "RP1")
+    sr = pydicom.dcmread(io.BytesIO(county.store.get(keys["sr"])))
+    assert (sr.PatientName, sr.PatientID) == ("王^小明", "P-1")
+    assert sr.ReferencedRequestSequence[0].PlacerOrderNumberImagingServiceRequest == "HIS-1001"
