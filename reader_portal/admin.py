@@ -1,4 +1,5 @@
-"""The administrator's pages: turnaround (运营总览), the edge fleet, readers' workload, audit.
+"""The administrator's pages: turnaround (运营总览), the edge fleet, readers' workload, audit,
+the identity check (身份核对) of studies and orders.
 
 Each page is a shell: its figures come from the administrators' JSON API
 (relay.county.tat, relay.county.edges, relay.county.audit) through the shared ``api()``
@@ -64,6 +65,13 @@ def audit_page(request: Request, who: PageSessionDep, county: CountyDep, lang: L
     require_role(who, Role.ADMIN)
     return render(request, "admin_audit.html", county=county, who=who, lang=lang, active="admin_audit",
                   actions=[a.value for a in Action], atna_export=_atna_export(request))
+
+
+@router.get("/portal/admin/reconcile", response_class=HTMLResponse)
+def reconcile_page(request: Request, who: PageSessionDep, county: CountyDep, lang: LangQuery = None) -> HTMLResponse:
+    """身份核对: studies whose identity contradicts their order, the two side by side, 关联/拆分."""
+    require_role(who, Role.ADMIN)
+    return render(request, "admin_reconcile.html", county=county, who=who, lang=lang, active="admin_reconcile")
 
 
 def install(app: FastAPI) -> None:
