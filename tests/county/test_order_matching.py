@@ -272,3 +272,43 @@ def test_a_report_on_a_matched_study_signs_the_order_and_its_sr_names_it(county)
     sr = pydicom.dcmread(io.BytesIO(county.store.get(keys["sr"])))
     assert (sr.PatientName, sr.PatientID) == ("王^小明", "P-1")
     assert sr.ReferencedRequestSequence[0].PlacerOrderNumberImagingServiceRequest == "HIS-1001"
+
+
+def test_a_study_made_with_the_uid_the_order_assigned_is_linked_by_it(county):
+    site_id, _ = make_site(county, SITE)
+    uid = "1.2.826.0.1.3680043.10.543.20261207.1"
+    place(county, order(study_instance_uid=uid, modality="CT"))  # another modality: the UID decides
+    study(county, site_id, StudyInstanceUID=uid, AccessionNumber="")
+    assert row(county, uid)[0].order_match == "uid"
+
+
+def test_a_study_of_an_order_cancelled_before_it_arrived_is_linked_and_flagged(county):
+    site_id, _ = make_site(county, SITE)
+    place(county, order(status="cancelled"))
+    uid, _ = study(county, site_id)
+    st, _ = row(county, uid)
+    assert (st.order_match, json.loads(st.order_conflict)) == ("accession", ["order_cancelled"])
+    assert the_order(county).status == OrderStatus.CANCELLED
+    assert waiting(county) == {uid: ["order_cancelled"]}
+
+
+def test_a_conflict_resolves_when_the_his_corrects_its_order(county):
+    site_id, _ = make_site(county, SITE)
+    place(county, order(patient_birth_date="19610102"))  # the HIS mistyped the birth date
+    uid, _ = study(county, site_id)
+    assert row(county, uid)[0].order_match == "conflict"
+    place(county, order())
+    st, _ = row(county, uid)
+    assert (st.order_match, st.order_conflict, st.patient_name) == ("accession", "", "王^小明")
+    assert waiting(county) == {}
+
+
+def test_an_order_changed_to_another_patient_after_linking_puts_the_study_back_in_conflict(county):
+    site_id, _ = make_site(county, SITE)
+    place(county, order())
+    uid, _ = study(county, site_id)
+    place(county, order(patient_id="P-8", patient_name="赵^四", patient_name_pinyin=""))
+    st, patient = row(county, uid)
+    assert (st.order_match, set(json.loads(st.order_conflict))) == ("conflict", {"patient_id", "name"})
+    assert (st.patient_name, patient.issuer) == ("王^小明", "site:township-a")  # its own identity back
+    assert the_order(county).status == OrderStatus.SCHEDULED
