@@ -1,5 +1,5 @@
 """The administrator's pages: turnaround (运营总览), the edge fleet, readers' workload, audit,
-reports to the HIS (HIS 回传).
+reports to the HIS (HIS 回传), and the identity check (身份核对) of studies and orders.
 
 Each page is a shell: its figures come from the administrators' JSON API
 (relay.county.tat, relay.county.edges, relay.county.audit) through the shared ``api()``
@@ -73,6 +73,11 @@ def his_page(request: Request, who: PageSessionDep, county: CountyDep, lang: Lan
     require_role(who, Role.ADMIN)
     return render(request, "admin_his.html", county=county, who=who, lang=lang, active="admin_his",
                   overdue_minutes=county.settings.his_overdue_minutes)
+@router.get("/portal/admin/reconcile", response_class=HTMLResponse)
+def reconcile_page(request: Request, who: PageSessionDep, county: CountyDep, lang: LangQuery = None) -> HTMLResponse:
+    """身份核对: studies whose identity contradicts their order, the two side by side, 关联/拆分."""
+    require_role(who, Role.ADMIN)
+    return render(request, "admin_reconcile.html", county=county, who=who, lang=lang, active="admin_reconcile")
 
 
 def install(app: FastAPI) -> None:

@@ -83,6 +83,22 @@ STRINGS: dict[str, dict[str, str]] = {
         "his_retry_done": "已安排立即重试", "his_order_cancelled": "申请单已撤销", "his_none": "暂无回传消息",
         "his_state_pending": "待确认", "his_state_rejected": "拒收", "his_state_acked": "已确认",
         "his_revision": "第{n}版", "his_addendum": "补充报告",
+        "act_order.create": "接收申请单", "act_order.update": "修改申请单", "act_order.cancel": "撤销申请单",
+        "act_patient.update": "修改患者信息", "act_patient.merge": "合并患者", "act_study.reconcile": "身份核对",
+        # identity check (身份核对, reader_portal.admin.reconcile_page)
+        "admin_reconcile": "身份核对",
+        "rc_rules": "影像中的患者身份与申请单不一致、或需人工确认的检查。关联：检查采用申请单（HIS）的患者身份；"
+                    "拆分：检查不属于该申请单，保留影像中的身份，且不再自动匹配。影像文件本身不会被修改。",
+        "rc_study": "检查", "rc_dicom": "影像中的身份（DICOM）", "rc_order": "申请单的身份（HIS）", "rc_fields": "差异",
+        "rc_actions": "操作", "rc_link": "关联", "rc_split": "拆分", "rc_empty": "没有待核对的检查",
+        "rc_no_order": "无候选申请单",
+        "rc_link_confirm": "确认该检查属于申请单 {order}？检查将显示申请单中的患者身份。",
+        "rc_split_confirm": "确认该检查不属于任何申请单？将保留影像中的身份，且不再自动匹配。",
+        "rc_linked": "已关联：{uid}", "rc_split_done": "已拆分：{uid}",
+        "field_patient_id": "患者ID", "field_issuer": "ID发放机构", "field_name": "姓名", "field_sex": "性别",
+        "field_birth_date": "出生日期", "field_name_unverified": "姓名无法核对", "field_order_cancelled": "申请单已撤销",
+        "field_ambiguous": "多张申请单同一检查号",
+        "placer_no": "申请单号", "pinyin": "拼音", "sex_M": "男", "sex_F": "女", "sex_O": "其他",
         # --- end of the administrator's pages ---
         # --- error pages (reader_portal.pages.error_page) ---
         "err_403": "无权访问", "err_404": "页面不存在", "err_405": "不支持的请求方法", "err_413": "上传内容过大",
@@ -150,6 +166,13 @@ STRINGS: dict[str, dict[str, str]] = {
         "name_changed": "患者姓名不一致", "name_changed_detail": "同一患者ID下登记了不同的姓名：{names}。请核对患者身份。",
         "no_patient_id": "无患者ID", "no_patient_id_hint": "该检查没有可用的患者ID，按独立患者处理，不关联既往检查",
         "name_differs_hint": "同一患者ID首次登记的姓名与本检查不同，请核对患者身份",
+        "requested_procedure": "申请项目", "identity_conflict": "身份待核对",
+        "identity_conflict_hint": "影像中的患者身份与申请单不一致，等待管理员核对；当前显示影像中的身份",
+        "order_cancelled_note": "申请单已撤销", "name_unverified_note": "姓名未核对",
+        "order_box": "申请单", "clinical_diagnosis": "临床诊断", "exam_purpose": "检查目的",
+        "history_summary": "病史摘要", "ordering_doctor": "申请医生", "ordering_department": "申请科室",
+        "no_order": "无申请单（急诊或未登记）",
+        "order_conflict_note": "身份待核对：影像中的患者身份与申请单不一致，管理员核对前不显示申请单内容",
         # worklist filters, SLA countdown and refresh stamp
         "filter_all": "全部", "filter_holder": "认领", "holder_mine": "我认领的", "holder_unassigned": "未认领",
         "holder_mine_or_free": "我的和未认领", "filter_patient": "患者姓名或ID", "filter_clear": "清除筛选",
@@ -234,6 +257,24 @@ STRINGS: dict[str, dict[str, str]] = {
         "obj_tat.csv": "TAT report", "obj_study": "study",
         "act_report.acknowledge": "report acknowledged by the technician",
         "act_site.technicians": "technician logins sent to the edge",
+        "act_order.create": "order received", "act_order.update": "order changed", "act_order.cancel": "order cancelled",
+        "act_patient.update": "patient changed", "act_patient.merge": "patients merged",
+        "act_study.reconcile": "identity check",
+        "admin_reconcile": "Identity check",
+        "rc_rules": "Studies whose patient identity contradicts their order, or that need a person to confirm. Link: the "
+                    "study takes the order's (HIS) identity; split: the study is not this order's, keeps its own "
+                    "identity and is never matched automatically again. The images themselves never change.",
+        "rc_study": "Study", "rc_dicom": "Identity in the images (DICOM)", "rc_order": "Identity in the order (HIS)",
+        "rc_fields": "Differences", "rc_actions": "Action", "rc_link": "Link", "rc_split": "Split",
+        "rc_empty": "No study waits for an identity check", "rc_no_order": "no candidate order",
+        "rc_link_confirm": "Link this study to order {order}? It will show the order's patient identity.",
+        "rc_split_confirm": "This study belongs to no order? It keeps the identity in its images and is never "
+                            "matched again.",
+        "rc_linked": "Linked: {uid}", "rc_split_done": "Split: {uid}",
+        "field_patient_id": "Patient ID", "field_issuer": "ID issuer", "field_name": "Name", "field_sex": "Sex",
+        "field_birth_date": "Birth date", "field_name_unverified": "name not verifiable",
+        "field_order_cancelled": "order cancelled", "field_ambiguous": "several orders, one accession",
+        "placer_no": "Order no.", "pinyin": "Pinyin", "sex_M": "M", "sex_F": "F", "sex_O": "O",
         # --- end of the administrator's pages ---
         "err_403": "Forbidden", "err_404": "Page not found", "err_405": "Method not allowed",
         "err_413": "Upload too large", "err_422": "Invalid request", "err_500": "Internal server error",
@@ -303,6 +344,15 @@ STRINGS: dict[str, dict[str, str]] = {
         "no_patient_id": "no patient ID",
         "no_patient_id_hint": "This study came without a usable patient ID: a patient of its own, linked to no prior",
         "name_differs_hint": "This patient ID was first registered under another name: check the patient's identity",
+        "requested_procedure": "Requested", "identity_conflict": "Identity to check",
+        "identity_conflict_hint": "The identity in the images contradicts the order; an administrator decides. "
+                                  "The images' identity is shown meanwhile",
+        "order_cancelled_note": "order cancelled", "name_unverified_note": "name not verified",
+        "order_box": "Order", "clinical_diagnosis": "Clinical diagnosis", "exam_purpose": "Purpose",
+        "history_summary": "History", "ordering_doctor": "Ordering doctor", "ordering_department": "Department",
+        "no_order": "No order (emergency or not registered)",
+        "order_conflict_note": "Identity to check: the images' identity contradicts the order; the order is not "
+                               "shown until an administrator decides",
         "filter_all": "All", "filter_holder": "Held by", "holder_mine": "Mine", "holder_unassigned": "Unassigned",
         "holder_mine_or_free": "Mine or unassigned", "filter_patient": "Patient name or ID", "filter_clear": "Clear filters",
         "filtered_empty": "No study matches the filters", "updated_at": "Updated {time}", "seconds": "s",

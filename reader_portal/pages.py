@@ -59,6 +59,7 @@ NAV: list[NavItem] = [
     NavItem("admin_workload", "/portal/admin/workload", frozenset({Role.ADMIN})),
     NavItem("admin_audit", "/portal/admin/audit", frozenset({Role.ADMIN})),
     NavItem("admin_his", "/portal/admin/his", frozenset({Role.ADMIN})),
+    NavItem("admin_reconcile", "/portal/admin/reconcile", frozenset({Role.ADMIN})),
 ]
 """The header's links, in order. Admin pages add theirs here, e.g.
 ``NavItem("tat", "/portal/tat", frozenset({Role.ADMIN}))``."""

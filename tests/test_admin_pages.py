@@ -22,7 +22,7 @@ from tests.factories import make_site, make_user
 
 WAIT_MS = 20_000
 ADMIN_PAGES = ["/portal/admin/tat", "/portal/admin/edges", "/portal/admin/workload", "/portal/admin/audit",
-               "/portal/admin/his"]
+               "/portal/admin/his", "/portal/admin/reconcile"]
 PATH = ["arrived", "queued", "assigned", "reading", "signed", "delivered", "acknowledged"]
 # (site, priority, modality, reader, arrived hours ago, seconds: edge->county, wait, until opened,
 #  reading, signed->township, until acknowledged). Reading at qingshan: 10, 12 and 15 minutes,
@@ -383,7 +383,7 @@ def test_the_admin_pages_are_forbidden_to_other_roles(server, county, role):  # 
         page = browser.new_page(locale="zh-CN")
         log_in(page, server, "someone", password)
         nav = page.locator("#nav").inner_text()
-        assert not any(label in nav for label in ("运营总览", "前置机", "阅片工作量", "审计日志", "HIS 回传"))
+        assert not any(label in nav for label in ("运营总览", "前置机", "阅片工作量", "审计日志", "HIS 回传", "身份核对"))
         for path in ADMIN_PAGES:
             response = page.goto(f"{server}{path}")
             assert response is not None and response.status == 403, path
@@ -400,8 +400,8 @@ def test_an_anonymous_visitor_is_sent_to_the_login_and_back(server, county):  # 
         page.fill("input[name=password]", password)
         page.click("form#login button[type=submit]")
         page.wait_for_url(f"{server}/portal/admin/edges")
-        assert [a.strip() for a in page.locator("#nav a").all_inner_texts()][-5:] == ["运营总览", "前置机", "阅片工作量", "审计日志",
-                                                                              "HIS 回传"]
+        assert [a.strip() for a in page.locator("#nav a").all_inner_texts()][-6:] == [
+            "运营总览", "前置机", "阅片工作量", "审计日志", "HIS 回传", "身份核对"]
 
 
 def test_the_pages_say_so_when_there_is_nothing_yet(server, county):  # noqa: F811

@@ -64,6 +64,33 @@ async function loadPriors() {
 }
 
 
+// ---------------------------------------------------------------- the order (申请单)
+// What the clinician asked: the linked order's clinical question and who asked, above the
+// report. A study whose identity contradicts its order shows a warning instead.
+const ORDER_ROWS = ["procedure_description", "clinical_diagnosis", "exam_purpose", "history_summary",
+                    "ordering_doctor", "ordering_department", "accession_number"];
+const ORDER_LABELS = { procedure_description: "requested_procedure", accession_number: "accession" };
+async function loadOrder() {
+  const box = $("order-box");
+  const found = await api(`/api/studies/${enc(STUDY)}/order`);
+  box.hidden = false; box.classList.toggle("warn", found.order_match === "conflict");
+  if (found.order_match === "conflict") {
+    box.replaceChildren(el("h3", {}, `⚠ ${T.identity_conflict}`), el("div", {}, T.order_conflict_note));
+    return;
+  }
+  if (!found.order) { box.replaceChildren(el("h3", {}, T.order_box), el("div", { class: "muted" }, T.no_order)); return; }
+  const o = found.order;
+  const title = el("h3", {}, T.order_box, el("span", { class: "no" }, `${T.placer_no} ${o.placer_order_number}`));
+  for (const note of ["order_cancelled", "name_unverified"]) {
+    if (found.fields.includes(note)) title.append(el("span", { class: "note" }, T[note + "_note"]));
+  }
+  const dl = el("dl", {});
+  for (const key of ORDER_ROWS) {
+    if (o[key]) dl.append(el("dt", {}, T[ORDER_LABELS[key] || key]), el("dd", { "data-field": key }, o[key]));
+  }
+  box.replaceChildren(title, dl);
+}
+
 // ---------------------------------------------------------------- start
 async function start() {
   wireKeys(); wireReport();
@@ -78,6 +105,7 @@ async function start() {
   main = new Viewer($("pane-main"), STUDY, study, $("series-list"));
   main.activate();
   loadPriors();
+  loadOrder().catch((e) => { $("order-box").hidden = false; $("order-box").textContent = failure(e); });
   main.loadSeries().catch((e) => { $("status").textContent = failure(e); });
   await loadTemplates().catch(() => {});
   await loadReports().catch((e) => notice(failure(e), "err"));

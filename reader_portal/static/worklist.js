@@ -60,6 +60,14 @@ setInterval(tick, 1000);
 
 // --- the table ---------------------------------------------------------------------------
 function cell(text, cls) { return el("td", {}, el("span", cls ? { class: cls } : {}, text ?? "")); }
+// 申请项目 (the linked order's requested procedure) above the study's own description
+function procedure(it) {
+  const td = cell(it.requested_procedure, "requested");
+  if (it.description && it.description !== it.requested_procedure) {
+    td.append(it.requested_procedure ? el("div", { class: "desc" }, it.description) : it.description);
+  }
+  return td;
+}
 function show(items) {
   if (items.length) clockOffsetMs = Date.parse(items[0].sla_due_at) - items[0].sla_remaining_s * 1000 - Date.now();
   const body = table.querySelector("tbody"); body.replaceChildren();
@@ -73,10 +81,15 @@ function show(items) {
     // the study's own name; a study without a usable patient ID is a patient of its own: 无患者ID
     const name = cell(personName(it.patient_name));
     if (it.name_differs) name.append(el("span", { class: "name-warn", title: T.name_differs_hint }, `⚠ ${T.name_changed}`));
+    // the images' identity contradicts the order: shown as the images have it until an administrator decides
+    if (it.identity_conflict) name.append(el("span", { class: "id-warn", title: T.identity_conflict_hint }, `⚠ ${T.identity_conflict}`));
+    for (const note of ["order_cancelled", "name_unverified"]) {
+      if (it.identity_flags.includes(note) && !it.identity_conflict) name.append(el("span", { class: "order-note" }, T[note + "_note"]));
+    }
     const pid = it.has_patient_id ? cell(it.patient_id)
       : el("td", {}, el("span", { class: "no-pid", title: T.no_patient_id_hint }, T.no_patient_id));
     tr.append(cell(T[it.priority] || it.priority, "prio-" + it.priority), name, pid,
-              cell(it.modality), cell(it.description), cell(it.site), cell(T[it.state] || it.state), cell(fmt(it.arrived_at)), sla);
+              cell(it.modality), procedure(it), cell(it.site), cell(T[it.state] || it.state), cell(fmt(it.arrived_at)), sla);
     body.appendChild(tr);
   }
   tick();

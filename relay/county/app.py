@@ -38,6 +38,8 @@ from relay.county.ingest.quarantine import router as quarantine_router
 from relay.county.metrics.endpoints import router as metrics_router
 from relay.county.orders.edge_endpoints import router as edge_orders_router
 from relay.county.orders.fhir_endpoints import router as fhir_orders_router
+from relay.county.orders.reconcile_endpoints import router as reconcile_router
+from relay.county.orders.reconcile_endpoints import study_order_router
 from relay.county.worklist.endpoints import router as worklist_router
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,8 @@ def create_app(county: County) -> FastAPI:
     app.include_router(critical_router)
     app.include_router(studies_router)
     app.include_router(fhir_orders_router)
+    app.include_router(reconcile_router)
+    app.include_router(study_order_router)
 
     _install_docs(app, county)
 

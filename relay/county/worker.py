@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from celery import Celery, Task, signals
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from relay.county.audit.checkpoint import run_checkpoints
 from relay.county.context import County
 from relay.county.db.engine import session_scope
 from relay.county.flows import attach_renderings
+from relay.county.orders.matching import on_new_study
 from relay.county.jobs import (ASSIGN_TASK, DELIVER_TASK, INDEX_TASK, QUEUES, RENDER_TASK, enqueue_assign,
                                enqueue_render, queue_name)
 from relay.county.previews.service import record_given_up, render_instance
@@ -83,11 +85,13 @@ def _after_dead(session: Session, name: str, key: str, on_dead: Callable[[Sessio
 
 def register_tasks(app: Celery, county: County) -> None:
     """Bind the tasks to ``county``."""
+    match_orders = on_new_study(ZoneInfo(county.settings.timezone))
+
     @app.task(name=INDEX_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def index_instance_task(self: Task, instance_id: int) -> None:
         started = time.perf_counter()
         result = _guarded(county, self, INDEX_TASK, instance_id, lambda session: index_instance(
-            session=session, store=county.store, instance_id=instance_id))
+            session=session, store=county.store, instance_id=instance_id, on_new_study=match_orders))
         if result is None:
             log.warning("index instance_id=%d: no such instance or dead-lettered", instance_id)
             return

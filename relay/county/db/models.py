@@ -183,7 +183,9 @@ class Study(Base):
     patient_name: Mapped[str] = mapped_column(String(512), default="", server_default=text("''"))
     """The Patient's Name as this study's first indexed instance carried it. The patient row keeps
     the first name seen for the patient ID + issuer; a later study with another (e.g. corrected)
-    name keeps its own here, so readers are warned instead of the difference vanishing."""
+    name keeps its own here, so readers are warned instead of the difference vanishing. A study
+    linked to its order shows the order's (HIS) name here instead, with ``patient_pk`` the
+    order's patient; the stored DICOM keeps its own (relay.county.orders.matching)."""
     priority: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(UTC, index=True)
@@ -204,11 +206,12 @@ class Study(Base):
     """The order (申请单) this study was done for; with ``order_match = conflict`` only the
     candidate the administrator must decide on (relay.county.orders.matching)."""
     order_match: Mapped[str] = mapped_column(String(16), default="", server_default=text("''"))
-    """How ``order_pk`` was found: "" (not tried / none), accession, demographics, manual,
+    """How ``order_pk`` was found: "" (not tried / none), accession, uid, demographics, manual,
     conflict (DICOM identity contradicts the order: on the reconciliation list), split (an
     administrator said it is not this order; never matched automatically again)."""
     order_conflict: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
-    """JSON list of the fields that contradict the order (patient_id, name, sex, ...)."""
+    """JSON list of the fields that contradict the order (patient_id, name, sex, ...) and notes
+    (name_unverified, order_cancelled): relay.county.orders.identity_check.Flag."""
 
 
 class Series(Base):

@@ -8,6 +8,13 @@ status ``cancelled`` so that every edge's worklist drops it at its next sync.
 
 The order's patient (ID + issuer from the HIS) is a ``patients`` row like any other; it is
 made or found only on a usable ID (never on a name) and its demographics are the HIS's.
+
+Every change ends with the order matching of relay.county.orders.matching (studies that
+came before their order get linked, a cancel is flagged on its study); ``completed`` is
+the county's own status (a study was linked), which an HIS resending the order as
+scheduled does not undo. Pass ``zone`` (the county's time zone setting) so that an order
+can also find its study by patient, modality and date; without it only the Accession
+Number and the Study Instance UID are tried.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import enum
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -24,6 +32,7 @@ from relay.county.clock import now_utc
 from relay.county.db.models import Order as OrderRow
 from relay.county.db.models import Patient, Site
 from relay.county.db.upsert import insert_ignore
+from relay.county.orders import matching
 from relay.county.studies.identity import usable
 from relay.dicom.orders import Order, OrderStatus
 
@@ -112,11 +121,19 @@ def _values(order: Order) -> dict[str, object]:
     return values
 
 
-def upsert_order(session: Session, order: Order) -> UpsertResult:
+def upsert_order(session: Session, order: Order, *, zone: ZoneInfo | None = None) -> UpsertResult:
     """Store ``order`` (see the module docstring); the caller commits and audits."""
     site = _site(session, order.site)
     values = _values(order)
     values["site_id"] = site.id
+    matching.lock_site(session, site.id)  # before any order or study row (lock order)
+    result = _store(session, order, values)
+    matching.after_order_change(session, result.row, zone=zone,
+                                cancelled_now=result.outcome is UpsertOutcome.CANCELLED)
+    return result
+
+
+def _store(session: Session, order: Order, values: dict[str, object]) -> UpsertResult:
     existing = session.execute(
         select(OrderRow).where(OrderRow.placer_order_number == order.placer_order_number,
                                OrderRow.placer_issuer == order.placer_issuer).with_for_update()
@@ -129,6 +146,8 @@ def upsert_order(session: Session, order: Order) -> UpsertResult:
         session.add(row)
         session.flush()
         return UpsertResult(UpsertOutcome.CREATED, row)
+    if existing.status == OrderStatus.COMPLETED and values["status"] == OrderStatus.SCHEDULED:
+        values["status"] = OrderStatus.COMPLETED.value  # a study is linked: the HIS resending it changes nothing
     changed = {k: v for k, v in values.items() if getattr(existing, k) != v}
     if existing.patient_pk != patient_pk:
         changed["patient_pk"] = patient_pk
@@ -144,7 +163,12 @@ def upsert_order(session: Session, order: Order) -> UpsertResult:
 
 
 def cancel_order(session: Session, *, placer_order_number: str, placer_issuer: str) -> UpsertResult:
-    """Cancel an order; unknown order -> OrderError (an HIS cancelling what never came)."""
+    """Cancel an order; unknown order -> OrderError (an HIS cancelling what never came). A
+    study already linked to it stays linked, flagged ``order_cancelled``."""
+    site_id = session.execute(select(OrderRow.site_id).where(
+        OrderRow.placer_order_number == placer_order_number, OrderRow.placer_issuer == placer_issuer)).scalar()
+    if site_id is not None:
+        matching.lock_site(session, site_id)
     row = session.execute(
         select(OrderRow).where(OrderRow.placer_order_number == placer_order_number,
                                OrderRow.placer_issuer == placer_issuer).with_for_update()
@@ -157,6 +181,7 @@ def cancel_order(session: Session, *, placer_order_number: str, placer_issuer: s
     row.revision += 1
     row.updated_at = now_utc()
     session.flush()
+    matching.after_order_change(session, row, zone=None, cancelled_now=True)
     return UpsertResult(UpsertOutcome.CANCELLED, row)
 
 

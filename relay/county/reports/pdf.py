@@ -83,7 +83,8 @@ LABELS: dict[str, dict[str, str]] = {
     "zh-CN": {"report": "影像诊断报告单", "addendum": "补充报告", "name": "姓名", "sex": "性别", "age": "年龄",
               "birth": "出生日期", "pid": "患者ID", "accession": "检查号", "date": "检查日期",
               "modality": "检查类型", "description": "检查项目", "institution": "送检单位",
-              "referrer": "申请医生", "findings": "检查所见", "impression": "诊断意见", "advice": "建议",
+              "referrer": "申请医生", "placer": "申请单号", "department": "申请科室", "requested": "申请项目",
+              "findings": "检查所见", "impression": "诊断意见", "advice": "建议",
               "reader": "报告医生", "signed": "签发时间", "at": "{t}（北京时间）",
               "years": "{n}岁", "months": "{n}个月", "days": "{n}天", "revision": "版本",
               "critical": "危急值", "critical_note": "请立即通知临床医生并处理",
@@ -93,7 +94,8 @@ LABELS: dict[str, dict[str, str]] = {
     "en": {"report": "Diagnostic Imaging Report", "addendum": "Addendum", "name": "Name", "sex": "Sex",
            "age": "Age", "birth": "Birth date", "pid": "Patient ID", "accession": "Accession",
            "date": "Study date", "modality": "Modality", "description": "Study", "institution": "Institution",
-           "referrer": "Referrer", "findings": "Findings", "impression": "Impression", "advice": "Advice",
+           "referrer": "Referrer", "placer": "Order no.", "department": "Department", "requested": "Requested",
+           "findings": "Findings", "impression": "Impression", "advice": "Advice",
            "reader": "Reader", "signed": "Signed", "at": "{t} (Beijing time)",
            "years": "{n} years", "months": "{n} months", "days": "{n} days", "revision": "Revision",
            "critical": "CRITICAL RESULT 危急值", "critical_note": "notify the clinician at once",
@@ -160,19 +162,31 @@ def _field(pdf: FPDF, label: str, value: str, width: float) -> None:
     pdf.cell(width - 19, 6.5, value or "—")
 
 
+def accession(document: dict[str, Any], study: StudyHeader) -> str:
+    """检查号: the study's Accession Number, else its order's (a study matched by patient and date)."""
+    order = document.get("order") or {}
+    return study.accession_number or str(order.get("accession_number", ""))
+
+
 def _patient_block(pdf: FPDF, document: dict[str, Any], study: StudyHeader, t: dict[str, str]) -> None:
     birth, on = _da(study.birth_date), _da(study.study_date)
     col = (pdf.w - pdf.l_margin - pdf.r_margin) / 3
+    order: dict[str, Any] = document.get("order") or {}
+    referrer = str(order.get("ordering_doctor", "")) or display_name(study.referring_physician)
     rows = [
         [(t["name"], display_name(study.patient_name)), (t["sex"], t.get(study.sex, study.sex)),
          (t["age"], _age(birth, on, t))],
-        [(t["pid"], study.patient_id), (t["accession"], study.accession_number),
+        [(t["pid"], study.patient_id), (t["accession"], accession(document, study)),
          (t["birth"], birth.isoformat() if birth else "")],
         [(t["modality"], study.modality), (t["description"], study.study_description),
          (t["date"], on.isoformat() if on else "")],
         [(t["institution"], study.institution or str(document.get("site", ""))),
-         (t["referrer"], display_name(study.referring_physician)), (t["revision"], str(document["revision"]))],
+         (t["referrer"], referrer), (t["revision"], str(document["revision"]))],
     ]
+    if order:
+        rows.append([(t["placer"], str(order.get("placer_order_number", ""))),
+                     (t["department"], str(order.get("ordering_department", ""))),
+                     (t["requested"], str(order.get("procedure_description", "")))])
     for row in rows:
         for label, value in row:
             _field(pdf, label, value, col)
@@ -258,7 +272,7 @@ def build_pdf(*, document: dict[str, Any], study: StudyHeader, lang: str = "zh-C
                         f"Study Instance UID {study.study_uid}")
     pdf.page_label = t["page"]
     pdf.running_head = (f"{t['name']} {display_name(study.patient_name)}    {t['pid']} {study.patient_id}    "
-                        f"{t['accession']} {study.accession_number}    {CENTRE}"
+                        f"{t['accession']} {accession(document, study)}    {CENTRE}"
                         + (f"    {t['critical']}" if document.get("critical") else ""))
     pdf.add_page()
     _header(pdf, document, t, addendum)

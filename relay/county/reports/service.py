@@ -2,8 +2,9 @@
 
 Only the reader holding the study writes and signs its report. Signing builds the
 canonical document (text, reader, time, study, and every instance read with its
-SHA-256), signs it with the reader's Ed25519 key, and stores it exactly as signed; the
-row never changes after that. The study moves to ``signed`` (a transition with its
+SHA-256; since the orders, also the linked order's numbers under ``order``), signs it with
+the reader's Ed25519 key, and stores it exactly as signed; the row never changes after
+that. A document signed before ``order`` existed has no such key and verifies as it was. The study moves to ``signed`` (a transition with its
 actor), and a ``study.signed`` event (plus ``critical.result`` for 危急值) is written in
 the same transaction through the outbox.
 """
@@ -19,10 +20,11 @@ from sqlalchemy.orm import Session
 from relay.county.auth.service import Principal
 
 from relay.county.clock import now_utc
-from relay.county.db.models import Instance, ReadingItem, Report, Site, Study, User
+from relay.county.db.models import Instance, Order, ReadingItem, Report, Site, Study, User
 from relay.county.errors import BadRequest, Conflict, Forbidden, NotFound
 from relay.county.events import outbox
 from relay.county.events.outbox import Topic
+from relay.county.orders.matching import LINKED
 from relay.county.reports import delivery, report_templates, signing_keys
 from relay.county.storage import ObjectStore
 from relay.county.studies.repository import add_transition, study_regions
@@ -131,7 +133,7 @@ def _document(session: Session, report: Report, study: Study, principal: Princip
     rows = session.execute(select(Instance.sop_uid, Instance.sha256).where(Instance.study_uid == study.study_uid)
                            .order_by(Instance.sop_uid)).all()
     site = session.get(Site, study.site_id)
-    return {
+    document: dict[str, Any] = {
         "study_instance_uid": study.study_uid, "accession_number": study.accession_number,
         "site": site.name if site else "", "revision": report.revision, "kind": report.kind,
         "reader": principal.username, "reader_name": _display_name(session, principal.user_id),
@@ -139,6 +141,16 @@ def _document(session: Session, report: Report, study: Study, principal: Princip
         "impression": report.impression, "advice": report.advice, "critical": report.critical,
         "instances": [[sop, sha] for sop, sha in rows],
     }
+    order = session.get(Order, study.order_pk) if study.order_pk and study.order_match in LINKED else None
+    if order is not None:
+        document["order"] = {name: str(getattr(order, name)) for name in ORDER_FIELDS}
+    return document
+
+
+ORDER_FIELDS = ("placer_order_number", "placer_issuer", "accession_number", "requested_procedure_id",
+                "procedure_code", "procedure_description", "ordering_department", "ordering_doctor")
+"""What the signed document says of the study's order (申请单): its numbers and who asked;
+the SR's ReferencedRequestSequence and the PDF's 申请单号 come from here."""
 
 
 def _display_name(session: Session, user_id: int) -> str:

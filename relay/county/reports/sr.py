@@ -90,6 +90,26 @@ def predecessor_of(document: dict[str, Any]) -> ObjectUids | None:
                        kind=ReportKind.REPORT if previous == 1 else ReportKind.ADDENDUM, obj=ReportObject.SR)
 
 
+def request_item(document: dict[str, Any]) -> Dataset | None:
+    """The Referenced Request Sequence item (SR Document General) of the signed document's
+    order; None for a study read without an order (and every report signed before orders)."""
+    order = document.get("order")
+    if not order:
+        return None
+    item = Dataset()
+    item.StudyInstanceUID = str(document["study_instance_uid"])
+    item.AccessionNumber = str(order.get("accession_number", ""))
+    item.PlacerOrderNumberImagingServiceRequest = str(order.get("placer_order_number", ""))
+    issuer = Dataset()
+    issuer.LocalNamespaceEntityID = str(order.get("placer_issuer", ""))
+    item.OrderPlacerIdentifierSequence = [issuer]
+    item.FillerOrderNumberImagingServiceRequest = ""
+    item.RequestedProcedureID = str(order.get("requested_procedure_id", ""))
+    item.RequestedProcedureDescription = str(order.get("procedure_description", ""))[:64]
+    item.RequestedProcedureCodeSequence = []
+    return item
+
+
 def build_sr(*, document: dict[str, Any], study: StudyHeader, signature_b64: str, key_id: str) -> bytes:
     """The signed report as a verified Basic Text SR (TID 2000 shape), DICOM Part 10 bytes.
 
@@ -122,6 +142,9 @@ def build_sr(*, document: dict[str, Any], study: StudyHeader, signature_b64: str
         for series_uid, sop_class, sop_uid in study.evidence:
             by_series.setdefault(series_uid, []).append((sop_class, sop_uid))
         ds.CurrentRequestedProcedureEvidenceSequence = [_references(study.study_uid, by_series)]
+    request = request_item(document)
+    if request is not None:
+        ds.ReferencedRequestSequence = [request]
     ds.PerformedProcedureCodeSequence = []
     for element in _content(document, signed_json, predecessor):
         ds.add(element)

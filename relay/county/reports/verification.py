@@ -150,9 +150,23 @@ def _check_header(ds: Dataset, document: dict[str, Any], obj: objects.ReportObje
           uids.sop_uid)
 
 
+def _check_request(ds: Dataset, document: dict[str, Any]) -> None:
+    """The SR's Referenced Request Sequence is the signed document's order (or absent with none)."""
+    expected, found = sr.request_item(document), ds.get("ReferencedRequestSequence", [])
+    if expected is None:
+        if found:
+            raise SignatureError("the SR names an order the signed report does not: it was changed after signing")
+        return
+    if len(found) != 1:
+        raise SignatureError("the SR does not name exactly the signed report's order")
+    for keyword in ("AccessionNumber", "PlacerOrderNumberImagingServiceRequest", "RequestedProcedureID"):
+        _same(f"SR's requested {keyword}", found[0].get(keyword, ""), expected.get(keyword, ""))
+
+
 def check_sr(ds: Dataset, document: dict[str, Any]) -> None:
     """Everything the SR shows agrees with the (already verified) signed document."""
     _check_header(ds, document, objects.ReportObject.SR)
+    _check_request(ds, document)
     observers = ds.get("VerifyingObserverSequence", [])
     if len(observers) != 1 or ds.get("VerificationFlag") != "VERIFIED":
         raise SignatureError("the SR is not verified by exactly one observer")

@@ -4,11 +4,16 @@ Runs in a Celery task, at least once: every step is an upsert on a natural key, 
 an instance already indexed returns at once. The first instance of a study records
 the transitions ``arrived`` and ``queued`` and creates the reading item; later
 instances only add their series and may raise the study's priority.
+
+``on_new_study`` is called in the same transaction when a study's first instance is
+indexed: the worker binds the order matching there (relay.county.orders.matching), which
+this domain does not import (orders already depend on studies' patient identity).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from dataclasses import dataclass
 
@@ -39,7 +44,12 @@ class IndexResult:
     reopened after signing): the caller enqueues its assignment after the commit."""
 
 
-def index_instance(*, session: Session, store: ObjectStore, instance_id: int) -> IndexResult | None:
+NewStudyHook = Callable[[Session, int, InstanceMeta | None], None]
+"""Called with (session, study pk, the first instance's header) before the new study commits."""
+
+
+def index_instance(*, session: Session, store: ObjectStore, instance_id: int,
+                   on_new_study: NewStudyHook | None = None) -> IndexResult | None:
     """Index instance ``instance_id``; None if no such row (nothing to do)."""
     inst = repository.instance_for_update(session, instance_id)
     if inst is None:
@@ -73,6 +83,8 @@ def index_instance(*, session: Session, store: ObjectStore, instance_id: int) ->
     session.flush()
     modalities = "\\".join(repository.study_modalities(session, study_pk))
     repository.touch_study(session, study_pk=study_pk, modalities=modalities, at=now)
+    if new_study and on_new_study is not None:
+        on_new_study(session, study_pk, meta)
     session.commit()
     return IndexResult(instance_id, inst.study_uid, False, new_study, study_pk if queued else None)
 

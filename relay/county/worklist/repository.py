@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, func, or_, select
 from sqlalchemy.orm import Session
 
-from relay.county.db.models import Patient, ReadingItem, Site, Study, User
+from relay.county.db.models import Order, Patient, ReadingItem, Site, Study, User
 from relay.county.studies.repository import has_modality
 
 OPEN_STATES = ("queued", "assigned", "reading")
@@ -68,11 +68,13 @@ def _where(f: Filters, user_id: int) -> list[ColumnElement[bool]]:
 def open_items(session: Session, *, site_id: int | None, limit: int, user_id: int,
                filters: Filters = Filters()) -> list[Row[Any]]:
     """Open reading items, most urgent then oldest first; only ``site_id``'s when given,
-    and only those matching ``filters`` (``user_id``: whose are "mine")."""
+    and only those matching ``filters`` (``user_id``: whose are "mine"). Each row: study,
+    patient, site, item, holder's username, the (candidate) order's requested procedure."""
     stmt = (
-        select(Study, Patient, Site, ReadingItem, User.username)
+        select(Study, Patient, Site, ReadingItem, User.username, Order.procedure_description)
         .join(ReadingItem, ReadingItem.study_pk == Study.id)
         .outerjoin(User, User.id == ReadingItem.assigned_user_id)
+        .outerjoin(Order, Order.id == Study.order_pk)
         .join(Patient, Patient.id == Study.patient_pk)
         .join(Site, Site.id == Study.site_id)
         .where(Study.state.in_(OPEN_STATES), *_where(filters, user_id))

@@ -16,6 +16,12 @@ class WorklistItem(BaseModel):
                                  "a patient of its own, never merged with another.")
     name_differs: bool = Field(False, description="The same patient ID + issuer was first indexed under another "
                                "name (a corrected or mistyped name, or another person): readers are warned.")
+    requested_procedure: str = Field("", description="申请项目: the linked order's requested procedure; '' "
+                                     "without a linked order.")
+    identity_conflict: bool = Field(False, description="身份待核对: the study's DICOM identity contradicts its "
+                                    "candidate order; it keeps its own identity until an administrator decides.")
+    identity_flags: list[str] = Field(default_factory=list, description="The fields that contradict the order "
+                                      "(patient_id, name, sex, ...) and notes (name_unverified, order_cancelled).")
     modality: str = Field(description="Modalities in the study, backslash-separated.")
     site: str
     priority: str = Field(description="stat, urgent or routine.")

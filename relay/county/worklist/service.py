@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from relay.county.auth.service import Principal
+from relay.county.orders import matching
 from relay.county.previews.service import render_notes
 from relay.county.sla import SlaPolicy, split_modalities
 from relay.county.studies import identity
@@ -55,6 +56,9 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500, sla: S
             study_instance_uid=study.study_uid, patient_name=study.patient_name,
             patient_id=patient.patient_id, has_patient_id=identity.is_identified(patient.issuer),
             name_differs=identity.names_differ(study.patient_name, patient.name),
+            requested_procedure=(procedure or "") if study.order_match in matching.LINKED else "",
+            identity_conflict=study.order_match == matching.MatchKind.CONFLICT,
+            identity_flags=matching.flags_of(study),
             modality=study.modalities, site=site.name,
             priority=study.priority, state=study.state, study_date=study.study_date,
             study_time=study.study_time, description=study.description,
@@ -67,5 +71,5 @@ def worklist(*, session: Session, principal: Principal, limit: int = 500, sla: S
                                        arrived=study.created_at)),
             sla_remaining_s=(due - now).total_seconds(),
         )
-        for study, patient, site, item, holder in rows
+        for study, patient, site, item, holder, procedure in rows
     ]
