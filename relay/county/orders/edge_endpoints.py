@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Header, Request, Response
 from sqlalchemy import select
@@ -103,7 +104,7 @@ def _held(session: Session, order: Order) -> OrderRow | None:
                                                   OrderRow.placer_issuer == order.placer_issuer)).scalar_one_or_none()
 
 
-def _store(session: Session, order: Order) -> tuple[UpsertOutcome, OrderRow]:
+def _store(session: Session, order: Order, zone: ZoneInfo) -> tuple[UpsertOutcome, OrderRow]:
     """Upsert, or return what is held when it is a retry of a registration the county has
     moved on from (completed or cancelled there: a retry must not put it back)."""
     held = _held(session, order)
@@ -114,7 +115,7 @@ def _store(session: Session, order: Order) -> tuple[UpsertOutcome, OrderRow]:
         if held.status != OrderStatus.SCHEDULED.value:
             return UpsertOutcome.UNCHANGED, held
     try:
-        result = upsert_order(session, order)
+        result = upsert_order(session, order, zone=zone)
     except OrderError as exc:
         raise OrderProblem(str(exc), field=exc.field) from exc
     return result.outcome, result.row
@@ -130,11 +131,11 @@ def register_order(data: Annotated[dict[str, Any], Body()], request: Request, si
         order = _parse(data, site)
         by = _registered_by(session, site, order)
         try:
-            outcome, row = _store(session, order)
+            outcome, row = _store(session, order, ZoneInfo(county.settings.timezone))
             session.commit()
         except IntegrityError:  # the same order arrived twice at once: the other one stored it
             session.rollback()
-            outcome, row = _store(session, order)
+            outcome, row = _store(session, order, ZoneInfo(county.settings.timezone))
             session.commit()
     except OrderProblem as exc:
         session.rollback()

@@ -67,7 +67,8 @@ def _one(county: County, body: Any, expect_id: str | None) -> fhir_service.Store
     if expect_id is not None and isinstance(body, dict) and body.get("id") not in (None, expect_id):
         raise FhirProblem(400, Issue("ServiceRequest.id", "the resource id differs from the URL's", "invalid"))
     with county.sessions() as session:
-        stored = fhir_service.store(session, mapped, patient_path=path, expect_id=expect_id)
+        stored = fhir_service.store(session, mapped, patient_path=path, expect_id=expect_id,
+                                     zone=ZoneInfo(county.settings.timezone))
         session.commit()
     _audit(county, [stored.entry])
     return stored
@@ -149,7 +150,7 @@ def _bundle(county: County, body: Any) -> dict[str, Any]:
                 if mapped is None:
                     responses.append({"response": {"status": "200 OK"}})
                     continue
-                stored = fhir_service.store(session, mapped, patient_path=path)
+                stored = fhir_service.store(session, mapped, patient_path=path, zone=ZoneInfo(county.settings.timezone))
                 responses.append(_entry_response(stored))
                 audit.append(stored.entry)
             session.commit()
@@ -160,7 +161,7 @@ def _bundle(county: County, body: Any) -> dict[str, Any]:
                 continue
             try:
                 with county.sessions() as session:
-                    stored = fhir_service.store(session, mapped, patient_path=path)
+                    stored = fhir_service.store(session, mapped, patient_path=path, zone=ZoneInfo(county.settings.timezone))
                     session.commit()
             except FhirProblem as problem:
                 responses.append({"response": {"status": str(problem.status), "outcome": outcome(problem.issues)}})

@@ -51,7 +51,8 @@ def find(session: Session, resource_id: str) -> OrderRow | None:
     return session.get(OrderRow, int(resource_id)) if resource_id.isdigit() and len(resource_id) < 12 else None
 
 
-def store(session: Session, mapped: Mapped, *, patient_path: str, expect_id: str | None = None) -> Stored:
+def store(session: Session, mapped: Mapped, *, patient_path: str, expect_id: str | None = None,
+          zone: ZoneInfo | None = None) -> Stored:
     """Create, change or cancel the order (flushed, not committed)."""
     order = mapped.order
     if expect_id is not None:
@@ -69,7 +70,7 @@ def store(session: Session, mapped: Mapped, *, patient_path: str, expect_id: str
             result = cancel_order(session, placer_order_number=order.placer_order_number,
                                   placer_issuer=order.placer_issuer)
         else:
-            result = upsert_order(session, order)
+            result = upsert_order(session, order, zone=zone)
     except OrderError as exc:
         message = (f"{mapped.order.site!r} names no county township site" if exc.field == "site" else str(exc))
         raise fhir.invalid(_path(exc, mapped, patient_path), message,

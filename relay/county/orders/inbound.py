@@ -64,7 +64,7 @@ def _orders(session: Session, p: Parsed, zone: ZoneInfo, actor: str) -> list[Ent
                 result = cancel_order(session, placer_order_number=order.placer_order_number,
                                       placer_issuer=order.placer_issuer)
             else:
-                result = upsert_order(session, order)
+                result = upsert_order(session, order, zone=zone)
         except OrderError as exc:
             if exc.field == "site":
                 exc = OrderError(f"PV1-3 {action.site_candidate!r} names no county township site", field="site")
