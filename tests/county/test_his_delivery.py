@@ -242,10 +242,12 @@ def make_order(county, **fields: Any) -> None:
 
 
 def link(county, uid: str, placer: str = "HIS-1001") -> None:
+    """Link the study to the order as an administrator would (a manual link is not re-checked
+    against the DICOM identity when the order changes)."""
     from relay.county.db.models import Order as OrderRow
     with county.sessions() as s:
         order_pk = s.execute(select(OrderRow.id).where(OrderRow.placer_order_number == placer)).scalar_one()
-        s.execute(update(Study).where(Study.study_uid == uid).values(order_pk=order_pk, order_match="accession"))
+        s.execute(update(Study).where(Study.study_uid == uid).values(order_pk=order_pk, order_match="manual"))
         s.commit()
 
 
