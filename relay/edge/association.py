@@ -40,11 +40,8 @@ from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
 from relay.edge.pdu_codec import (
     ABORT_INVALID_PARAMETER,
-    ABORT_UNRECOGNIZED_PDU,
     APPLICATION_CONTEXT,
     A_ABORT,
-    A_ASSOCIATE_AC,
-    A_ASSOCIATE_RJ,
     A_ASSOCIATE_RQ,
     A_RELEASE_RP,
     A_RELEASE_RQ,
@@ -67,6 +64,9 @@ from relay.edge.pdu_codec import (
     Abort,
     Closed,
     encode_pdu,
+    encode_pdv,
+    iter_pdvs,
+    pdu_header,
     ascii_text,
     us_value,
     encode_command,
@@ -170,12 +170,7 @@ class Association(threading.Thread):
         return buffer
 
     def _read_pdu(self, limit: int) -> tuple[int, bytearray]:
-        kind, _, length = struct.unpack(">BBI", self._recv_exact(6))
-        if kind not in (A_ASSOCIATE_RQ, P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT,
-                        A_ASSOCIATE_AC, A_ASSOCIATE_RJ):
-            raise Abort(f"unrecognised PDU type 0x{kind:02x}", ABORT_UNRECOGNIZED_PDU)
-        if length > limit:
-            raise Abort(f"PDU of {length} bytes exceeds {limit}", ABORT_INVALID_PARAMETER)
+        kind, length = pdu_header(self._recv_exact(6), limit)
         return kind, self._recv_exact(length)
 
     def _phase(self) -> str:
@@ -338,17 +333,7 @@ class Association(threading.Thread):
                 return
             if kind != P_DATA_TF:
                 raise Abort(f"unexpected PDU 0x{kind:02x} during the association")
-            view = memoryview(body)
-            offset = 0
-            while offset < len(body):
-                if offset + 6 > len(body):
-                    raise Abort("truncated PDV", ABORT_INVALID_PARAMETER)
-                length = int.from_bytes(view[offset:offset + 4], "big")
-                context_id, control = view[offset + 4], view[offset + 5]
-                fragment = view[offset + 6:offset + 4 + length]
-                if length < 2 or offset + 4 + length > len(body):
-                    raise Abort("PDV longer than its PDU", ABORT_INVALID_PARAMETER)
-                offset += 4 + length
+            for context_id, control, fragment in iter_pdvs(body):
                 if context_id not in negotiated.contexts:
                     raise Abort(f"PDV on presentation context {context_id} not accepted",
                                 ABORT_INVALID_PARAMETER)
@@ -421,8 +406,7 @@ class Association(threading.Thread):
         out = []
         for n, chunk in enumerate(chunks):
             control = 0x03 if n == len(chunks) - 1 else 0x01
-            pdv = struct.pack(">IBB", len(chunk) + 2, context_id, control) + chunk
-            out.append(encode_pdu(P_DATA_TF, pdv))
+            out.append(encode_pdu(P_DATA_TF, encode_pdv(context_id, control, chunk)))
         self._send(b"".join(out))
 
 
