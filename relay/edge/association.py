@@ -50,6 +50,7 @@ from relay.edge.pdu_codec import (
     DEFAULT_MAX_PDU,
     DEFAULT_PEER_MAX_PDU,
     MAX_ASSOCIATE_PDU,
+    MAX_COMMAND_SET,
     NO_DATASET,
     PC_ACCEPTANCE,
     PRIORITY_MEDIUM,
@@ -315,6 +316,7 @@ class Association(threading.Thread):
         limit = policy.max_pdu
         idle_timeout, dimse_timeout = policy.network_timeout_s or None, policy.dimse_timeout_s
         command = bytearray()
+        command_context = 0
         message: _Message | None = None
         while True:
             if self.mid_message != bool(command or message):
@@ -340,7 +342,14 @@ class Association(threading.Thread):
                 if control & 0x01:  # command fragment
                     if message is not None:
                         raise Abort("command fragment inside a dataset")
+                    if command and context_id != command_context:
+                        raise Abort(f"command fragments on presentation contexts "
+                                    f"{command_context} and {context_id}")
+                    command_context = context_id
                     command += fragment
+                    if len(command) > MAX_COMMAND_SET:
+                        raise Abort(f"command set longer than {MAX_COMMAND_SET} bytes",
+                                    ABORT_INVALID_PARAMETER)
                     if control & 0x02:
                         fields = decode_command(bytes(command))
                         command = bytearray()

@@ -39,6 +39,10 @@ DEFAULT_MAX_PDU = 4 << 20
 """Maximum P-DATA-TF length the edge advertises unless configured (4 MiB): a CT or MR
 slice still arrives in one PDU, and an association's read buffer stays bounded."""
 DEFAULT_PEER_MAX_PDU = 16384
+MAX_COMMAND_SET = 64 << 10
+"""Longest command set the edge reassembles (64 KiB): a C-STORE-RQ's is a few hundred
+bytes, and without a bound a peer that never sends the last fragment would grow it
+until memory runs out."""
 """What the edge sends per PDU to a peer that declares 0 (unlimited) or nothing."""
 
 
@@ -75,10 +79,12 @@ def pdu_header(header: bytes | bytearray, limit: int) -> tuple[int, int]:
 
 def iter_pdvs(body: bytes | bytearray) -> Iterator[tuple[int, int, memoryview]]:
     """(presentation context ID, message control header, fragment) of each PDV item of a
-    P-DATA-TF body (PS3.8 9.3.5), in order; raises Abort, when it is reached, at an item
-    that is truncated or runs past the PDU."""
+    P-DATA-TF body (PS3.8 9.3.5: one or more items), in order; raises Abort for an empty
+    body and, when it is reached, at an item that is truncated or runs past the PDU."""
     view = memoryview(body)
     offset, end = 0, len(body)
+    if not end:
+        raise Abort("P-DATA-TF without a PDV", ABORT_INVALID_PARAMETER)
     while offset < end:
         if offset + 6 > end:
             raise Abort("truncated PDV", ABORT_INVALID_PARAMETER)
