@@ -93,6 +93,20 @@ def _store(cmd: bytes, data: bytes) -> bytes:
     return pdata(encode_pdv(CT, 0x03, cmd), encode_pdv(CT, 0x02, data))
 
 
+def _associate_rq_with(context_item: bytes) -> bytes:
+    """An A-ASSOCIATE-RQ whose one presentation context item is ``context_item``."""
+    rq = associate_rq()
+    header, items = rq[6:74], rq[74:]
+    start = items.index(b"\x20\x00")
+    length = struct.unpack(">H", items[start + 2:start + 4])[0]
+    body = header + items[:start] + context_item + items[start + 4 + length:]
+    return encode_pdu(A_ASSOCIATE_RQ, body)
+
+
+def _sub_item(kind: int, value: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(value)) + value
+
+
 _EMPTY_CMD = b""
 CASES = [
     # --- lengths
@@ -115,6 +129,12 @@ CASES = [
          before_association=struct.pack(">BBI", A_ASSOCIATE_RQ, 0, (1 << 20) + 1) + b"\0" * 64),
     Case("associate-rq-shorter-than-its-items", "undecodable A-ASSOCIATE-RQ",
          before_association=(lambda rq: rq[:2] + struct.pack(">I", 80) + rq[6:86])(associate_rq())),
+    Case("presentation-context-without-a-transfer-syntax", "without a transfer syntax",
+         before_association=_associate_rq_with(_sub_item(0x20, bytes([1, 0, 0, 0])
+                                                         + _sub_item(0x30, b"1.2.3.4.5.6")))),
+    Case("presentation-context-without-an-abstract-syntax", "without an abstract syntax",
+         before_association=_associate_rq_with(_sub_item(0x20, bytes([1, 0, 0, 0])
+                                                         + _sub_item(0x40, ExplicitVRLittleEndian.encode())))),
     # --- unknown and out-of-place PDU types
     *(Case(f"unknown-pdu-type-0x{kind:02x}", f"unrecognised PDU type 0x{kind:02x}", after_association=lambda c, d, k=kind: encode_pdu(k, b"\0" * 4))
       for kind in (0x00, 0x08, 0x09, 0x7F, 0xFF)),

@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from bench import fuzz_pdu
-from bench.fuzz_pdu import DATASET, Findings, check_exchange, run
+from bench.fuzz_pdu import DATASET, Findings, check_exchange, check_negotiation, run
 from relay.edge import association
 from relay.edge.pdu_codec import P_DATA_TF, encode_pdu, encode_pdv
 
@@ -54,3 +54,23 @@ def test_the_harness_reports_an_exception_the_loop_does_not_declare(
     check_exchange(_valid_store(), 7, findings)
     (key,) = findings.crashes
     assert key.startswith("Association._exchange: ValueError")
+
+
+# Inputs the long run found (bench/fuzz_pdu.py, seeds 1..5): each was a crash until fixed.
+FOUND = {
+    # a presentation context item whose abstract syntax sub-item's length swallows its
+    # transfer syntax sub-item: pynetdicom's negotiation raised IndexError
+    "context-without-transfer-syntax": bytes.fromhex(
+        "0001000052454c41595f4544474520202020202046555a5a20207320202020202020202000000000000000"
+        "0000000000000000000000000000000000000000000000000000000010000015312e322e3834302e313030"
+        "30382e332e312e312e31200000380100000030000030312e322e3834302e31303030382e352e312e342e31"
+        "2e312e3240000013312e322e3834302e31303030382e312e322e3150000013510000040000400052000007"
+        "312e322e332e34"),
+}
+
+
+@pytest.mark.parametrize("body", list(FOUND.values()), ids=list(FOUND))
+def test_an_a_associate_rq_the_fuzz_broke_is_now_aborted_cleanly(body: bytes) -> None:
+    findings = Findings()
+    check_negotiation(body, findings)
+    assert findings.examples == 1 and not findings.crashes and not findings.hangs
