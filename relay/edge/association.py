@@ -283,6 +283,13 @@ class Association(threading.Thread):
                  if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
                  and item.sop_class_uid is not None}
         proposed = list(request.presentation_context_definition_list)
+        for context in proposed:  # PS3.8 9.3.2.2; pynetdicom's negotiation assumes both
+            if not context.abstract_syntax:
+                raise Abort(f"presentation context {context.context_id} without an abstract "
+                            "syntax", ABORT_INVALID_PARAMETER)
+            if not context.transfer_syntax:
+                raise Abort(f"presentation context {context.context_id} without a transfer "
+                            "syntax", ABORT_INVALID_PARAMETER)
         results, reply_roles = negotiate_as_acceptor(proposed, self.server.supported_contexts,
                                                      roles or None)
         negotiated = _Negotiated(self.calling_ae, called, peer_max or DEFAULT_PEER_MAX_PDU)
