@@ -221,7 +221,10 @@ def check_exchange(stream: bytes, chunk: int, findings: Findings) -> None:
 def check_negotiation(body: bytes, findings: Findings) -> None:
     """``_negotiate`` on an A-ASSOCIATE-RQ body (without its 6-byte header)."""
     association = _association(b"", 1)
-    _bounded("Association._negotiate", body, findings, lambda: association._negotiate(bytearray(body)))
+
+    def negotiate() -> None:
+        association._negotiate(bytearray(body))
+    _bounded("Association._negotiate", body, findings, negotiate)
 
 
 # --- strategies ----------------------------------------------------------------------

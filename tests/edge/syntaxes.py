@@ -17,6 +17,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    UID,
     JPEG2000,
     MPEG2MPHL,
     MPEG2MPML,
@@ -85,7 +86,7 @@ def _fresh(source: Path) -> Dataset:
 
 def _video(syntax: str) -> Dataset:
     ds = _fresh(US)
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = VIDEO_PHOTOGRAPHIC
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(VIDEO_PHOTOGRAPHIC)
     ds.Modality = "XC"
     ds.PhotometricInterpretation = "YBR_PARTIAL_420"
     ds.NumberOfFrames, ds.FrameTime, ds.FrameIncrementPointer = 8, 40.0, 0x00181063
@@ -93,7 +94,7 @@ def _video(syntax: str) -> Dataset:
     bitstream = bytes(range(256)) * 40  # synthetic: the edge never decodes it
     ds.PixelData = encapsulate([bitstream])
     ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     return ds
 
 

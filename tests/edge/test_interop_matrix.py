@@ -534,7 +534,7 @@ def _sop_common_extended() -> SOPClassCommonExtendedNegotiation:
     return item
 
 
-EXTENDED = {
+EXTENDED: dict[str, Callable[[], list[Any]]] = {
     "user-identity-username": lambda: [_identity(1, b"township-ct", None, False)],
     "user-identity-password": lambda: [_identity(2, b"township-ct", "秘密".encode(), False)],
     "user-identity-response-requested": lambda: [_identity(2, b"township-ct", b"pw", True)],

@@ -103,6 +103,10 @@ def _associate_rq_with(context_item: bytes) -> bytes:
     return encode_pdu(A_ASSOCIATE_RQ, body)
 
 
+def _pdu_of_type(kind: int) -> Callable[[bytes, bytes], bytes]:
+    return lambda _command, _dataset: encode_pdu(kind, b"\0" * 4)
+
+
 def _sub_item(kind: int, value: bytes) -> bytes:
     return struct.pack(">BBH", kind, 0, len(value)) + value
 
@@ -136,8 +140,8 @@ CASES = [
          before_association=_associate_rq_with(_sub_item(0x20, bytes([1, 0, 0, 0])
                                                          + _sub_item(0x40, ExplicitVRLittleEndian.encode())))),
     # --- unknown and out-of-place PDU types
-    *(Case(f"unknown-pdu-type-0x{kind:02x}", f"unrecognised PDU type 0x{kind:02x}", after_association=lambda c, d, k=kind: encode_pdu(k, b"\0" * 4))
-      for kind in (0x00, 0x08, 0x09, 0x7F, 0xFF)),
+    *(Case(f"unknown-pdu-type-0x{kind:02x}", f"unrecognised PDU type 0x{kind:02x}",
+           after_association=_pdu_of_type(kind)) for kind in (0x00, 0x08, 0x09, 0x7F, 0xFF)),
     Case("unknown-pdu-type-before-association", "unrecognised PDU type 0x0a", before_association=encode_pdu(0x0A, b"\0" * 4)),
     Case("p-data-before-a-associate", "expected A-ASSOCIATE-RQ, got PDU 0x04", before_association=pdata(encode_pdv(CT, 0x03, b"\0" * 12))),
     Case("a-release-rq-before-a-associate", "expected A-ASSOCIATE-RQ, got PDU 0x05", before_association=encode_pdu(A_RELEASE_RQ, b"\0" * 4)),
