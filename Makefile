@@ -26,10 +26,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
-# Independent DICOM peers the tests talk to (DCMTK: echoscu, storescu, storescp, dcmdump,
-# dcmj2pnm), the CJK font the ECG paper's Chinese labels are drawn with, and Debian's
-# Chromium that Playwright drives in the page tests.
-APT_PEERS := dcmtk fonts-noto-cjk chromium poppler-utils fuse3 nginx
+# Independent DICOM peers the tests talk to (DCMTK: echoscu, storescu, dcmsend, storescp,
+# dcmdump, dcmj2pnm, dcmcjpeg; GDCM's gdcmscu; Orthanc's C-STORE SCU, all in
+# tests/edge/test_interop_matrix.py), the CJK font the ECG paper's Chinese labels are drawn
+# with, and Debian's Chromium that Playwright drives in the page tests.
+APT_PEERS := dcmtk libgdcm-tools orthanc fonts-noto-cjk chromium poppler-utils fuse3 nginx
 peers:
 	@missing=$$(for p in $(APT_PEERS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -70,9 +71,8 @@ node_modules/.installed: package.json package-lock.json
 lint-js: node_modules/.installed
 	npx --no-install eslint eslint.config.js reader_portal/static
 
-# Orthanc is only a benchmark peer (bench/ingest.py), not needed by the tests.
+# Orthanc (bench/ingest.py's peer) is one of APT_PEERS now: the interop tests send with it.
 bench-peers: peers
-	@dpkg -s orthanc >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc; }
 
 bench: dev bench-peers
 	$(BIN)/python -m bench

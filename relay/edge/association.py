@@ -40,11 +40,8 @@ from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
 from relay.edge.pdu_codec import (
     ABORT_INVALID_PARAMETER,
-    ABORT_UNRECOGNIZED_PDU,
     APPLICATION_CONTEXT,
     A_ABORT,
-    A_ASSOCIATE_AC,
-    A_ASSOCIATE_RJ,
     A_ASSOCIATE_RQ,
     A_RELEASE_RP,
     A_RELEASE_RQ,
@@ -53,6 +50,7 @@ from relay.edge.pdu_codec import (
     DEFAULT_MAX_PDU,
     DEFAULT_PEER_MAX_PDU,
     MAX_ASSOCIATE_PDU,
+    MAX_COMMAND_SET,
     NO_DATASET,
     PC_ACCEPTANCE,
     PRIORITY_MEDIUM,
@@ -67,6 +65,9 @@ from relay.edge.pdu_codec import (
     Abort,
     Closed,
     encode_pdu,
+    encode_pdv,
+    iter_pdvs,
+    pdu_header,
     ascii_text,
     us_value,
     encode_command,
@@ -170,12 +171,7 @@ class Association(threading.Thread):
         return buffer
 
     def _read_pdu(self, limit: int) -> tuple[int, bytearray]:
-        kind, _, length = struct.unpack(">BBI", self._recv_exact(6))
-        if kind not in (A_ASSOCIATE_RQ, P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT,
-                        A_ASSOCIATE_AC, A_ASSOCIATE_RJ):
-            raise Abort(f"unrecognised PDU type 0x{kind:02x}", ABORT_UNRECOGNIZED_PDU)
-        if length > limit:
-            raise Abort(f"PDU of {length} bytes exceeds {limit}", ABORT_INVALID_PARAMETER)
+        kind, length = pdu_header(self._recv_exact(6), limit)
         return kind, self._recv_exact(length)
 
     def _phase(self) -> str:
@@ -287,6 +283,13 @@ class Association(threading.Thread):
                  if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
                  and item.sop_class_uid is not None}
         proposed = list(request.presentation_context_definition_list)
+        for context in proposed:  # PS3.8 9.3.2.2; pynetdicom's negotiation assumes both
+            if not context.abstract_syntax:
+                raise Abort(f"presentation context {context.context_id} without an abstract "
+                            "syntax", ABORT_INVALID_PARAMETER)
+            if not context.transfer_syntax:
+                raise Abort(f"presentation context {context.context_id} without a transfer "
+                            "syntax", ABORT_INVALID_PARAMETER)
         results, reply_roles = negotiate_as_acceptor(proposed, self.server.supported_contexts,
                                                      roles or None)
         negotiated = _Negotiated(self.calling_ae, called, peer_max or DEFAULT_PEER_MAX_PDU)
@@ -320,6 +323,7 @@ class Association(threading.Thread):
         limit = policy.max_pdu
         idle_timeout, dimse_timeout = policy.network_timeout_s or None, policy.dimse_timeout_s
         command = bytearray()
+        command_context = 0
         message: _Message | None = None
         while True:
             if self.mid_message != bool(command or message):
@@ -338,24 +342,21 @@ class Association(threading.Thread):
                 return
             if kind != P_DATA_TF:
                 raise Abort(f"unexpected PDU 0x{kind:02x} during the association")
-            view = memoryview(body)
-            offset = 0
-            while offset < len(body):
-                if offset + 6 > len(body):
-                    raise Abort("truncated PDV", ABORT_INVALID_PARAMETER)
-                length = int.from_bytes(view[offset:offset + 4], "big")
-                context_id, control = view[offset + 4], view[offset + 5]
-                fragment = view[offset + 6:offset + 4 + length]
-                if length < 2 or offset + 4 + length > len(body):
-                    raise Abort("PDV longer than its PDU", ABORT_INVALID_PARAMETER)
-                offset += 4 + length
+            for context_id, control, fragment in iter_pdvs(body):
                 if context_id not in negotiated.contexts:
                     raise Abort(f"PDV on presentation context {context_id} not accepted",
                                 ABORT_INVALID_PARAMETER)
                 if control & 0x01:  # command fragment
                     if message is not None:
                         raise Abort("command fragment inside a dataset")
+                    if command and context_id != command_context:
+                        raise Abort(f"command fragments on presentation contexts "
+                                    f"{command_context} and {context_id}")
+                    command_context = context_id
                     command += fragment
+                    if len(command) > MAX_COMMAND_SET:
+                        raise Abort(f"command set longer than {MAX_COMMAND_SET} bytes",
+                                    ABORT_INVALID_PARAMETER)
                     if control & 0x02:
                         fields = decode_command(bytes(command))
                         command = bytearray()
@@ -421,8 +422,7 @@ class Association(threading.Thread):
         out = []
         for n, chunk in enumerate(chunks):
             control = 0x03 if n == len(chunks) - 1 else 0x01
-            pdv = struct.pack(">IBB", len(chunk) + 2, context_id, control) + chunk
-            out.append(encode_pdu(P_DATA_TF, pdv))
+            out.append(encode_pdu(P_DATA_TF, encode_pdv(context_id, control, chunk)))
         self._send(b"".join(out))
 
 

@@ -6,7 +6,7 @@ dataset. Negotiation itself is pynetdicom's (``relay.edge.association``)."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
@@ -39,6 +39,10 @@ DEFAULT_MAX_PDU = 4 << 20
 """Maximum P-DATA-TF length the edge advertises unless configured (4 MiB): a CT or MR
 slice still arrives in one PDU, and an association's read buffer stays bounded."""
 DEFAULT_PEER_MAX_PDU = 16384
+MAX_COMMAND_SET = 64 << 10
+"""Longest command set the edge reassembles (64 KiB): a C-STORE-RQ's is a few hundred
+bytes, and without a bound a peer that never sends the last fragment would grow it
+until memory runs out."""
 """What the edge sends per PDU to a peer that declares 0 (unlimited) or nothing."""
 
 
@@ -54,8 +58,46 @@ class Closed(Exception):
     """The peer closed the connection."""
 
 
+KNOWN_PDU_TYPES = frozenset({A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, P_DATA_TF,
+                             A_RELEASE_RQ, A_RELEASE_RP, A_ABORT})
+
+
 def encode_pdu(kind: int, body: bytes) -> bytes:
     return struct.pack(">BBI", kind, 0, len(body)) + body
+
+
+def pdu_header(header: bytes | bytearray, limit: int) -> tuple[int, int]:
+    """Type and length of a PDU from its 6-byte header; raises Abort for an unknown type
+    or a length over ``limit`` (checked before any of the body is read)."""
+    kind, _, length = struct.unpack(">BBI", header)
+    if kind not in KNOWN_PDU_TYPES:
+        raise Abort(f"unrecognised PDU type 0x{kind:02x}", ABORT_UNRECOGNIZED_PDU)
+    if length > limit:
+        raise Abort(f"PDU of {length} bytes exceeds {limit}", ABORT_INVALID_PARAMETER)
+    return int(kind), int(length)
+
+
+def iter_pdvs(body: bytes | bytearray) -> Iterator[tuple[int, int, memoryview]]:
+    """(presentation context ID, message control header, fragment) of each PDV item of a
+    P-DATA-TF body (PS3.8 9.3.5: one or more items), in order; raises Abort for an empty
+    body and, when it is reached, at an item that is truncated or runs past the PDU."""
+    view = memoryview(body)
+    offset, end = 0, len(body)
+    if not end:
+        raise Abort("P-DATA-TF without a PDV", ABORT_INVALID_PARAMETER)
+    while offset < end:
+        if offset + 6 > end:
+            raise Abort("truncated PDV", ABORT_INVALID_PARAMETER)
+        length = int.from_bytes(view[offset:offset + 4], "big")
+        if length < 2 or offset + 4 + length > end:
+            raise Abort("PDV longer than its PDU", ABORT_INVALID_PARAMETER)
+        yield view[offset + 4], view[offset + 5], view[offset + 6:offset + 4 + length]
+        offset += 4 + length
+
+
+def encode_pdv(context_id: int, control: int, fragment: bytes) -> bytes:
+    """One PDV item: item length, presentation context ID, message control header."""
+    return struct.pack(">IBB", len(fragment) + 2, context_id, control) + fragment
 
 
 def _even(value: bytes, pad: bytes = b"\0") -> bytes:

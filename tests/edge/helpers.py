@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import sqlite3
 import struct
@@ -26,6 +27,13 @@ def journal_rows(spool_root: Path) -> list[dict[str, Any]]:
         return [dict(row) for row in conn.execute("SELECT * FROM instances ORDER BY id")]
     finally:
         conn.close()
+
+
+def acknowledged(spool_root: Path) -> dict[str, tuple[dict[str, Any], str]]:
+    """SOP Instance UID -> (its journal row, SHA-256 of its spooled file as on disk now):
+    taken before and after a test to show acknowledged instances were not touched."""
+    return {row["sop_uid"]: (row, hashlib.sha256((spool_root / row["path"]).read_bytes()).hexdigest())
+            for row in journal_rows(spool_root)}
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float = 10.0,
