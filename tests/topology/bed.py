@@ -4,8 +4,11 @@
     storescp ◀─SR/PDF─┘ (site credential,      (cut/restore) ├─▶ nginx TLS ┤   (round robin)    ├─▶ PostgreSQL
     storescu ─DICOM─▶ relay edge hekou ────HTTPS─▶ WAN link ─┘  private CA └─▶ relay county :B ─┤   RabbitMQ
     storescp ◀─SR/PDF─┘  RELAY_EDGE_COUNTY_CA_FILE)                                             │   SeaweedFS S3
+    findscu, N-ACTION ─▶ edge services AE (worklist, storage commitment)                        │
                          relay worker --queues ingest,render ◀──────────────────────────────────┤
-                         relay worker --queues assign,deliver ◀─────────────────────────────────┘
+                         relay worker --queues assign,deliver ◀─────────────────────────────────┤
+    HIS ─HL7 ORM (MLLP)─▶ relay mllp ───────────────────────────────────────────────────────────┘
+    HIS ◀─ORU^R01 (MLLP), DiagnosticReport (FHIR)── the workers' HIS rounds (MllpReceiver, FhirReceiver)
                          critical webhooks ─▶ WebhookReceiver (township gateway, lead's pager)
 
 Every box is a real process on 127.0.0.1 with its log in the run's folder. One database
@@ -35,6 +38,7 @@ from pydicom.uid import generate_uid
 from bench.linkemu import LinkEmulator
 from tests.processes import RelayProcess, base_env, wait_for
 from tests.servers import SeaweedFS, free_ports
+from tests.his_standins import FhirReceiver, MllpReceiver
 from tests.topology.hooks import WebhookReceiver
 from tests.topology.pki import Pki, make_pki
 from tests.topology.proxy import Nginx
@@ -91,6 +95,8 @@ class Edge:
     site: str
     dicom_port: int
     status_port: int
+    services_port: int
+    """The edge's pynetdicom AE: Modality Worklist C-FIND and Storage Commitment."""
     pacs_ae: str
     pacs_port: int
     pacs_dir: Path
@@ -105,6 +111,8 @@ class Edge:
     def status_url(self) -> str:
         """The technician's page of this edge (plain HTTP on the township LAN)."""
         return f"http://127.0.0.1:{self.status_port}"
+
+    services_ae: str = "RELAY_EDGE"
 
     def pacs_files(self) -> list[Path]:
         return sorted(p for p in self.pacs_dir.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -123,6 +131,12 @@ class Topology:
     api_urls: list[str]
     """The two APIs' own plain-HTTP addresses (behind the proxy; for checks only)."""
     nginx: Nginx
+    mllp_port: int
+    """`relay mllp`: where the HIS sends orders (HL7 v2 over MLLP)."""
+    his_mllp: MllpReceiver
+    """The HIS's own MLLP port, taking ORU^R01 (RELAY_HIS_MLLP)."""
+    his_fhir: FhirReceiver
+    """The HIS's FHIR server, taking DiagnosticReports (RELAY_HIS_FHIR_URL)."""
     env: dict[str, str]
     """The county processes' environment (database, broker, store, queue prefix, webhooks)."""
     workdir: Path
@@ -297,13 +311,18 @@ def topology(workdir: Path, *, pg_admin_dsn: str, amqp_url: str, seaweed: Seawee
         stack.callback(_delete_queues, amqp_url, f"relaytopo{run_id}")
         webhooks = WebhookReceiver()
         stack.callback(webhooks.stop)
+        his_mllp, his_fhir = MllpReceiver(), FhirReceiver()
+        stack.callback(his_mllp.stop)
+        stack.callback(his_fhir.stop)
         api_ports = free_ports(2)
-        proxy_port, = free_ports(1)
+        proxy_port, mllp_port = free_ports(2)
         county_env = base_env(database_url=db_url, broker_url=amqp_url,
                               store_url=seaweed.url_for(f"relay-topo-{run_id}"),
                               queue_prefix=f"relaytopo{run_id}", data_dir=str(workdir / "county"),
                               critical_webhook_url=webhooks.township_url, critical_escalation_url=webhooks.lead_url,
-                              critical_escalate_minutes=ESCALATE_MINUTES, log_level="INFO")
+                              critical_escalate_minutes=ESCALATE_MINUTES, log_level="INFO",
+                              his_mllp_bind=f"127.0.0.1:{mllp_port}", his_mllp=his_mllp.address,
+                              his_fhir_url=his_fhir.url, his_retry_base_s="2", his_retry_max_s="10")
         run_relay(county_env, workdir, "db", "upgrade", timeout=START_TIMEOUT_S)
         tokens, accounts = _make_people(county_env, workdir)
         pki = make_pki(workdir / "pki")
@@ -322,10 +341,13 @@ def topology(workdir: Path, *, pg_admin_dsn: str, amqp_url: str, seaweed: Seawee
         for name, queues in (("worker-ingest-render", "ingest,render"), ("worker-assign-deliver", "assign,deliver")):
             spawn(RelayProcess(name, ["worker", "--concurrency", "1", "--queues", queues], cwd=workdir,
                                logdir=workdir, env={**county_env, "RELAY_DATA_DIR": str(workdir / name)}))
+        spawn(RelayProcess("mllp", ["mllp"], cwd=workdir, logdir=workdir,
+                           env={**county_env, "RELAY_DATA_DIR": str(workdir / "mllp")}))
         nginx = spawn(Nginx(workdir / "nginx", port=proxy_port, upstreams=api_ports, pki=pki))
         bed = Topology(county_url=f"https://127.0.0.1:{proxy_port}", ca_file=pki.ca, edges={}, webhooks=webhooks,
                        reader=accounts[0], admin=accounts[1], signing_password=SIGNING_PASSWORD,
-                       api_urls=api_urls, nginx=nginx, env=county_env, workdir=workdir, procs=procs)
+                       api_urls=api_urls, nginx=nginx, mllp_port=mllp_port, his_mllp=his_mllp, his_fhir=his_fhir,
+                       env=county_env, workdir=workdir, procs=procs)
         try:
             _wait_county_up(bed)
             bed.edges.update({site: _start_edge(workdir, site, i, token=tokens[site], pki=pki, proxy_port=proxy_port,
@@ -343,7 +365,7 @@ def topology(workdir: Path, *, pg_admin_dsn: str, amqp_url: str, seaweed: Seawee
 
 def _start_edge(workdir: Path, site: str, index: int, *, token: str, pki: Pki, proxy_port: int,
                 technician: Account, spawn: Any, stack: ExitStack) -> Edge:
-    dicom_port, status_port, pacs_port = free_ports(3)
+    dicom_port, status_port, pacs_port, services_port = free_ports(4)
     link = LinkEmulator("127.0.0.1", proxy_port, rate_bps=None, delay_s=0.0)
     link_port = link.start()
     stack.callback(link.stop)
@@ -357,10 +379,11 @@ def _start_edge(workdir: Path, site: str, index: int, *, token: str, pki: Pki, p
                    edge_status_port=str(status_port), county_url=f"https://127.0.0.1:{link_port}",
                    edge_county_ca_file=str(pki.ca), edge_report_destinations=f"{pacs_ae}@127.0.0.1:{pacs_port}",
                    edge_report_poll_s=REPORT_POLL_S, edge_heartbeat_s="10", forward_retry_max="5",
-                   edge_technicians_poll_s="5", edge_ack_retry_s="2",
-                   log_level="INFO")
+                   edge_technicians_poll_s="5", edge_ack_retry_s="2", edge_services_port=str(services_port),
+                   edge_order_sync_s="2", edge_site_code=f"T{index + 1}", log_level="INFO")
     process = spawn(RelayProcess(f"edge-{site}", ["edge"], env=env, cwd=workdir, logdir=workdir))
-    return Edge(site=site, dicom_port=dicom_port, status_port=status_port, pacs_ae=pacs_ae, pacs_port=pacs_port,
+    return Edge(site=site, dicom_port=dicom_port, status_port=status_port, services_port=services_port,
+                pacs_ae=pacs_ae, pacs_port=pacs_port,
                 pacs_dir=pacs_dir, spool=data_dir / "edge", technician=technician, link=link, process=process,
                 pacs=pacs)
 
@@ -375,14 +398,27 @@ def _wait_county_up(bed: Topology) -> None:
             return http.get("/healthz").status_code == 200
 
     bed.wait("the county over HTTPS through nginx", through_proxy, timeout=START_TIMEOUT_S)
+    bed.wait("relay mllp listening", lambda: _listening(bed.mllp_port), timeout=START_TIMEOUT_S)
     for proc in bed.procs:
         if proc.name.startswith("worker"):
             bed.wait(f"{proc.name} ready", lambda p=proc: " ready." in p.log(), timeout=START_TIMEOUT_S)
 
 
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 def _wait_edges_up(bed: Topology) -> None:
     for edge in bed.edges.values():
         bed.wait(f"edge {edge.site} C-ECHO", lambda e=edge: echoscu(e.dicom_port), timeout=START_TIMEOUT_S)
+        bed.wait(f"edge {edge.site} services C-ECHO", lambda e=edge: echoscu(e.services_port),
+                 timeout=START_TIMEOUT_S)
         bed.wait(f"edge {edge.site} status page",
                  lambda e=edge: httpx.get(e.status_url + "/login", timeout=10).status_code == 200,
                  timeout=START_TIMEOUT_S)
