@@ -304,8 +304,11 @@ def _make_people(env: dict[str, str], cwd: Path) -> tuple[dict[str, str], list[A
 
 @contextmanager
 def topology(workdir: Path, *, pg_admin_dsn: str, amqp_url: str, seaweed: SeaweedFS,
-             run_id: str) -> Iterator[Topology]:
-    """Start the whole bed, yield it, stop it; every wait bounded, every log kept in ``workdir``."""
+             run_id: str, link_rate_bps: float | None = None, link_delay_s: float = 0.0,
+             edge_env: dict[str, str] | None = None) -> Iterator[Topology]:
+    """Start the whole bed, yield it, stop it; every wait bounded, every log kept in ``workdir``.
+    ``link_*`` shape each township's WAN (bench/orders_worklist.py: 5 Mbit/s, 150 ms each way);
+    ``edge_env`` overrides the edges' settings (RELAY_* names)."""
     with ExitStack() as stack:
         db_url = stack.enter_context(_database(pg_admin_dsn, f"relay_topo_{run_id}"))
         stack.callback(_delete_queues, amqp_url, f"relaytopo{run_id}")
@@ -352,7 +355,8 @@ def topology(workdir: Path, *, pg_admin_dsn: str, amqp_url: str, seaweed: Seawee
             _wait_county_up(bed)
             bed.edges.update({site: _start_edge(workdir, site, i, token=tokens[site], pki=pki, proxy_port=proxy_port,
                                                 technician=next(a for a in accounts if a.site == site), spawn=spawn,
-                                                stack=stack)
+                                                stack=stack, link=(link_rate_bps, link_delay_s),
+                                                extra_env=edge_env or {})
                               for i, site in enumerate(TOWNSHIPS)})
             _wait_edges_up(bed)
             with bed.client(bed.token(bed.reader)) as http:
@@ -364,11 +368,13 @@ def topology(workdir: Path, *, pg_admin_dsn: str, amqp_url: str, seaweed: Seawee
 
 
 def _start_edge(workdir: Path, site: str, index: int, *, token: str, pki: Pki, proxy_port: int,
-                technician: Account, spawn: Any, stack: ExitStack) -> Edge:
+                technician: Account, spawn: Any, stack: ExitStack,
+                link: tuple[float | None, float] = (None, 0.0), extra_env: dict[str, str] | None = None) -> Edge:
     dicom_port, status_port, pacs_port, services_port = free_ports(4)
-    link = LinkEmulator("127.0.0.1", proxy_port, rate_bps=None, delay_s=0.0)
-    link_port = link.start()
-    stack.callback(link.stop)
+    rate_bps, delay_s = link
+    wan = LinkEmulator("127.0.0.1", proxy_port, rate_bps=rate_bps, delay_s=delay_s)
+    link_port = wan.start()
+    stack.callback(wan.stop)
     pacs_dir = workdir / f"pacs-{site}"
     pacs_dir.mkdir(parents=True, exist_ok=True)
     pacs_ae = f"PACS{index + 1}"
@@ -381,10 +387,11 @@ def _start_edge(workdir: Path, site: str, index: int, *, token: str, pki: Pki, p
                    edge_report_poll_s=REPORT_POLL_S, edge_heartbeat_s="10", forward_retry_max="5",
                    edge_technicians_poll_s="5", edge_ack_retry_s="2", edge_services_port=str(services_port),
                    edge_order_sync_s="2", edge_site_code=f"T{index + 1}", log_level="INFO")
+    env.update(extra_env or {})
     process = spawn(RelayProcess(f"edge-{site}", ["edge"], env=env, cwd=workdir, logdir=workdir))
     return Edge(site=site, dicom_port=dicom_port, status_port=status_port, services_port=services_port,
                 pacs_ae=pacs_ae, pacs_port=pacs_port,
-                pacs_dir=pacs_dir, spool=data_dir / "edge", technician=technician, link=link, process=process,
+                pacs_dir=pacs_dir, spool=data_dir / "edge", technician=technician, link=wan, process=process,
                 pacs=pacs)
 
 
