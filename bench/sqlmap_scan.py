@@ -17,11 +17,13 @@ import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from bench.common import fresh_database, serve_app
 from reader_portal.app import create_app
 from relay.config import Settings
 from relay.county.context import County
+from relay.county.db.models import Instance
 from relay.dicom.vocab import Role
 from tests.county.test_delivery import signed_study
 from tests.county.test_reports import login
@@ -50,7 +52,11 @@ def main() -> int:
             with TestClient(app) as client:
                 uid = signed_study(client, county)
                 headers = login(client, county, "boss", Role.ADMIN)
-            found = targets(app, {"study_uid": uid})
+            with county.sessions() as s:
+                instance = s.execute(select(Instance).where(Instance.study_uid == uid)).scalars().first()
+            ids = {"study_uid": uid, "study": uid, "series_uid": instance.series_uid, "series": instance.series_uid,
+                   "sop": instance.sop_uid, "frame": "1"}
+            found = targets(app, ids)
             results = []
             with serve_app(app) as base:
                 for target in found:
