@@ -85,6 +85,26 @@ def with_preamble(data: bytes, preamble: bytes) -> bytes:
     return preamble.ljust(128, b"\x00")[:128] + data[128:]
 
 
+def zip_polyglot() -> bytes:
+    """A file that is both a valid DICOM instance and a valid ZIP archive (the PS3.10
+    preamble attack, CVE-2019-11687): the ZIP's local header and file in the preamble, its
+    central directory and end record in a trailing Data Set Trailing Padding (FFFC,FFFC)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("x.sh", b"#!/bin/sh\nid\n")
+    archive = buf.getvalue()
+    cd_start, eocd_start = archive.index(b"PK\x01\x02"), archive.index(b"PK\x05\x06")
+    dicom = with_preamble(_raw(), archive[:cd_start])
+    directory, end = archive[cd_start:eocd_start], bytearray(archive[eocd_start:])
+    value_at = len(dicom) + 12  # after the padding element's tag, VR, reserved bytes and length
+    end[16:20] = value_at.to_bytes(4, "little")  # where the central directory now is
+    if (len(directory) + len(end)) % 2:
+        end[20:22] = (1).to_bytes(2, "little")
+        end += b" "  # a one-byte comment keeps the value's length even
+    value = directory + bytes(end)
+    return dicom + b"\xfc\xff\xfc\xffOB\x00\x00" + len(value).to_bytes(4, "little") + value
+
+
 def meta_uid_differs() -> bytes:
     """The file meta's MediaStorageSOPInstanceUID names another instance than the dataset's
     SOPInstanceUID (pydicom would fix it on writing: the meta bytes are edited after)."""
@@ -114,5 +134,6 @@ def cases() -> list[Case]:
                                                                 StudyDescription=p), refused=False))
     for name, preamble in PREAMBLES.items():
         found.append(Case(f"preamble-{name}", lambda p=preamble: with_preamble(_raw(), p), refused=False))
+    found.append(Case("preamble-zip-polyglot", zip_polyglot, refused=False))
     found.append(Case("meta-uid-differs", meta_uid_differs, refused=True))
     return found
