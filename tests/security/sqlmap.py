@@ -22,7 +22,7 @@ from relay.county.dicomweb import qido
 SQLMAP = shutil.which("sqlmap") or str(Path(sys.executable).with_name("sqlmap"))
 BASELINE = {"limit": "10", "offset": "0", "before_id": "1000000", "since": "2026-01-01T00:00:00Z", "until": "2027-01-01T00:00:00Z",
             "start": "2026-12-07", "at": "2026-12-07T08:00:00+08:00", "group_by": "day", "mine": "false",
-            "unassigned": "false", "priority": "routine", "state": "queued", "lang": "zh-CN", "window": "lung",
+            "unassigned": "false", "priority": "routine", "state": "queued", "lang": "zh-CN", "window": "40,400",
             "StudyDate": "20261123", "StudyTime": "080000", "SeriesNumber": "1", "InstanceNumber": "1",
             "ModalitiesInStudy": "CT", "Modality": "CT", "modality": "CT"}
 """A value each parameter accepts, so that sqlmap's baseline request is a 200; others get "x"."""

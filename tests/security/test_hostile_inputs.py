@@ -83,7 +83,7 @@ def _send_pynetdicom(port: int, data: bytes) -> int | None:
     try:
         with config.disable_value_validation():
             status = assoc.send_c_store(ds)
-    except ValueError:  # pynetdicom will not put an over-long UID in a command set
+    except (ValueError, TypeError):  # pynetdicom will not put an over-long or multi-valued UID in a command set
         return None
     finally:
         assoc.release()
