@@ -127,6 +127,8 @@ def test_no_caller_makes_a_route_take_effect_without_the_right_and_no_other_site
                     if method == "POST" and path == "/logout" and took_effect(answer):
                         client.cookies.clear()
         nocsrf.close()
+    print(f"row 16 edge page: {len(ROUTES)} routes x {len(callers)} callers x 2 deliveries, {calls} calls, "
+          f"unauthorised effect {len(wrong)}")
     assert wrong == [], "\n".join(wrong)
     assert calls == len(ROUTES) * len(callers) * 2
 

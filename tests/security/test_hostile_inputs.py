@@ -87,7 +87,11 @@ def _send_pynetdicom(port: int, data: bytes) -> int | None:
         return None
     finally:
         assoc.release()
-    return int(status.Status)
+    return int(status.Status) if "Status" in status else ABORTED
+
+
+ABORTED = -1
+"""No C-STORE response: the association ended (aborted) without one."""
 
 
 def _check_edge(tmp_path: Path, spool: Spool, before: dict[Path, str], good: Path, good_digest: str,

@@ -117,7 +117,8 @@ def test_no_payload_runs_on_any_portal_page_and_each_is_shown_as_text(county):
         client.post("/api/auth/token", data={"username": PAYLOADS[0], "password": "wrong-password"})  # audit actor
     fired: list[str] = []
     csp: dict[str, str] = {}
-    pages = [("/portal/", PAYLOADS[1]),  # study0 is signed: off the worklist *[(f"/portal/studies/{ids[f'study{i}']}", p) for i, p in enumerate(PAYLOADS)],
+    # study0 is signed, so off the worklist: the worklist shows study1's payload.
+    pages = [("/portal/", PAYLOADS[1]), *[(f"/portal/studies/{ids[f'study{i}']}", p) for i, p in enumerate(PAYLOADS)],
              ("/portal/admin/tat", None), ("/portal/admin/edges", PAYLOADS[1][:60]),
              ("/portal/admin/workload", "dr.x"), ("/portal/admin/audit", None),
              ("/portal/roster", PAYLOADS[0] + "医生")]
@@ -134,6 +135,8 @@ def test_no_payload_runs_on_any_portal_page_and_each_is_shown_as_text(county):
         page.wait_for_function("t => document.body.innerText.includes(t)", arg="{{7*7}}${7*7}", timeout=WAIT_MS)
         body = page.evaluate("document.body.innerText")
         context.close()
+    print(f"row 17 portal: {len(PAYLOADS)} payloads, {len(pages)} page visits, {len(csp)} documents, "
+          f"scripts run / not shown as text {len(fired)}, without CSP {len([u for u, c in csp.items() if not c])}")
     assert fired == [], "\n".join(fired)
     assert all(p in body for p in PAYLOADS[:2])  # the report's text and the header's, shown as text
     missing = [url for url, policy in csp.items() if "script-src 'self'" not in policy]
