@@ -10,6 +10,7 @@ from relay.county.auth.deps import CountyDep, SessionDep
 from relay.county.context import County
 from relay.county.dicomweb import repository as dicomweb_repository
 from relay.county.dicomweb.endpoints import audit_opening, site_scope
+from relay.county.errors import NotFound
 from relay.county.render.image import CT_PRESETS
 from relay.county.worklist import service as worklist_service
 from reader_portal import admin, pages
@@ -45,9 +46,11 @@ def create_app(county: County) -> FastAPI:
         """The reader's study page: series, viewer, priors and the report. The page holds no
         data itself; it reads everything through the JSON API with the session cookie. Its
         opening is audited here, once, with the study's series and instance counts (the
-        viewer's metadata and image requests that follow add no rows)."""
-        if dicomweb_repository.study(session, study_uid, site_scope(who.principal)) is not None:
-            audit_opening(county, request, who.principal, session, study_uid, "study page")
+        viewer's metadata and image requests that follow add no rows). A study the caller may
+        not see (another township's, for a technician) is a 404, like one that does not exist."""
+        if dicomweb_repository.study(session, study_uid, site_scope(who.principal)) is None:
+            raise NotFound("no such study")
+        audit_opening(county, request, who.principal, session, study_uid, "study page")
         chosen, _, _ = pages.language(request, lang)
         presets = {"CT": [{"key": p.key, "label": p.label(chosen), "center": p.center, "width": p.width}
                           for p in CT_PRESETS]}

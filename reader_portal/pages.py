@@ -17,6 +17,7 @@ and site as for any API client.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -108,12 +109,22 @@ def safe_next(next_url: str | None) -> str:
     return next_url
 
 
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+"""The portal's Content-Security-Policy: scripts only from the portal's own files (no inline
+script, no event-handler attributes, no ``javascript:`` URLs), so text that slipped into a
+page from a DICOM header or a report cannot run; never framed. Inline styles stay allowed
+(the templates have <style> blocks; a style cannot run script)."""
+
+
 def harden(response: Response) -> Response:
     """Headers for every portal page: never framed (clickjacking), never cached (the
-    page carries the CSRF token and patient data)."""
+    page carries the CSRF token and patient data), no script but the portal's own files."""
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
@@ -151,6 +162,18 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(LoginRequired, _to_login)
     errors.set_html_renderer(app, error_page)
+
+    @app.middleware("http")
+    async def _portal_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Every answer under /portal, also a problem+json error or a redirect: the headers
+        # of harden(); the static files keep their caching.
+        response = await call_next(request)
+        path = request.url.path
+        if path.startswith("/portal/static/"):
+            response.headers["X-Content-Type-Options"] = "nosniff"
+        elif path.startswith("/portal"):
+            harden(response)
+        return response
 
 
 def error_page(request: Request, status: int, title: str, detail: str) -> Response:

@@ -167,9 +167,10 @@ class CountySettings(CommonSettings):
         "reading shift, so a token left on a shared reading-room PC does not live on.",
     )
     session_idle_minutes: float = Field(
-        60.0,
+        30.0, gt=0, le=30,
         description="Minutes without a request after which a portal page session (cookie) ends: "
-        "a reading-room PC left alone logs itself out. Default 60.",
+        "a reading-room PC left alone logs itself out. At most 30 (a shared PC showing patient "
+        "data; the technician's page has the same limit). Default 30.",
     )
     session_absolute_hours: float = Field(
         12.0,

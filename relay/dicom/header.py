@@ -118,9 +118,27 @@ def read_ids(data: bytes) -> InstanceIds:
     instead of pydicom's ~400 us on the edge's C-STORE path; anything it does not
     fully understand goes to pydicom, which also gives the errors their wording."""
     fast = scan_ids(data)
-    if fast is not None:
-        return fast
-    return ids_from_dataset(_parse(data, specific_tags=_ID_TAGS))
+    ids = fast if fast is not None else ids_from_dataset(_parse(data, specific_tags=_ID_TAGS))
+    media = _meta_sop_uid(data)
+    if media is not None and media != ids.sop_uid:
+        # PS3.10 7.1: the file meta names the instance the file holds. A file naming another
+        # one is refused: a reader of the meta alone (a viewer, a DICOMDIR) would be misled.
+        raise InvalidInstance("MediaStorageSOPInstanceUID (0002,0003) differs from SOPInstanceUID",
+                              attribute="MediaStorageSOPInstanceUID")
+    return ids
+
+
+def _meta_sop_uid(data: bytes) -> str | None:
+    """The file meta's Media Storage SOP Instance UID (always Explicit VR LE), if readable."""
+    if len(data) < 144 or data[128:132] != b"DICM":
+        return None
+    offset = 132
+    while (element := _element(data, offset)) is not None and element[0] >> 16 == 0x0002:
+        tag, value, length = element
+        if tag == 0x00020003:
+            return data[value:value + length].rstrip(b"\0 ").decode("ascii", "replace").strip()
+        offset = value + length
+    return None
 
 
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",

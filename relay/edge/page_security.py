@@ -132,15 +132,18 @@ class Sessions:
 
     idle_s: float
     secure: bool = False
+    clock: Callable[[], float] = field(default=time.monotonic)
+    """Seconds on a monotonic clock; tests pass their own to reach the idle limit without waiting."""
     _by_hash: dict[str, PageSession] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def create(self, technician: Technician) -> tuple[str, PageSession]:
         """A new session (a new id at every login: no fixation); returns the cookie value."""
         cookie = secrets.token_urlsafe(32)
-        made = PageSession(technician=technician, csrf=secrets.token_urlsafe(24), last_seen=time.monotonic())
+        now = self.clock()
+        made = PageSession(technician=technician, csrf=secrets.token_urlsafe(24), last_seen=now)
         with self._lock:
-            self._expire(time.monotonic())
+            self._expire(now)
             self._by_hash[_sha256(cookie)] = made
         return cookie, made
 
@@ -148,7 +151,7 @@ class Sessions:
         """The live session of this cookie; ``touch`` counts the request as activity."""
         if not cookie:
             return None
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             self._expire(now)
             found = self._by_hash.get(_sha256(cookie))

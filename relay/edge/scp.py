@@ -40,6 +40,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 
 from relay.config import EdgeSettings
 from relay.dicom.header import InstanceIds, InvalidInstance, read_ids
+from relay.dicom.keys import check_uid
 from relay.dicom.status import StoreStatus
 from relay.dicom.vocab import Priority
 from relay.edge.acceptor import VERIFICATION, AcceptorPolicy, StoreRequest, StoreServer
@@ -83,11 +84,20 @@ def _mismatch(request: StoreRequest, ids: InstanceIds) -> str | None:
     return None
 
 
+def _is_uid(value: str) -> bool:
+    try:
+        check_uid(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _refuse(request: StoreRequest, status: StoreStatus, reason: str) -> int:
+    sop = request.sop_instance_uid
     log.warning(
         "refused C-STORE from %s peer=%s sop=%s status=0x%04X: %s",
-        request.calling_ae, request.peer, request.sop_instance_uid, status.value, reason,
-    )
+        request.calling_ae, request.peer, sop if _is_uid(sop) else ascii(sop[:80]), status.value, reason,
+    )  # a sender's non-UID is quoted and cut: no forged log lines, no terminal escapes
     return status.value
 
 
@@ -125,6 +135,8 @@ def _store(request: StoreRequest, ctx: StoreContext, started: float) -> int:
         full = ctx.guard.refusal(len(data))
         if full:
             return _refuse(request, StoreStatus.OUT_OF_RESOURCES, full)
+    if not _is_uid(request.sop_instance_uid):  # it names the spool file: checked before any write
+        return _refuse(request, StoreStatus.DATASET_MISMATCH, "AffectedSOPInstanceUID is not a valid UID")
     # The file is written and fsynced while the header is parsed and checked here.
     pending = ctx.spool.begin_store(data, sop_uid=request.sop_instance_uid, sha256=request.sha256)
     try:

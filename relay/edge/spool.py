@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import logging
 import sqlite3
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import TextIO
 
 from relay.dicom.header import InstanceIds
+from relay.dicom.keys import check_uid
 from relay.dicom.vocab import IngestOutcome, Priority
 from relay.edge import completeness, durable, journal, slots
 from relay.edge.clock import iso
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "spool.lock"
 TMP_DIR = "tmp"
 OBJECTS_DIR = "objects"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 WRITER_THREADS = 8
 """Threads writing and fsyncing instance files (``Spool.begin_store``); one per
 concurrent association is plenty, as each store waits for its own write."""
@@ -274,7 +277,10 @@ class Spool:
         matters where pydicom parses (implicit VR, big endian, deflated) and for
         a study's first instance, whose header is decoded for the page.
         """
+        check_uid(sop_uid)  # it names a file: never a path of a sender's choosing (ValueError)
         sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        if not _SHA256_HEX.fullmatch(sha256):
+            raise ValueError("not a lowercase hex SHA-256")
         rel = f"{OBJECTS_DIR}/{sha256[:2]}/{sop_uid}.{sha256}.dcm"
         claim = contextlib.ExitStack()
         claim.enter_context(self._claim(rel))

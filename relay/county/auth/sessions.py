@@ -47,7 +47,7 @@ _TOUCH_EVERY = timedelta(seconds=60)
 class Policy:
     """How long a session lives: ``idle`` without requests, ``absolute`` from login."""
 
-    idle: timedelta = timedelta(minutes=60)
+    idle: timedelta = timedelta(minutes=30)
     absolute: timedelta = timedelta(hours=12)
 
 
