@@ -44,6 +44,8 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/reports/{delivery_id}/pdf"): frozenset({"technician", "technician nocsrf"}),
     ("POST", "/reports/{delivery_id}/ack"): TECHNICIAN,
     ("GET", "/api/summary"): frozenset({"technician", "technician nocsrf"}),
+    ("GET", "/register"): frozenset({"technician", "technician nocsrf"}),  # 登记 (an empty form changes nothing)
+    ("POST", "/register"): TECHNICIAN,
 }
 LAST = {("POST", "/logout")}
 
@@ -136,9 +138,9 @@ def test_no_caller_makes_a_route_take_effect_without_the_right_and_no_other_site
 def test_a_form_without_or_with_a_wrong_csrf_token_changes_nothing(page: StatusPage, spool: Spool) -> None:
     study_uid = _a_study(spool)
     client, token = _logged_in(page)
-    forms = [f"/studies/{study_uid}/stat", f"/reports/{DELIVERY}/ack", "/logout"]
+    forms = [f"/studies/{study_uid}/stat", f"/reports/{DELIVERY}/ack", "/register", "/logout"]
     assert {p for m, p in ROUTES if m == "POST"} - {"/login"} == {
-        "/studies/{study_uid}/stat", "/reports/{delivery_id}/ack", "/logout"}  # every state-changing form
+        "/studies/{study_uid}/stat", "/reports/{delivery_id}/ack", "/register", "/logout"}  # every state-changing form
     before = files_digest(spool.root)
     with closing(client):
         for url in forms:

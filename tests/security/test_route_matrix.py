@@ -55,6 +55,13 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/edges/reports/{delivery_id}/objects/{name}"): SITE_A,
     ("POST", "/api/edges/reports/{delivery_id}/delivered"): SITE_A,
     ("POST", "/api/edges/reports/{delivery_id}/acknowledged"): SITE_A,
+    ("GET", "/api/edges/orders"): SITES,  # each site's own orders (site isolation: tests/county/test_edge_orders.py)
+    ("POST", "/api/edges/orders"): SITES,  # an order registered at the calling site only
+    # the HIS (a bearer of RELAY_HIS_FHIR_TOKEN, unset here: 404 for everyone)
+    ("POST", "/fhir"): NOBODY,
+    ("POST", "/fhir/ServiceRequest"): NOBODY,
+    ("PUT", "/fhir/ServiceRequest/{resource_id}"): NOBODY,
+    ("GET", "/fhir/ServiceRequest/{resource_id}"): NOBODY,
     # administrators
     ("GET", "/api/edges"): ADMIN,
     ("GET", "/api/quarantine"): ADMIN,
@@ -69,6 +76,12 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/readers/workload"): ADMIN,
     ("POST", "/api/roster/shifts"): ADMIN,
     ("DELETE", "/api/roster/shifts/{shift_id}"): ADMIN,
+    ("GET", "/api/his/messages"): ADMIN,
+    ("POST", "/api/his/messages/{message_pk}/retry"): ADMIN,
+    ("GET", "/api/reconcile"): ADMIN,
+    ("POST", "/api/reconcile/studies/{study_uid}/link"): ADMIN,
+    ("POST", "/api/reconcile/studies/{study_uid}/correct"): ADMIN,
+    ("POST", "/api/reconcile/studies/{study_uid}/split"): ADMIN,
     # reading and reports
     ("GET", "/api/signing-keys"): ANYONE,
     ("POST", "/api/signing-keys"): READERS,
@@ -85,6 +98,7 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/worklist/{study_uid}/release"): READERS,
     ("POST", "/api/worklist/{study_uid}/open"): READERS,
     ("GET", "/api/studies/{study_uid}/priors"): SEES_A,
+    ("GET", "/api/studies/{study_uid}/order"): SEES_A,
     ("GET", "/api/roster/readers"): PEOPLE,
     ("GET", "/api/roster/shifts"): PEOPLE,
     ("GET", "/api/roster/week"): PEOPLE,
@@ -121,6 +135,8 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/portal/admin/edges"): ADMIN,
     ("GET", "/portal/admin/workload"): ADMIN,
     ("GET", "/portal/admin/audit"): ADMIN,
+    ("GET", "/portal/admin/his"): ADMIN,
+    ("GET", "/portal/admin/reconcile"): ADMIN,
 }
 PUBLIC_PAGES = {("GET", "/portal/login"), ("POST", "/portal/login"), (MOUNT, "/portal/static")}
 LAST = {("POST", "/portal/logout"), ("POST", "/api/signing-keys/{key_id}/revoke")}
@@ -169,7 +185,8 @@ def _fixture_ids(client: TestClient, county) -> tuple[dict[str, str], dict[str, 
     return site_a, {"study_uid": uid, "study": uid, "series_uid": instance.series_uid, "series": instance.series_uid,
             "sop_uid": instance.sop_uid, "sop": instance.sop_uid, "report_id": str(report.id),
             "delivery_id": str(delivery.id), "name": "signed", "key_id": str(key.id), "bundle_id": bundle_id,
-            "username": "dr.wang", "frame": "1", "frame_list": "1", "shift_id": "1", "dead_letter_id": "1"}
+            "username": "dr.wang", "frame": "1", "frame_list": "1", "shift_id": "1", "dead_letter_id": "1",
+            "resource_id": "1", "message_pk": "1"}
 
 
 def _url(path: str, ids: dict[str, str]) -> str:
