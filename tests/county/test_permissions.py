@@ -17,7 +17,7 @@ from tests.county.test_reports import login
 from tests.factories import make_site
 
 PUBLIC = {("GET", "/healthz"), ("POST", "/api/auth/token"), ("GET", "/api/signing-keys"), ("GET", "/metrics")}
-SITE_ONLY = re.compile(r"^/api/(ingest|edges/heartbeat|edges/reports|edges/technicians)|^/dicomweb/studies$")
+SITE_ONLY = re.compile(r"^/api/(ingest|edges/heartbeat|edges/reports|edges/technicians|edges/orders)|^/dicomweb/studies$")
 ADMIN_ONLY = re.compile(r"^/api/(edges$|quarantine|dead-letters|audit|tat|sla|readers|users)")
 READER_ACTIONS = re.compile(r"^/api/(worklist/.+/(claim|release|open)|worklist/claim-next|reports/|studies/.+/reports|signing-keys)")
 
