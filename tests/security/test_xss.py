@@ -63,7 +63,32 @@ def _seed(county) -> dict[str, str]:
                           **{k: payload for k in DICOM_TEXT})
         index(county, ingest(county, encode(ds), site_id=site_id, priority=Priority.ROUTINE))
         uids.append(str(ds.StudyInstanceUID))
+    _orders(county, uids)
     return {"token": token, "study": uids[0], **{f"study{i}": u for i, u in enumerate(uids)}}
+
+
+def _orders(county, uids: list[str]) -> None:
+    """Orders (申请单) whose every free-text field is a payload: one linked to study1 (its
+    study page shows the 申请单 box), one the candidate of study2's conflict (身份核对 lists it)."""
+    from sqlalchemy import update
+
+    from relay.county.db.models import Order as OrderRow
+    from relay.county.db.models import Study
+    from relay.county.orders.service import upsert_order
+    from relay.dicom.orders import Order
+
+    with session_scope(county.sessions) as s:
+        for n, (uid, match) in enumerate(((uids[1], "manual"), (uids[2], "conflict"))):
+            text = {k: PAYLOADS[(n + i) % len(PAYLOADS)] for i, k in enumerate(
+                ("procedure_description", "clinical_diagnosis", "exam_purpose", "history_summary",
+                 "ordering_department", "ordering_doctor", "patient_name", "patient_name_pinyin"))}
+            row = upsert_order(s, Order(placer_order_number=f"XSS-{n}", placer_issuer="HIS.X", accession_number=f"XA{n}",
+                                        site="township-x", patient_id=f"XSS-HIS-{n}", patient_id_issuer="HIS.X",
+                                        source="fhir", **text)).row
+            s.execute(update(Study).where(Study.study_uid == uid).values(
+                order_pk=row.id, order_match=match, order_conflict='["name", "patient_id"]' if match == "conflict" else ""))
+            assert s.get(OrderRow, row.id) is not None
+        s.commit()
 
 
 def _report(client: TestClient, uid: str) -> None:
@@ -121,7 +146,8 @@ def test_no_payload_runs_on_any_portal_page_and_each_is_shown_as_text(county):
     pages = [("/portal/", PAYLOADS[1]), *[(f"/portal/studies/{ids[f'study{i}']}", p) for i, p in enumerate(PAYLOADS)],
              ("/portal/admin/tat", None), ("/portal/admin/edges", PAYLOADS[1][:60]),
              ("/portal/admin/workload", "dr.x"), ("/portal/admin/audit", None),
-             ("/portal/roster", PAYLOADS[0] + "医生")]
+             ("/portal/roster", PAYLOADS[0] + "医生"), ("/portal/admin/reconcile", None),
+             ("/portal/admin/his", None)]
     for payload in PAYLOADS:
         pages.append((f"/portal/?patient={payload}", None))  # a payload in the query string too
     with serve_app(create_app(county)) as server, chromium() as browser:
