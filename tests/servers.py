@@ -46,10 +46,11 @@ WEED_VOLUME_SIZE_LIMIT_MB = 64
 """Size at which the master stops writing to a volume, in MB (default 30720). Small,
 so that the volumes SeaweedFS grows per bucket fit a test machine."""
 
-WEED_MAX_VOLUMES = 32
+WEED_MAX_VOLUMES = 512
 """Volumes the test volume server may hold (SeaweedFS default 8). Each bucket is a
-collection that grows several volumes at its first write, so 8 runs out after one
-or two buckets; 32 × 64 MB of sparse files is nothing."""
+collection that grows seven volumes at its first write, and the suite makes a few dozen
+buckets (tests with a bucket of their own, the topology bed): at 32 the bed's bucket found
+no writable volume and every upload got 503 from the store. Volumes are sparse files."""
 
 _LOOPBACK = "127.0.0.1"
 _READY_PROBE_BUCKET = "relay-ready-probe"
