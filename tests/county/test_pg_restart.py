@@ -29,7 +29,7 @@ from tests.servers import PrivatePostgres, SeaweedFS, free_ports
 
 INSTANCES = 60
 RESTART_AFTER = (10, 25)
-"""Restart the server once this many instances were answered 200 (fast, then immediate)."""
+"""Restart the server as the sender reaches these instances (fast, then immediate)."""
 RETRIES = 400
 """Attempts per instance before the sender gives up (bounded; each waits 0.1 to 1 s)."""
 
@@ -42,9 +42,15 @@ def private_pg() -> Iterator[PrivatePostgres]:
 
 
 def _send_all(base: str, token: str, payloads: list[bytes], answered: list[int],
-              problems: list[str]) -> None:
+              problems: list[str], gates: dict[int, tuple[threading.Event, threading.Event]]) -> None:
+    """Send like the edge; at each gate's index, say so and wait until the test has begun the
+    restart, so the restart always falls in the middle of the stream."""
     with httpx.Client(base_url=base, timeout=30) as http:
         for i, data in enumerate(payloads):
+            if i in gates:
+                reached, go = gates[i]
+                reached.set()
+                go.wait(300)
             delay = 0.1
             for _ in range(RETRIES):
                 try:
@@ -86,13 +92,18 @@ def test_postgresql_restarted_mid_ingest_loses_no_committed_row_and_the_retries_
     problems: list[str] = []
     try:
         wait_for("the county API", lambda: _healthy(base), timeout=120, procs=[api])
-        sender = threading.Thread(target=_send_all, args=(base, token, payloads, answered, problems), daemon=True)
+        gates = {after: (threading.Event(), threading.Event()) for after in RESTART_AFTER}
+        sender = threading.Thread(target=_send_all, args=(base, token, payloads, answered, problems, gates),
+                                  daemon=True)
         sender.start()
         for after, mode in zip(RESTART_AFTER, ("fast", "immediate"), strict=True):
-            wait_for(f"{after} instances answered", lambda a=after: len(answered) >= a or not sender.is_alive(),
-                     timeout=300, procs=[api])
-            assert len(answered) < INSTANCES, "the stream ended before the restart: nothing was tested"
-            private_pg.restart(mode=mode)
+            reached, go = gates[after]
+            wait_for(f"the sender at instance {after}", reached.is_set, timeout=300, procs=[api])
+            restart = threading.Thread(target=private_pg.restart, kwargs={"mode": mode}, daemon=True)
+            restart.start()  # the sender goes on into the restarting server and retries
+            go.set()
+            restart.join(timeout=300)
+            assert not restart.is_alive(), f"PostgreSQL did not come back ({mode})"
         sender.join(timeout=600)
         assert not sender.is_alive(), "the sender did not finish"
     finally:
