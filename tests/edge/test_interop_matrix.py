@@ -307,20 +307,26 @@ def test_storescu_that_aborts_instead_of_releasing_keeps_what_was_acknowledged(
 
 
 def test_storescu_killed_in_the_middle_of_a_dataset_stores_nothing_of_it_and_the_edge_goes_on(
-    scp: RunningScp, tap: WireTap, tmp_path: Path
+    scp: RunningScp, tmp_path: Path
 ) -> None:
+    from bench.linkemu import LinkEmulator
+
     big = ct_dataset(seed=3)
     big.Rows = big.Columns = 2048
     big.PixelData = os.urandom(2048 * 2048 * 2)
     path = write_part10(big, tmp_path / "big.dcm")
-    sender = subprocess.Popen(["storescu", "-pdu", "4096", "--max-send-pdu", "4096", "-aec", CALLED,
-                               "127.0.0.1", str(tap.port), str(path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert wait_until(lambda: sum(map(len, tap.streams())) > 1 << 20, timeout=60)
-    finally:
-        sender.send_signal(signal.SIGKILL)
-        sender.wait(30)
+    # Through an 8 Mbit/s link the 8 MiB dataset takes about 8 s: the kill lands in its middle
+    # however late this process gets the CPU (on loopback storescu could finish first).
+    with LinkEmulator("127.0.0.1", scp.port, rate_bps=8e6, delay_s=0.0) as link:
+        sender = subprocess.Popen(["storescu", "-pdu", "4096", "--max-send-pdu", "4096", "-aec", CALLED,
+                                   "127.0.0.1", str(link.listen_port), str(path)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert wait_until(lambda: link.stats().bytes_up > 1 << 20, timeout=60)
+        finally:
+            sender.send_signal(signal.SIGKILL)
+            sender.wait(30)
+        assert link.stats().bytes_up < len(path.read_bytes()), "the whole dataset got through before the kill"
     assert wait_until(lambda: not scp.server.active_associations, timeout=30)
     assert journal_rows(scp.spool.root) == []
     after = write_part10(ct_dataset(seed=4), tmp_path / "after.dcm")
